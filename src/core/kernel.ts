@@ -1,0 +1,32 @@
+/**
+ * Kernel selection. `ref` is the TypeScript reference kernel (network.ts).
+ * `fast` is reserved for an optimised kernel; until one lands it is the
+ * reference kernel under another name. The kernel is part of the run config,
+ * so every process of a run computes with the same one.
+ */
+import type { Dataset } from "./dataset.js";
+import { type Evaluation, Network, type ShardTotals } from "./network.js";
+import type { KernelName } from "./run-config.js";
+import type { ModelSpec } from "./spec.js";
+
+/** What a gradient kernel offers. */
+export interface Kernel {
+  gradSum(
+    params: Float32Array,
+    data: Dataset,
+    idx: Uint32Array,
+    from: number,
+    to: number,
+    grad: Float32Array,
+  ): ShardTotals;
+  evaluate(params: Float32Array, data: Dataset): Evaluation;
+}
+
+/** Creates the kernel a run config names. */
+export function makeKernel(name: KernelName, spec: ModelSpec): Kernel {
+  switch (name) {
+    case "ref":
+    case "fast":
+      return new Network(spec);
+  }
+}

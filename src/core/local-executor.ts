@@ -1,0 +1,33 @@
+/**
+ * The in-process GradientExecutor (`train --workers 0`): computes every
+ * shard of a step here, one after another, with the same kernel a worker
+ * uses, so its bits are the cluster's bits.
+ */
+import type { DataBundle } from "./dataset.js";
+import { makeKernel } from "./kernel.js";
+import type { RunConfig } from "./run-config.js";
+import type { GradientExecutor, ShardResult, StepRequest } from "./trainer.js";
+
+/** Computes shards in this process. */
+export class LocalExecutor implements GradientExecutor {
+  private readonly kernel;
+  private readonly grads: Float32Array[] = [];
+
+  constructor(
+    cfg: RunConfig,
+    private readonly data: DataBundle,
+  ) {
+    this.kernel = makeKernel(cfg.kernel, cfg.spec);
+  }
+
+  async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {
+    const t0 = performance.now();
+    const results: ShardResult[] = req.shards.map((s, i) => {
+      this.grads[i] ??= new Float32Array(req.params.length);
+      const grad = this.grads[i];
+      const { cost, count } = this.kernel.gradSum(req.params, this.data.train, req.perm, s.start, s.end, grad);
+      return { shard: s.shard, grad, cost, count };
+    });
+    return { results, computeSeconds: (performance.now() - t0) / 1000 };
+  }
+}

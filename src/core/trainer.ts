@@ -1,0 +1,256 @@
+/**
+ * The training loop shared by in-process training and the cluster
+ * coordinator: for every step it asks a GradientExecutor for the gradient
+ * sums of the step's shards, combines them in shard order in float64, takes
+ * the mean ONCE (the notes' (1/n) Σ_k over all n examples of the batch),
+ * applies the optimizer and moves on. Only where the shards are computed
+ * differs between `train --workers 0` and a cluster.
+ */
+import type { DataBundle } from "./dataset.js";
+import { type Evaluation, Network } from "./network.js";
+import { applyUpdate, initOptimizerState } from "./optimizer.js";
+import { epochPermutation } from "./prng.js";
+import { type ShardRange, shardRanges, stepsPerEpoch } from "./plan.js";
+import type { RunConfig } from "./run-config.js";
+import { initParams } from "./init.js";
+
+/** Where training stands: enough to resume with the same bits. */
+export interface TrainState {
+  params: Float32Array;
+  /** Optimizer moments (see optimizer.ts). */
+  opt: Float32Array;
+  /** Epoch of the next step to run (0-based). */
+  epoch: number;
+  /** Step within that epoch of the next step to run. */
+  step: number;
+  /** Updates applied so far; also the weights version. */
+  updates: number;
+  /** Training samples that contributed a gradient so far. */
+  samples: number;
+}
+
+/** What a step asks of the executor. */
+export interface StepRequest {
+  epoch: number;
+  step: number;
+  /** Weights version the gradients must be computed on (= updates so far). */
+  version: number;
+  params: Float32Array;
+  /** The epoch's permutation of the training set. */
+  perm: Uint32Array;
+  /** Non-empty shards of the step, in shard order. */
+  shards: ShardRange[];
+}
+
+/** One shard's contribution. The executor may reuse `grad` after the next call. */
+export interface ShardResult {
+  shard: number;
+  grad: Float32Array;
+  cost: number;
+  count: number;
+}
+
+/** Seconds a step spent in each phase (the executor fills compute and communication). */
+export interface StepTiming {
+  /** Slowest shard's compute time. */
+  compute: number;
+  /** Step wall time up to having all shards, minus compute. */
+  communication: number;
+  /** Combine + optimizer update. */
+  update: number;
+  total: number;
+}
+
+/** Computes a step's shard gradients: in this process, or on a cluster. */
+export interface GradientExecutor {
+  /** Returns one result per requested shard, in shard order, each finite. */
+  computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }>;
+}
+
+/** Reported after every update. */
+export interface StepInfo {
+  epoch: number;
+  step: number;
+  stepsPerEpoch: number;
+  updates: number;
+  /** Mean cost over the step's batch. */
+  loss: number;
+  samples: number;
+  timing: StepTiming;
+}
+
+/** Reported after every epoch's evaluation. */
+export interface EpochInfo {
+  epoch: number;
+  test: Evaluation;
+  /** Mean training cost over the epoch's steps run in this process. */
+  trainCost: number;
+  samples: number;
+  trainSeconds: number;
+}
+
+/** Raised when a step's mean gradient is not finite. */
+export class DivergenceError extends Error {
+  override name = "DivergenceError";
+  constructor(
+    readonly epoch: number,
+    readonly step: number,
+    lr: number,
+  ) {
+    super(
+      `training diverged at epoch ${epoch + 1} step ${step + 1}: the gradient is not finite (NaN or infinite); ` +
+        `try a lower --lr (now ${lr})`,
+    );
+  }
+}
+
+/** Callbacks into the process that runs the loop. */
+export interface TrainerHooks {
+  onStep?(info: StepInfo): void;
+  onEpoch?(info: EpochInfo): void;
+  /** Asked after each step: true stops the run there (graceful stop). */
+  shouldStop?(): boolean;
+  /** Called when a checkpoint is due (every N updates, each epoch end, before a divergence stop). */
+  checkpoint?(state: TrainState, reason: "interval" | "epoch" | "diverged" | "stopped"): Promise<void>;
+}
+
+/** How a run ended. */
+export interface TrainResult {
+  state: TrainState;
+  /** Evaluation after the last completed epoch (or of the final weights if stopped mid-epoch). */
+  test: Evaluation;
+  /** Updates done in this process (excludes those before a resume). */
+  steps: number;
+  /** Samples that contributed in this process. */
+  samples: number;
+  /** Wall time of the training steps, evaluation excluded. */
+  trainSeconds: number;
+  stopped: boolean;
+}
+
+/** A fresh state at the start of a run. */
+export function initialState(cfg: RunConfig): TrainState {
+  const params = initParams(cfg.spec, cfg.seed);
+  return {
+    params,
+    opt: initOptimizerState(cfg.optimizer.name, params.length),
+    epoch: 0,
+    step: 0,
+    updates: 0,
+    samples: 0,
+  };
+}
+
+/**
+ * Runs (or continues) training until `cfg.epochs` are done or a hook stops it.
+ * @param checkpointEvery checkpoint every this many updates (0 = epoch ends only)
+ */
+export async function runTraining(
+  cfg: RunConfig,
+  data: DataBundle,
+  executor: GradientExecutor,
+  opts: { state?: TrainState; hooks?: TrainerHooks; checkpointEvery?: number } = {},
+): Promise<TrainResult> {
+  const hooks = opts.hooks ?? {};
+  const state = opts.state ?? initialState(cfg);
+  const n = data.train.n;
+  const steps = stepsPerEpoch(n, cfg.batch);
+  const evalNet = new Network(cfg.spec);
+  const sum = new Float64Array(state.params.length);
+  let test: Evaluation | undefined;
+  let stepsHere = 0;
+  let samplesHere = 0;
+  let trainSeconds = 0;
+  let stopped = false;
+
+  outer: while (state.epoch < cfg.epochs) {
+    const perm = epochPermutation(n, cfg.seed, state.epoch);
+    let epochCost = 0;
+    let epochCount = 0;
+    while (state.step < steps) {
+      const t0 = performance.now();
+      const shards = shardRanges(n, cfg.batch, cfg.shards, state.step);
+      const { results, computeSeconds } = await executor.computeStep({
+        epoch: state.epoch,
+        step: state.step,
+        version: state.updates,
+        params: state.params,
+        perm,
+        shards,
+      });
+      const t1 = performance.now();
+      // Combine in shard order in float64: the same bits for any worker count.
+      sum.fill(0);
+      let cost = 0;
+      let count = 0;
+      for (const r of results) {
+        const g = r.grad;
+        for (let p = 0; p < sum.length; p++) sum[p] += g[p];
+        cost += r.cost;
+        count += r.count;
+      }
+      let finite = Number.isFinite(cost);
+      for (let p = 0; p < sum.length && finite; p++) {
+        sum[p] /= count;
+        finite = Number.isFinite(sum[p]);
+      }
+      if (!finite) {
+        await hooks.checkpoint?.(state, "diverged");
+        throw new DivergenceError(state.epoch, state.step, cfg.optimizer.lr);
+      }
+      applyUpdate(cfg.optimizer, state.params, state.opt, sum, state.updates + 1);
+      state.updates++;
+      state.step++;
+      state.samples += count;
+      stepsHere++;
+      samplesHere += count;
+      epochCost += cost;
+      epochCount += count;
+      const t2 = performance.now();
+      const total = (t2 - t0) / 1000;
+      trainSeconds += total;
+      const wait = (t1 - t0) / 1000;
+      hooks.onStep?.({
+        epoch: state.epoch,
+        step: state.step - 1,
+        stepsPerEpoch: steps,
+        updates: state.updates,
+        loss: cost / count,
+        samples: state.samples,
+        timing: {
+          compute: computeSeconds,
+          communication: Math.max(0, wait - computeSeconds),
+          update: (t2 - t1) / 1000,
+          total,
+        },
+      });
+      const stopNow = hooks.shouldStop?.() ?? false;
+      if (state.step < steps && opts.checkpointEvery && state.updates % opts.checkpointEvery === 0) {
+        await hooks.checkpoint?.(state, "interval");
+      }
+      if (stopNow && state.step < steps) {
+        stopped = true;
+        await hooks.checkpoint?.(state, "stopped");
+        break outer;
+      }
+    }
+    test = evalNet.evaluate(state.params, data.test);
+    const epochDone = state.epoch;
+    state.epoch++;
+    state.step = 0;
+    hooks.onEpoch?.({
+      epoch: epochDone,
+      test,
+      trainCost: epochCount ? epochCost / epochCount : Number.NaN,
+      samples: state.samples,
+      trainSeconds,
+    });
+    await hooks.checkpoint?.(state, "epoch");
+    if (state.epoch < cfg.epochs && (hooks.shouldStop?.() ?? false)) {
+      stopped = true;
+      break;
+    }
+  }
+  test ??= evalNet.evaluate(state.params, data.test);
+  return { state, test, steps: stepsHere, samples: samplesHere, trainSeconds, stopped };
+}
