@@ -77,6 +77,8 @@ export interface StepInfo {
   loss: number;
   samples: number;
   timing: StepTiming;
+  /** The weights after this update (a live view: copy it to keep it). */
+  params: Float32Array;
 }
 
 /** Reported after every epoch's evaluation. */
@@ -223,6 +225,7 @@ export async function runTraining(
           update: (t2 - t1) / 1000,
           total,
         },
+        params: state.params,
       });
       const stopNow = hooks.shouldStop?.() ?? false;
       if (state.step < steps && opts.checkpointEvery && state.updates % opts.checkpointEvery === 0) {

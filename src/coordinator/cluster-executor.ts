@@ -1,0 +1,353 @@
+/**
+ * The cluster GradientExecutor: computes a step's shards on worker
+ * processes through a BullMQ queue on Redis.
+ *
+ * Per step: the weights of the step's version are stored as bytes BEFORE
+ * the jobs that need them are enqueued; one job per shard is enqueued; the
+ * coordinator then blocks on the run's notices list (no polling) and reads
+ * each shard's result by (version, shard) — never from BullMQ return values
+ * or events, which may be lost or repeated. Results are validated; a bad one
+ * is counted by reason, deleted and its shard enqueued again. A shard whose
+ * job was picked up but has no result by the deadline is enqueued again too
+ * (first valid result wins, the late one is dropped as a duplicate).
+ */
+import { randomBytes } from "node:crypto";
+import { Queue } from "bullmq";
+import type { Redis } from "ioredis";
+import type { DataBundle } from "../core/dataset.js";
+import type { RunConfig } from "../core/run-config.js";
+import type { GradientExecutor, ShardResult, StepRequest } from "../core/trainer.js";
+import type { ShardRange } from "../core/plan.js";
+import { QUEUE_NAME, type RunKeys } from "../shared/keys.js";
+import type { Logger } from "../shared/log.js";
+import {
+  decodeResult,
+  parseNotice,
+  ResultError,
+  type ResultFrame,
+  type ShardJob,
+  shardJobId,
+} from "../shared/messages.js";
+import { RUN_SPEC_FORMAT, type RunSpec } from "../shared/run-spec.js";
+import { ClusterStats } from "./cluster-stats.js";
+
+/** How many times one shard may be refused or rejected before the run stops. */
+const MAX_REJECTIONS_PER_SHARD = 6;
+/** Longest single BLPOP wait (s): bounds how late a deadline is noticed. */
+const MAX_WAIT_SECONDS = 0.5;
+
+/** Settings of the cluster executor. */
+export interface ClusterExecutorOptions {
+  runId: string;
+  keys: RunKeys;
+  /** Producer connection (fail fast) for commands and the queue. */
+  redis: Redis;
+  /** A second connection, used only for the blocking BLPOP on notices. */
+  blocking: Redis;
+  config: RunConfig;
+  data: DataBundle;
+  trainLimit: number | null;
+  testLimit: number | null;
+  log: Logger;
+  /** Seconds a picked-up shard may take before it is enqueued again. */
+  stepTimeoutSeconds: number;
+  stats?: ClusterStats;
+}
+
+interface PendingShard {
+  range: ShardRange;
+  job: ShardJob;
+  attempt: number;
+  rejections: number;
+  deadline: number;
+  nonFinite: boolean;
+  lastReason?: string;
+}
+
+/** Computes shards on the cluster. Call open() first, close() at the end. */
+export class ClusterExecutor implements GradientExecutor {
+  readonly spec: RunSpec;
+  readonly stats: ClusterStats;
+  private readonly queue: Queue;
+  private publishedVersion = -1;
+  private publishedParams?: Float32Array;
+
+  constructor(private readonly o: ClusterExecutorOptions) {
+    this.stats = o.stats ?? new ClusterStats();
+    this.spec = {
+      format: RUN_SPEC_FORMAT,
+      runId: o.runId,
+      session: randomBytes(8).toString("hex"),
+      config: o.config,
+      data: {
+        fingerprint: o.data.fingerprint,
+        trainLimit: o.trainLimit,
+        testLimit: o.testLimit,
+        trainN: o.data.train.n,
+      },
+      paramCount: layoutSize(o.config),
+    };
+    this.queue = new Queue(QUEUE_NAME, {
+      connection: o.redis,
+      prefix: o.keys.queuePrefix,
+      defaultJobOptions: { removeOnComplete: true, removeOnFail: 100, attempts: 1 },
+    });
+    this.queue.on("error", (e) => o.log.warn({ err: e.message }, "bullmq queue error"));
+  }
+
+  /** Publishes the run spec and clears what an earlier session of this run id left. */
+  async open(): Promise<void> {
+    const { redis, keys } = this.o;
+    await this.queue.drain(true);
+    await redis.del(keys.notices, keys.counters);
+    await redis.set(keys.spec, JSON.stringify(this.spec));
+  }
+
+  /** The BullMQ queue of this run (for metrics: job counts by state). */
+  get bullQueue(): Queue {
+    return this.queue;
+  }
+
+  async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {
+    const { keys, redis, blocking, log } = this.o;
+    await this.publishWeights(req.version, req.params);
+    const timeoutMs = this.o.stepTimeoutSeconds * 1000;
+    const pending = new Map<number, PendingShard>();
+    for (const range of req.shards) {
+      const job: ShardJob = {
+        session: this.spec.session,
+        version: req.version,
+        epoch: req.epoch,
+        step: req.step,
+        shard: range.shard,
+        start: range.start,
+        end: range.end,
+      };
+      pending.set(range.shard, { range, job, attempt: 0, rejections: 0, deadline: Date.now() + timeoutMs, nonFinite: false });
+    }
+    await this.enqueue([...pending.values()]);
+    const done = new Map<number, ResultFrame>();
+    while (pending.size > 0) {
+      let notice: [string, string] | null;
+      try {
+        const wait = Math.max(0.01, Math.min(MAX_WAIT_SECONDS, (minDeadline(pending) - Date.now()) / 1000));
+        notice = await blocking.blpop(keys.notices, wait);
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, "waiting for results failed; reconnecting");
+        await this.recover(req, pending);
+        continue;
+      }
+      if (notice) {
+        const n = parseNotice(notice[1]);
+        const p = n && n.version === req.version ? pending.get(n.shard) : undefined;
+        if (!n || !p) {
+          log.debug({ notice: notice[1] }, "ignored notice for another step or shard");
+          continue;
+        }
+        if (n.kind === "refused") {
+          this.stats.countRejected(`refused_${n.reason ?? "unknown"}`);
+          if (n.reason === "missing_spec" || n.reason === "missing_weights") await this.republish(req);
+          await this.reject(p, n.reason ?? "refused", pending);
+          continue;
+        }
+        const frame = await this.readResult(p);
+        if (frame) {
+          pending.delete(p.range.shard);
+          done.set(p.range.shard, frame);
+          this.stats.workersSeen.add(frame.workerId);
+        } else {
+          await this.reject(p, p.lastReason ?? "rejected", pending);
+        }
+      }
+      await this.checkDeadlines(pending, timeoutMs);
+    }
+    let computeSeconds = 0;
+    const results = req.shards.map((r) => {
+      const f = done.get(r.shard)!;
+      computeSeconds = Math.max(computeSeconds, f.computeSeconds);
+      return { shard: r.shard, grad: f.grad, cost: f.cost, count: f.count };
+    });
+    const counters = await redis.hgetall(keys.counters).catch(() => ({}) as Record<string, string>);
+    this.stats.duplicateResults = Number(counters.duplicate ?? 0);
+    this.stats.staleResults = Number(counters.stale ?? 0);
+    return { results, computeSeconds };
+  }
+
+  /**
+   * Stores weights version v (bytes), then makes it current, drops the
+   * previous step's results and old weights, and announces it.
+   */
+  private async publishWeights(version: number, params: Float32Array): Promise<void> {
+    if (version === this.publishedVersion) return;
+    const { keys, redis } = this.o;
+    const bytes = Buffer.from(params.buffer, params.byteOffset, params.byteLength);
+    const m = redis.multi().set(keys.weights(version), bytes, "EX", 86_400).set(keys.version, String(version));
+    if (version >= 2) m.del(keys.weights(version - 2));
+    if (version >= 1) for (let s = 0; s < this.o.config.shards; s++) m.del(keys.result(version - 1, s));
+    m.publish(keys.versionChannel, String(version));
+    await m.exec();
+    this.publishedVersion = version;
+    this.publishedParams = params;
+  }
+
+  /** After Redis lost our keys (restart, eviction): write spec and weights again. */
+  private async republish(req: StepRequest): Promise<void> {
+    const { keys, redis, log } = this.o;
+    const haveSpec = await redis.exists(keys.spec);
+    if (!haveSpec) log.warn("the run spec was missing from Redis (restarted?); publishing it again");
+    await redis.set(keys.spec, JSON.stringify(this.spec));
+    this.publishedVersion = -1;
+    await this.publishWeights(req.version, this.publishedParams ?? req.params);
+  }
+
+  /** Waits for Redis to answer again, re-publishes what it lost and re-enqueues the pending shards. */
+  private async recover(req: StepRequest, pending: Map<number, PendingShard>): Promise<void> {
+    const { redis, log } = this.o;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 500));
+      try {
+        await redis.ping();
+        break;
+      } catch {
+        // still down
+      }
+    }
+    const lost = !(await redis.exists(this.o.keys.spec));
+    if (lost) log.warn("Redis came back without the run's keys; re-publishing spec, weights and the step's shards");
+    await this.republish(req);
+    // Jobs may have been lost with Redis: enqueue every pending shard again.
+    for (const p of pending.values()) p.attempt++;
+    this.stats.retriedShards += pending.size;
+    await this.enqueue([...pending.values()]);
+  }
+
+  private async enqueue(ps: PendingShard[]): Promise<void> {
+    const now = Date.now();
+    for (const p of ps) p.deadline = now + this.o.stepTimeoutSeconds * 1000;
+    await this.queue.addBulk(
+      ps.map((p) => ({ name: "shard", data: p.job, opts: { jobId: shardJobId(p.job, p.attempt) } })),
+    );
+  }
+
+  /** Reads and validates a shard's result; undefined (with p.lastReason set) when refused. */
+  private async readResult(p: PendingShard): Promise<ResultFrame | undefined> {
+    const { keys, redis, log } = this.o;
+    const key = keys.result(p.job.version, p.job.shard);
+    const bytes = await redis.getBuffer(key);
+    if (!bytes) {
+      p.lastReason = "missing_result";
+      return undefined;
+    }
+    let frame: ResultFrame;
+    try {
+      frame = decodeResult(bytes, this.spec.paramCount);
+    } catch (e) {
+      const reason = e instanceof ResultError ? e.reason : "decode";
+      if (reason === "non_finite" && p.nonFinite) {
+        // The recompute is not finite either: the training diverged. Hand a
+        // NaN gradient to the trainer, which checkpoints and stops the run.
+        log.error({ step: p.job.step, shard: p.job.shard }, "non-finite gradient again after a recompute");
+        const grad = new Float32Array(this.spec.paramCount).fill(Number.NaN);
+        return { ...placeholder(p), grad, cost: Number.NaN };
+      }
+      if (reason === "non_finite") p.nonFinite = true;
+      this.stats.countRejected(reason);
+      log.warn({ step: p.job.step, shard: p.job.shard, reason, err: (e as Error).message }, "refused a result");
+      p.lastReason = reason;
+      await redis.del(key);
+      return undefined;
+    }
+    const expected = p.range.end - p.range.start;
+    if (frame.session !== this.spec.session || frame.version !== p.job.version || frame.shard !== p.job.shard) {
+      p.lastReason = "spec_mismatch";
+    } else if (frame.count !== expected) {
+      p.lastReason = "wrong_shard";
+    } else {
+      return frame;
+    }
+    this.stats.countRejected(p.lastReason);
+    log.warn({ step: p.job.step, shard: p.job.shard, reason: p.lastReason, worker: frame.workerId }, "refused a result");
+    await redis.del(key);
+    return undefined;
+  }
+
+  private async reject(p: PendingShard, reason: string, pending: Map<number, PendingShard>): Promise<void> {
+    p.rejections++;
+    p.lastReason = reason;
+    if (p.rejections > MAX_REJECTIONS_PER_SHARD) {
+      throw new Error(
+        `shard ${p.job.shard} of epoch ${p.job.epoch + 1} step ${p.job.step + 1} was refused ${p.rejections} times ` +
+          `(last reason: ${reason}); check the workers' logs (same dataset, same gradfleet version?)`,
+      );
+    }
+    if (!pending.has(p.job.shard)) return;
+    p.attempt++;
+    this.stats.retriedShards++;
+    await this.enqueue([p]);
+  }
+
+  /** Re-enqueues shards whose job was taken but produced nothing in time. */
+  private async checkDeadlines(pending: Map<number, PendingShard>, timeoutMs: number): Promise<void> {
+    const now = Date.now();
+    for (const p of pending.values()) {
+      if (now < p.deadline) continue;
+      const state = await this.queue.getJobState(shardJobId(p.job, p.attempt)).catch(() => "unknown");
+      if (state === "waiting" || state === "prioritized" || state === "delayed") {
+        // Nobody has picked it up yet (no free worker): waiting longer is all we can do.
+        p.deadline = now + timeoutMs;
+        this.o.log.warn({ step: p.job.step, shard: p.job.shard }, "shard still waiting for a free worker");
+        continue;
+      }
+      this.o.log.warn({ step: p.job.step, shard: p.job.shard, state }, "shard deadline passed; enqueueing it again");
+      p.attempt++;
+      this.stats.retriedShards++;
+      await this.enqueue([p]);
+    }
+  }
+
+  /** Closes the queue; with `cleanup`, deletes every key of the run. */
+  async close(cleanup: boolean): Promise<void> {
+    const { keys, redis } = this.o;
+    if (cleanup) {
+      await this.queue.obliterate({ force: true }).catch(() => {});
+      await deleteRunKeys(redis, keys.all).catch(() => {});
+    }
+    await this.queue.close();
+  }
+}
+
+/** Deletes every key matching the run's pattern (SCAN, not KEYS, to never block Redis). */
+export async function deleteRunKeys(redis: Redis, pattern: string): Promise<number> {
+  let cursor = "0";
+  let n = 0;
+  do {
+    const [next, batch] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 500);
+    cursor = next;
+    if (batch.length) n += await redis.unlink(...batch);
+  } while (cursor !== "0");
+  return n;
+}
+
+function minDeadline(pending: Map<number, PendingShard>): number {
+  let m = Number.POSITIVE_INFINITY;
+  for (const p of pending.values()) m = Math.min(m, p.deadline);
+  return m;
+}
+
+function layoutSize(cfg: RunConfig): number {
+  let n = 0;
+  const l = cfg.spec.layers;
+  for (let i = 0; i + 1 < l.length; i++) n += l[i] * l[i + 1] + l[i + 1];
+  return n;
+}
+
+function placeholder(p: PendingShard): Omit<ResultFrame, "grad" | "cost"> {
+  return {
+    session: p.job.session,
+    version: p.job.version,
+    shard: p.job.shard,
+    workerId: "diverged",
+    count: p.range.end - p.range.start,
+    computeSeconds: 0,
+  };
+}

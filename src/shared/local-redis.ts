@@ -1,0 +1,92 @@
+/**
+ * The quick start's private Redis: when nothing answers at REDIS_URL and
+ * `redis-server` is on PATH, `train --workers N` starts one on a free
+ * loopback port for the run (no persistence, noeviction) and stops it at
+ * the end.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { connectRedis, waitForRedis } from "./redis.js";
+
+/** A Redis that a run can use, and how to let go of it. */
+export interface RedisForRun {
+  url: string;
+  /** True when this process started it. */
+  started: boolean;
+  stop(): Promise<void>;
+}
+
+/** A TCP port free on 127.0.0.1 a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether a Redis answers PING at `url` within `timeoutMs`. Authentication errors are thrown. */
+export async function redisAnswers(url: string, timeoutMs: number): Promise<boolean> {
+  const client = connectRedis(url, { role: "producer" });
+  try {
+    await waitForRedis(client, timeoutMs);
+    return true;
+  } catch (e) {
+    if (/WRONGPASS|NOAUTH|NOPERM/.test((e as Error).message)) throw e;
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Starts `redis-server` on a free loopback port; resolves once it answers. */
+export async function startPrivateRedis(binary = "redis-server"): Promise<RedisForRun> {
+  const port = await freePort();
+  const child: ChildProcess = spawn(
+    binary,
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
+    { stdio: "ignore" },
+  );
+  const failed = new Promise<never>((_, reject) => {
+    child.once("error", (e) => reject(new Error(`cannot start ${binary}: ${e.message}`)));
+    child.once("exit", (code) => reject(new Error(`${binary} exited with code ${code} before answering`)));
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise((r) => child.once("exit", r));
+    child.kill("SIGTERM");
+    await gone;
+  };
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const ok = await Promise.race([redisAnswers(url, 500), failed]);
+    if (ok) return { url, started: true, stop };
+  }
+  await stop();
+  throw new Error(`${binary} did not answer on port ${port} within 10 s`);
+}
+
+/**
+ * The Redis at `url` if it answers; else a private one (when `redis-server`
+ * exists); else an error saying how to provide one.
+ */
+export async function ensureRedis(url: string, onStart: (msg: string) => void): Promise<RedisForRun> {
+  if (await redisAnswers(url, 1500)) return { url, started: false, stop: async () => {} };
+  try {
+    const r = await startPrivateRedis();
+    onStart(`no Redis answered at the configured URL; started a private redis-server at ${r.url} for this run`);
+    return r;
+  } catch (e) {
+    throw new Error(
+      `no Redis answers at the configured URL and a private one could not be started (${(e as Error).message}); ` +
+        "set REDIS_URL or install redis-server",
+    );
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * Message formats between coordinator and workers, in one place:
+ *
+ * - shard job data (BullMQ stores it as JSON: only small integers and ids,
+ *   never tensors), validated with a strict schema by the worker;
+ * - the result frame a worker writes under `keys.result(v, s)`: a msgpackr
+ *   array `[tag, session, version, shard, workerId, cost, count, seconds, grad]`
+ *   whose last element is the raw little-endian float32 gradient sum;
+ * - the notices pushed on `keys.notices` to wake the coordinator.
+ *
+ * Decoding a result never runs code nor builds prototypes from the data:
+ * before msgpackr sees the bytes, {@link scanResultFrame} walks them token by
+ * token and accepts only a 9-element array of strings, numbers and one binary
+ * blob, so no msgpack extension (records, structured clone, ...) is reached.
+ */
+import { Packr } from "msgpackr";
+import { z } from "zod";
+
+export const RESULT_TAG = "gf-result/1";
+
+/** Upper bound on positions and sizes in job data (a rogue job cannot ask for more). */
+const MAX_INDEX = 2 ** 31 - 1;
+
+/** Strict schema of a shard job's data. */
+export const shardJobSchema = z
+  .object({
+    session: z.string().regex(/^[0-9a-f]{16}$/),
+    version: z.number().int().min(0).max(MAX_INDEX),
+    epoch: z.number().int().min(0).max(MAX_INDEX),
+    step: z.number().int().min(0).max(MAX_INDEX),
+    shard: z.number().int().min(0).max(4095),
+    /** Permutation positions [start, end) of the epoch. */
+    start: z.number().int().min(0).max(MAX_INDEX),
+    end: z.number().int().min(1).max(MAX_INDEX),
+  })
+  .strict()
+  .refine((j) => j.end > j.start, { message: "end must be greater than start", path: ["end"] });
+
+/** A shard job: compute the gradient sum of positions [start, end) of epoch `epoch`'s permutation. */
+export type ShardJob = z.infer<typeof shardJobSchema>;
+
+/** BullMQ job id of a shard attempt (unique per attempt, so a re-enqueue is a new job). */
+export function shardJobId(job: ShardJob, attempt: number): string {
+  return `${job.session}-${job.version}-${job.shard}-${attempt}`;
+}
+
+/** A decoded result frame. */
+export interface ResultFrame {
+  session: string;
+  version: number;
+  shard: number;
+  workerId: string;
+  cost: number;
+  count: number;
+  /** Seconds the worker spent computing the shard. */
+  computeSeconds: number;
+  /** The gradient sum, parameter layout. */
+  grad: Float32Array;
+}
+
+// Plain msgpack: no records, no structured clone, float64 numbers kept exact.
+const packr = new Packr({ useRecords: false, structuredClone: false, moreTypes: false, useFloat32: 0 });
+
+/** Encodes a result frame. */
+export function encodeResult(r: ResultFrame): Buffer {
+  const grad = Buffer.from(r.grad.buffer, r.grad.byteOffset, r.grad.byteLength);
+  return packr.pack([RESULT_TAG, r.session, r.version, r.shard, r.workerId, r.cost, r.count, r.computeSeconds, grad]);
+}
+
+/** Why a result was refused; also the `reason` label of the rejection metric. */
+export type RejectReason = "decode" | "bad_length" | "non_finite" | "spec_mismatch" | "wrong_shard";
+
+/** Raised by {@link decodeResult}; `reason` classifies it. */
+export class ResultError extends Error {
+  override name = "ResultError";
+  constructor(
+    readonly reason: RejectReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Decodes and checks a result frame: shape, tag, gradient length (must be
+ * `paramCount` floats) and finiteness. It does not check the session,
+ * version or shard against expectations: the caller does.
+ */
+export function decodeResult(bytes: Uint8Array, paramCount: number): ResultFrame {
+  const why = scanResultFrame(bytes);
+  if (why) throw new ResultError("decode", `result does not decode: ${why}`);
+  let v: unknown[];
+  try {
+    v = packr.unpack(bytes) as unknown[];
+  } catch (e) {
+    throw new ResultError("decode", `result does not decode: ${(e as Error).message}`);
+  }
+  const [tag, session, version, shard, workerId, cost, count, seconds, grad] = v;
+  if (
+    tag !== RESULT_TAG ||
+    typeof session !== "string" ||
+    !Number.isInteger(version) ||
+    !Number.isInteger(shard) ||
+    typeof workerId !== "string" ||
+    typeof cost !== "number" ||
+    !Number.isInteger(count) ||
+    typeof seconds !== "number" ||
+    !(grad instanceof Uint8Array)
+  ) {
+    throw new ResultError("decode", "result does not decode: fields have the wrong types");
+  }
+  if (grad.byteLength !== paramCount * 4) {
+    throw new ResultError(
+      "bad_length",
+      `gradient has ${grad.byteLength} bytes, the model needs ${paramCount * 4} (${paramCount} float32)`,
+    );
+  }
+  // Copy into an aligned buffer (the blob may sit at any offset of the frame).
+  const g = new Float32Array(paramCount);
+  new Uint8Array(g.buffer).set(grad);
+  if (!Number.isFinite(cost)) throw new ResultError("non_finite", "cost is not finite");
+  for (let i = 0; i < g.length; i++) {
+    if (!Number.isFinite(g[i])) throw new ResultError("non_finite", `gradient value ${i} is ${g[i]}`);
+  }
+  return {
+    session,
+    version: version as number,
+    shard: shard as number,
+    workerId: workerId.slice(0, 128),
+    cost,
+    count: count as number,
+    computeSeconds: Number.isFinite(seconds) ? Math.max(0, seconds) : 0,
+    grad: g,
+  };
+}
+
+/**
+ * Walks the bytes of a result frame and returns why they are not one (or
+ * undefined when they are): a fixarray of 9 whose items are nil, bools,
+ * ints, floats, strings or binary blobs. Anything else (maps, extensions,
+ * nested arrays, trailing bytes) is refused.
+ */
+export function scanResultFrame(b: Uint8Array): string | undefined {
+  if (b.length === 0) return "empty";
+  if (b[0] !== 0x99) return "not a 9-element array";
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let p = 1;
+  for (let item = 0; item < 9; item++) {
+    if (p >= b.length) return "truncated";
+    const t = b[p++];
+    let skip = 0;
+    if (t <= 0x7f || t >= 0xe0 || t === 0xc0 || t === 0xc2 || t === 0xc3) skip = 0;
+    else if (t >= 0xa0 && t <= 0xbf) skip = t & 0x1f;
+    else if (t === 0xcc || t === 0xd0) skip = 1;
+    else if (t === 0xcd || t === 0xd1) skip = 2;
+    else if (t === 0xce || t === 0xd2 || t === 0xca) skip = 4;
+    else if (t === 0xcf || t === 0xd3 || t === 0xcb) skip = 8;
+    else if (t === 0xd9 || t === 0xc4) {
+      if (p + 1 > b.length) return "truncated";
+      skip = b[p];
+      p += 1;
+    } else if (t === 0xda || t === 0xc5) {
+      if (p + 2 > b.length) return "truncated";
+      skip = dv.getUint16(p);
+      p += 2;
+    } else if (t === 0xdb || t === 0xc6) {
+      if (p + 4 > b.length) return "truncated";
+      skip = dv.getUint32(p);
+      p += 4;
+    } else return `unexpected msgpack type 0x${t.toString(16)} at byte ${p - 1}`;
+    p += skip;
+  }
+  if (p > b.length) return "truncated";
+  if (p < b.length) return `${b.length - p} trailing bytes`;
+  return undefined;
+}
+
+/** A notice on `keys.notices`: `<version>:<shard>:ok` or `<version>:<shard>:refused:<reason>`. */
+export interface Notice {
+  version: number;
+  shard: number;
+  kind: "ok" | "refused";
+  reason?: string;
+}
+
+/** Formats a refusal notice (results' ok notices are pushed by the submit script). */
+export function refusedNotice(version: number, shard: number, reason: string): string {
+  return `${version}:${shard}:refused:${reason.replace(/[^a-z_]/g, "_").slice(0, 32)}`;
+}
+
+/** Parses a notice; undefined for anything malformed (a rogue client's noise). */
+export function parseNotice(s: string): Notice | undefined {
+  const m = /^(\d{1,10}):(\d{1,4}):(ok|refused)(?::([a-z_]{1,32}))?$/.exec(s);
+  if (!m) return undefined;
+  return { version: Number(m[1]), shard: Number(m[2]), kind: m[3] as Notice["kind"], reason: m[4] };
+}

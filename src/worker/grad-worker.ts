@@ -1,0 +1,298 @@
+/**
+ * A gradient worker: takes shard jobs of a run from its BullMQ queue,
+ * computes gradient sums with the shared core and hands them back as bytes.
+ *
+ * It is stateless apart from caches (the dataset, the run spec of the
+ * current session, weights by version, the epoch permutation), so workers
+ * can join and leave at any time. It refuses — and says so, on the notices
+ * list and in its log — any job whose run it cannot compute faithfully: a
+ * spec it cannot parse, a different data fingerprint, a job that does not
+ * match the shard plan.
+ */
+import { type Job, Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import type { DataBundle } from "../core/dataset.js";
+import { loadDataset } from "../core/data/index.js";
+import { type Kernel, makeKernel } from "../core/kernel.js";
+import { shardRanges } from "../core/plan.js";
+import { epochPermutation } from "../core/prng.js";
+import { type RunKeys, QUEUE_NAME, runKeys } from "../shared/keys.js";
+import type { Logger } from "../shared/log.js";
+import { encodeResult, refusedNotice, type ShardJob, shardJobSchema } from "../shared/messages.js";
+import { connectRedis } from "../shared/redis.js";
+import { decodeRunSpec, type RunSpec } from "../shared/run-spec.js";
+import { SUBMIT_RESULT } from "../shared/scripts.js";
+
+/** How long a result stays in Redis if the coordinator never reads it. */
+const RESULT_TTL_SECONDS = 600;
+/** Heartbeat period into the run's live-workers set. */
+const HEARTBEAT_MS = 2000;
+
+/** Outcome of one job, for metrics. */
+export type ShardOutcome = "ok" | "duplicate" | "stale" | "refused" | "error";
+
+/** Callbacks for metrics; all optional. */
+export interface WorkerObserver {
+  onShard?(outcome: ShardOutcome, computeSeconds: number, bytesOut: number): void;
+  onWeightsFetch?(seconds: number, bytes: number): void;
+  onReady?(ready: boolean): void;
+}
+
+/** Settings of a worker process. */
+export interface GradWorkerOptions {
+  redisUrl: string;
+  redisCa?: string;
+  runId: string;
+  /** Dataset directory (default: the bundled MNIST). */
+  dataDir?: string;
+  concurrency: number;
+  workerId: string;
+  log: Logger;
+  observer?: WorkerObserver;
+  /** BullMQ lock duration (ms): must exceed a shard's compute time. */
+  lockDuration?: number;
+  /** BullMQ stalled-job check period (ms). */
+  stalledInterval?: number;
+}
+
+/** What the worker holds for one coordinator session. */
+interface SessionState {
+  spec: RunSpec;
+  data: DataBundle;
+  kernel: Kernel;
+  perm?: { epoch: number; perm: Uint32Array };
+  weights: Map<number, Float32Array>;
+  grad: Float32Array;
+}
+
+/** Refusal raised inside job processing; its reason goes onto the notices list. */
+class Refusal extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A worker process's connection to one run's queue. */
+export class GradWorker {
+  private readonly keys: RunKeys;
+  private readonly redis: Redis;
+  private worker?: Worker;
+  /** The connection BullMQ blocks on; BullMQ does not close connections it was given. */
+  private workerConnection?: Redis;
+  private session?: SessionState;
+  private sessionLoading?: Promise<SessionState>;
+  private heartbeat?: NodeJS.Timeout;
+  private readonly datasets = new Map<string, Promise<DataBundle>>();
+  /** Number of shards this worker completed (any outcome). */
+  jobsDone = 0;
+
+  constructor(private readonly opts: GradWorkerOptions) {
+    this.keys = runKeys(opts.runId);
+    this.redis = connectRedis(opts.redisUrl, { role: "worker", caFile: opts.redisCa, name: `gf-worker-${opts.workerId}` });
+    this.redis.on("error", (e) => opts.log.warn({ err: e.message }, "redis connection error"));
+  }
+
+  /** Starts taking jobs. */
+  async start(): Promise<void> {
+    const o = this.opts;
+    // Preload the default dataset so the first shard is not slowed by it.
+    await this.dataset(null, null);
+    this.workerConnection = this.redis.duplicate();
+    this.worker = new Worker(QUEUE_NAME, (job) => this.process(job as Job<unknown>), {
+      connection: this.workerConnection,
+      prefix: this.keys.queuePrefix,
+      concurrency: o.concurrency,
+      lockDuration: o.lockDuration ?? 30_000,
+      stalledInterval: o.stalledInterval ?? 5_000,
+      maxStalledCount: 5,
+      removeOnComplete: { count: 0 },
+      removeOnFail: { count: 100 },
+    });
+    this.worker.on("error", (e) => o.log.warn({ err: e.message }, "bullmq worker error"));
+    this.worker.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, "shard job failed"));
+    this.beat();
+    this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
+    o.observer?.onReady?.(true);
+    o.log.info({ run: o.runId, concurrency: o.concurrency }, "worker ready");
+  }
+
+  /** Graceful stop: finishes the shard in hand, then disconnects. */
+  async close(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.opts.observer?.onReady?.(false);
+    await this.worker?.close();
+    await this.redis.zrem(this.keys.workers, this.opts.workerId).catch(() => {});
+    this.workerConnection?.disconnect();
+    this.redis.disconnect();
+  }
+
+  private beat(): void {
+    this.redis
+      .multi()
+      .zadd(this.keys.workers, Date.now(), this.opts.workerId)
+      .pexpire(this.keys.workers, 60_000)
+      .exec()
+      .catch(() => {});
+  }
+
+  private async process(job: Job<unknown>): Promise<string> {
+    const parsed = shardJobSchema.safeParse(job.data);
+    if (!parsed.success) {
+      // Not a job we can even attribute to a shard: log and drop it.
+      const issue = parsed.error.issues[0];
+      this.opts.log.error({ job: job.id, field: issue.path.join("."), why: issue.message }, "refused invalid job data");
+      this.opts.observer?.onShard?.("refused", 0, 0);
+      return "refused";
+    }
+    const j = parsed.data;
+    try {
+      // A job for an old version is already superseded: skip the compute.
+      const current = await this.redis.get(this.keys.version);
+      if (current !== String(j.version)) {
+        this.opts.observer?.onShard?.("stale", 0, 0);
+        return "stale";
+      }
+      const s = await this.sessionFor(j.session);
+      this.checkPlan(s.spec, j);
+      const params = await this.weights(s, j.version);
+      const perm = this.permutation(s, j.epoch);
+      const t0 = performance.now();
+      const { cost, count } = s.kernel.gradSum(params, s.data.train, perm, j.start, j.end, s.grad);
+      const seconds = (performance.now() - t0) / 1000;
+      const payload = encodeResult({
+        session: j.session,
+        version: j.version,
+        shard: j.shard,
+        workerId: this.opts.workerId,
+        cost,
+        count,
+        computeSeconds: seconds,
+        grad: s.grad,
+      });
+      const outcome = (await this.redis.eval(
+        SUBMIT_RESULT,
+        4,
+        this.keys.result(j.version, j.shard),
+        this.keys.version,
+        this.keys.notices,
+        this.keys.counters,
+        String(j.version),
+        String(j.shard),
+        payload,
+        String(RESULT_TTL_SECONDS),
+      )) as "ok" | "duplicate" | "stale";
+      this.jobsDone++;
+      this.opts.observer?.onShard?.(outcome, seconds, payload.length);
+      return outcome;
+    } catch (e) {
+      if (e instanceof Refusal) {
+        this.opts.log.error({ job: job.id, reason: e.reason, step: j.step, shard: j.shard }, e.message);
+        await this.redis.rpush(this.keys.notices, refusedNotice(j.version, j.shard, e.reason)).catch(() => {});
+        await this.redis.hincrby(this.keys.counters, `refused_${e.reason}`, 1).catch(() => {});
+        this.opts.observer?.onShard?.("refused", 0, 0);
+        return "refused";
+      }
+      this.opts.observer?.onShard?.("error", 0, 0);
+      throw e;
+    }
+  }
+
+  /** The session's spec, dataset and kernel, loaded once per session. */
+  private async sessionFor(session: string): Promise<SessionState> {
+    if (this.session?.spec.session === session) return this.session;
+    if (!this.sessionLoading) {
+      this.sessionLoading = this.loadSession().finally(() => {
+        this.sessionLoading = undefined;
+      });
+    }
+    const s = await this.sessionLoading;
+    if (s.spec.session !== session) {
+      throw new Refusal("spec_mismatch", `job is for session ${session}, the published run spec is ${s.spec.session}`);
+    }
+    return s;
+  }
+
+  private async loadSession(): Promise<SessionState> {
+    const json = await this.redis.get(this.keys.spec);
+    if (json === null) throw new Refusal("missing_spec", "the run spec is missing from Redis");
+    let spec: RunSpec;
+    try {
+      spec = decodeRunSpec(json);
+    } catch (e) {
+      throw new Refusal("spec_mismatch", (e as Error).message);
+    }
+    if (spec.runId !== this.opts.runId) {
+      throw new Refusal("spec_mismatch", `the spec is for run ${spec.runId}, this worker serves ${this.opts.runId}`);
+    }
+    const data = await this.dataset(spec.data.trainLimit, spec.data.testLimit);
+    if (data.fingerprint !== spec.data.fingerprint) {
+      throw new Refusal(
+        "data_mismatch",
+        `dataset ${data.source} has fingerprint ${data.fingerprint.slice(0, 12)}…, the run needs ` +
+          `${spec.data.fingerprint.slice(0, 12)}… (same files and --train-limit/--test-limit on every process?)`,
+      );
+    }
+    if (spec.config.spec.layers[0] !== data.train.pixels) {
+      throw new Refusal("spec_mismatch", `the model takes ${spec.config.spec.layers[0]} inputs, the data has ${data.train.pixels}`);
+    }
+    const kernel = makeKernel(spec.config.kernel, spec.config.spec);
+    this.session = { spec, data, kernel, weights: new Map(), grad: new Float32Array(spec.paramCount) };
+    this.opts.log.info({ session: spec.session, config: spec.config }, "joined run session");
+    return this.session;
+  }
+
+  private dataset(trainLimit: number | null, testLimit: number | null): Promise<DataBundle> {
+    const key = `${trainLimit}/${testLimit}`;
+    let p = this.datasets.get(key);
+    if (!p) {
+      p = loadDataset({
+        dir: this.opts.dataDir,
+        trainLimit: trainLimit ?? undefined,
+        testLimit: testLimit ?? undefined,
+      });
+      // Keep at most the default and the latest limited variant.
+      for (const k of this.datasets.keys()) if (k !== "null/null") this.datasets.delete(k);
+      this.datasets.set(key, p);
+      p.catch(() => this.datasets.delete(key));
+    }
+    return p;
+  }
+
+  /** The job must be exactly a shard of the run's plan. */
+  private checkPlan(spec: RunSpec, j: ShardJob): void {
+    const c = spec.config;
+    const ranges = shardRanges(spec.data.trainN, c.batch, c.shards, j.step);
+    const r = ranges.find((x) => x.shard === j.shard);
+    if (!r || r.start !== j.start || r.end !== j.end || j.epoch >= c.epochs) {
+      throw new Refusal("bad_job", `job epoch ${j.epoch} step ${j.step} shard ${j.shard} [${j.start}, ${j.end}) is not in the run's shard plan`);
+    }
+  }
+
+  private async weights(s: SessionState, version: number): Promise<Float32Array> {
+    const cached = s.weights.get(version);
+    if (cached) return cached;
+    const t0 = performance.now();
+    const buf = await this.redis.getBuffer(this.keys.weights(version));
+    if (buf === null) throw new Refusal("missing_weights", `weights version ${version} are missing from Redis`);
+    if (buf.length !== s.spec.paramCount * 4) {
+      throw new Refusal("spec_mismatch", `weights version ${version} have ${buf.length} bytes, expected ${s.spec.paramCount * 4}`);
+    }
+    const params = new Float32Array(s.spec.paramCount);
+    new Uint8Array(params.buffer).set(buf);
+    this.opts.observer?.onWeightsFetch?.((performance.now() - t0) / 1000, buf.length);
+    // Keep the newest two versions: the current step's and possibly the next.
+    for (const v of s.weights.keys()) if (v < version - 1) s.weights.delete(v);
+    s.weights.set(version, params);
+    return params;
+  }
+
+  private permutation(s: SessionState, epoch: number): Uint32Array {
+    if (s.perm?.epoch !== epoch) {
+      s.perm = { epoch, perm: epochPermutation(s.spec.data.trainN, s.spec.config.seed, epoch) };
+    }
+    return s.perm.perm;
+  }
+}
