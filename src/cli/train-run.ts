@@ -148,3 +148,19 @@ export async function trainAndReport(args: {
     process.off("SIGTERM", sigterm);
   }
 }
+
+/** One observer that forwards to several (metrics, the live page, ...); undefined entries are skipped. */
+export function combineObservers(...list: (RunObserver | undefined)[]): RunObserver {
+  const obs = list.filter((o): o is RunObserver => o !== undefined);
+  return {
+    onStep: (info, batch) => {
+      for (const o of obs) o.onStep?.(info, batch);
+    },
+    onEpoch: (info) => {
+      for (const o of obs) o.onEpoch?.(info);
+    },
+    onCheckpoint: (seconds, bytes) => {
+      for (const o of obs) o.onCheckpoint?.(seconds, bytes);
+    },
+  };
+}

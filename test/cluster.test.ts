@@ -1,0 +1,182 @@
+/**
+ * The cluster against a real Redis and real worker processes: the same bits
+ * as in-process training for any number of workers, elastic workers, exactly
+ * once under duplicate and stale results, one coordinator per run, cleanup.
+ */
+import { Worker } from "bullmq";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadDataset } from "../src/core/data/index.js";
+import { makeKernel } from "../src/core/kernel.js";
+import { epochPermutation } from "../src/core/prng.js";
+import { QUEUE_NAME, runKeys } from "../src/shared/keys.js";
+import { encodeResult, shardJobSchema } from "../src/shared/messages.js";
+import { decodeRunSpec } from "../src/shared/run-spec.js";
+import { SUBMIT_RESULT } from "../src/shared/scripts.js";
+import { runCli, startCli, stopCli, waitFor } from "./helpers/cli.js";
+import { startTestRedis, type TestRedis } from "./helpers/redis.js";
+
+const RUN = ["--train-limit", "6000", "--test-limit", "1000", "--epochs", "2", "--batch", "64", "--shards", "4", "--json"];
+const SAMPLES = 2 * 6000;
+
+let redis: TestRedis;
+let baseline: Record<string, unknown>;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  const r = await runCli(["train", ...RUN, "--workers", "0"]);
+  expect(r.code, r.stderr).toBe(0);
+  baseline = r.json!;
+  expect(baseline.samples).toBe(SAMPLES);
+  expect(baseline.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
+});
+
+afterAll(async () => {
+  await redis?.stop();
+});
+
+describe("same bits as one process", () => {
+  for (const workers of [1, 3]) {
+    it(`train --workers ${workers}`, async () => {
+      const r = await runCli(["train", ...RUN, "--workers", String(workers), "--redis-url", redis.url]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
+      expect(r.json!.samples).toBe(SAMPLES);
+      expect(r.json!.testAccuracy).toBe(baseline.testAccuracy);
+      expect(r.json!.workersSeen).toBeGreaterThanOrEqual(1);
+      expect(r.json!.workersSeen).toBeLessThanOrEqual(workers);
+      expect(r.json!.rejectedResults).toBe(0);
+    });
+  }
+
+  it("a coordinator with separately started workers, and its keys are gone afterwards", async () => {
+    const runId = "separate";
+    const w1 = startCli(["worker", "--redis-url", redis.url, "--run-id", runId, "--worker-id", "w1", "--metrics-port", "0"]);
+    const w2 = startCli(["worker", "--redis-url", redis.url, "--run-id", runId, "--worker-id", "w2", "--metrics-port", "0"]);
+    try {
+      const r = await runCli(["coordinator", ...RUN, "--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
+      expect(r.json!.samples).toBe(SAMPLES);
+      expect(r.json!.workersSeen).toBe(2);
+      // Everything of the run is deleted, or (the live-workers set the workers keep beating into) expires.
+      const client = new Redis(redis.url);
+      const keys = await client.keys(`gf:{${runId}}:*`);
+      for (const k of keys) expect(await client.pttl(k), k).toBeGreaterThan(0);
+      expect(keys.filter((k) => !k.endsWith(":workers"))).toEqual([]);
+      client.disconnect();
+    } finally {
+      await Promise.all([stopCli(w1), stopCli(w2)]);
+    }
+    // A worker serves one run after another: the same workers pass a second run.
+  });
+});
+
+describe("elastic workers", () => {
+  it("a worker that joins mid-run gets shards, one that leaves gracefully costs nothing", async () => {
+    const runId = "elastic";
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const first = startCli(["worker", ...args, "--worker-id", "first"]);
+    const coord = startCli(["coordinator", ...RUN, "--epochs", "3", ...args]);
+    const client = new Redis(redis.url);
+    const keys = runKeys(runId);
+    let second: ReturnType<typeof startCli> | undefined;
+    try {
+      // Join once the run is well under way (weights version = steps done).
+      await waitFor(async () => Number(await client.get(keys.version)) >= 30, 60_000);
+      second = startCli(["worker", ...args, "--worker-id", "second"]);
+      await waitFor(async () => Number(await client.get(keys.version)) >= 120, 60_000);
+      const firstExit = await stopCli(first, "SIGTERM");
+      expect(firstExit.code, firstExit.stderr).toBe(0);
+      const r = await coord.done;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.workersSeen).toBe(2);
+      expect(r.json!.samples).toBe(3 * 6000);
+      // Bit-identical to in-process training of the same config.
+      const ref = await runCli(["train", ...RUN, "--epochs", "3", "--workers", "0"]);
+      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+    } finally {
+      client.disconnect();
+      await stopCli(first);
+      if (second) await stopCli(second);
+      await stopCli(coord);
+    }
+  });
+});
+
+describe("exactly once", () => {
+  it("a duplicate result and a result for an old version are dropped and counted, the weights untouched", async () => {
+    const runId = "dupes";
+    const keys = runKeys(runId);
+    const conn = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const cmd = new Redis(redis.url);
+    const data = await loadDataset({ trainLimit: 6000, testLimit: 1000 });
+    let injectedDuplicates = 0;
+    let injectedStale = 0;
+    let lastVersionSeen = -1;
+    // A worker of our own (in this test process): it computes the true
+    // gradients with the core, and on the first shard of every version it
+    // also submits a garbage copy (a duplicate) and garbage for the previous
+    // version (stale). With concurrency 1 and no other worker, the rest of
+    // the version's shards are still pending, so the version cannot move on
+    // between the true result and the injected ones.
+    const worker = new Worker(
+      QUEUE_NAME,
+      async (job) => {
+        const j = shardJobSchema.parse(job.data);
+        const spec = decodeRunSpec((await cmd.get(keys.spec))!);
+        const net = makeKernel(spec.config.kernel, spec.config.spec);
+        const buf = (await cmd.getBuffer(keys.weights(j.version)))!;
+        const params = new Float32Array(new Uint8Array(buf).buffer);
+        const grad = new Float32Array(spec.paramCount);
+        const perm = epochPermutation(data.train.n, spec.config.seed, j.epoch);
+        const { cost, count } = net.gradSum(params, data.train, perm, j.start, j.end, grad);
+        const frame = { session: j.session, version: j.version, shard: j.shard, workerId: "test", cost, count, computeSeconds: 0, grad };
+        const submit = (version: number, payload: Buffer) =>
+          cmd.eval(SUBMIT_RESULT, 4, keys.result(version, j.shard), keys.version, keys.notices, keys.counters, String(version), String(j.shard), payload, "600");
+        expect(await submit(j.version, encodeResult(frame))).toBe("ok");
+        if (j.version !== lastVersionSeen && j.version > 0) {
+          lastVersionSeen = j.version;
+          const garbage = new Float32Array(spec.paramCount).fill(1e3);
+          expect(await submit(j.version, encodeResult({ ...frame, grad: garbage }))).toBe("duplicate");
+          injectedDuplicates++;
+          expect(await submit(j.version - 1, encodeResult({ ...frame, version: j.version - 1, grad: garbage }))).toBe("stale");
+          injectedStale++;
+        }
+      },
+      { connection: conn, prefix: keys.queuePrefix, concurrency: 1 },
+    );
+    try {
+      const r = await runCli(["coordinator", ...RUN, "--epochs", "1", "--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(injectedDuplicates).toBeGreaterThan(50);
+      expect(r.json!.duplicateResults).toBe(injectedDuplicates);
+      expect(r.json!.staleResults).toBe(injectedStale);
+      expect(r.json!.samples).toBe(6000);
+      const ref = await runCli(["train", ...RUN, "--epochs", "1", "--workers", "0"]);
+      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+    } finally {
+      await worker.close();
+      conn.disconnect();
+      cmd.disconnect();
+    }
+  });
+});
+
+describe("one coordinator per run", () => {
+  it("a second coordinator for a live run id is refused with a clear message", async () => {
+    const args = ["--redis-url", redis.url, "--run-id", "lease", "--metrics-port", "0"];
+    // No workers: the first coordinator publishes the run and waits.
+    const first = startCli(["coordinator", ...RUN, ...args]);
+    try {
+      const client = new Redis(redis.url);
+      await waitFor(async () => (await client.exists(runKeys("lease").spec)) === 1, 30_000);
+      client.disconnect();
+      const second = await runCli(["coordinator", ...RUN, ...args]);
+      expect(second.code).not.toBe(0);
+      expect(second.stderr).toMatch(/already has a live coordinator/);
+    } finally {
+      await stopCli(first, "SIGKILL");
+    }
+  });
+});
