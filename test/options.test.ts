@@ -83,7 +83,7 @@ describe("defaults", () => {
     expect(c.runId).toBe("default");
     const w = typedOptions(parse(["worker"]), "worker");
     expect(w.metricsPort).toBe(9465);
-    expect(w.runId).toBeUndefined();
+    expect(w.runId).toBe("default");
     expect(w.workerId).toBe(`${hostname()}-${process.pid}`);
     expect(w.concurrency).toBe(1);
     expect(typedOptions(parse(["train"]), "train").runId).toBeUndefined();
@@ -209,6 +209,8 @@ describe("the option table", () => {
         dryRun: true,
       },
       evaluate: { model: true, data: true, testLimit: true, json: true },
+      predict: { model: true, index: true, data: true, json: true },
+      weights: { model: true, out: true },
     };
     for (const command of COMMAND_NAMES) {
       const fromTable = optionsOf(command)
@@ -251,7 +253,8 @@ describe("precedence: flag, then env, then default", () => {
     for (const command of COMMAND_NAMES) {
       const env: NodeJS.ProcessEnv = {};
       for (const o of optionsOf(command)) {
-        const fallback = o.kind === "int" ? 3 : o.kind === "string" ? "sample-1" : "some/path";
+        const fallback =
+          o.kind === "int" ? 3 : o.kind === "intlist" ? [3] : o.kind === "string" ? "sample-1" : "some/path";
         const sample = defaultOf(o, command) ?? fallback;
         env[envVarOf(o)] = formatValue(sample);
       }

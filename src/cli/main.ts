@@ -11,7 +11,9 @@ import { runWorkerCommand } from "../worker/command.js";
 import { runEvaluateCommand } from "./evaluate-command.js";
 import { helpText } from "./help.js";
 import { type ParsedCommand, parseCommandLine, redactedOptions, typedOptions, UsageError } from "./options.js";
+import { runPredictCommand } from "./predict-command.js";
 import { runTrainCommand } from "./train-command.js";
+import { runWeightsCommand } from "./weights-command.js";
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -43,6 +45,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         return await runWorkerCommand(typedOptions(parsed, "worker"));
       case "evaluate":
         return await runEvaluateCommand(typedOptions(parsed, "evaluate"));
+      case "predict":
+        return await runPredictCommand(typedOptions(parsed, "predict"), parsed.positionals);
+      case "weights":
+        return await runWeightsCommand(typedOptions(parsed, "weights"));
       default:
         process.stderr.write(`gradfleet: unknown command ${parsed.command}\n`);
         return 2;

@@ -72,6 +72,16 @@ export const COMMANDS = [
   { name: "coordinator", summary: "Coordinate a cluster training run (serves /metrics and /healthz)" },
   { name: "worker", summary: "Compute gradients for cluster runs; scale by running more of them" },
   { name: "evaluate", summary: "Measure a saved model's cost and accuracy on the test set" },
+  {
+    name: "predict",
+    summary: "Predict the digits of PNG images or test examples with a saved model",
+    positionals: {
+      name: "IMAGE",
+      min: 0,
+      description: "PNG files of digits (any size; scaled and centred as MNIST)",
+    },
+  },
+  { name: "weights", summary: "Draw a saved model's first-layer weights as a PNG grid of tiles" },
 ] as const satisfies readonly CommandDef[];
 
 export type CommandName = (typeof COMMANDS)[number]["name"];
@@ -341,7 +351,7 @@ export const OPTIONS: readonly OptionDef[] = [
   {
     name: "data",
     kind: "path",
-    commands: ["train", "coordinator", "worker", "evaluate"],
+    commands: ["train", "coordinator", "worker", "evaluate", "predict"],
     group: "Data",
     description: "Directory of an IDX dataset (MNIST file names)",
     metavar: "DIR",
@@ -368,21 +378,31 @@ export const OPTIONS: readonly OptionDef[] = [
   {
     name: "model",
     kind: "path",
-    commands: ["evaluate"],
+    commands: ["evaluate", "predict", "weights"],
     group: "Data",
-    description: "Model file to evaluate (written by --out)",
+    description: "Model file to read (written by train --out)",
     metavar: "FILE",
-    required: ["evaluate"],
+    required: ["evaluate", "predict", "weights"],
+  },
+  {
+    name: "index",
+    kind: "intlist",
+    commands: ["predict"],
+    group: "Data",
+    description: "Test-set examples to predict, 0-based, comma-separated",
+    metavar: "N,N,...",
+    min: 0,
   },
   // Checkpoints
   {
     name: "out",
     kind: "path",
-    commands: RUNNERS,
+    commands: [...RUNNERS, "weights"],
     group: "Checkpoints",
-    description: "Write the trained model to this file",
+    description: "Write the trained model to this file (weights: the PNG image to write)",
     metavar: "FILE",
-    defaultText: "not written",
+    defaultText: { train: "not written", coordinator: "not written" },
+    required: ["weights"],
   },
   {
     name: "checkpoint-dir",
@@ -505,7 +525,7 @@ export const OPTIONS: readonly OptionDef[] = [
   {
     name: "json",
     kind: "boolean",
-    commands: ["train", "coordinator", "evaluate"],
+    commands: ["train", "coordinator", "evaluate", "predict"],
     group: "Output",
     description: "Print results as JSON lines instead of text",
     default: false,
@@ -597,12 +617,27 @@ export interface EvaluateOptions {
   json: boolean;
 }
 
+export interface PredictOptions {
+  model: string;
+  /** Test-set indices to predict. */
+  index?: number[];
+  data?: string;
+  json: boolean;
+}
+
+export interface WeightsOptions {
+  model: string;
+  out: string;
+}
+
 /** The options type of each command. */
 export interface CommandOptions {
   train: TrainOptions;
   coordinator: CoordinatorOptions;
   worker: WorkerOptions;
   evaluate: EvaluateOptions;
+  predict: PredictOptions;
+  weights: WeightsOptions;
 }
 
 // ---------------------------------------------------------------------------

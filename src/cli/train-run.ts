@@ -20,6 +20,7 @@ import {
 import type { Logger } from "../shared/log.js";
 import type { RunOptions } from "./options.js";
 import { Progress } from "./progress.js";
+import { StepTimings } from "./step-timings.js";
 
 /** Observers of a run besides the terminal (metrics, the live page). */
 export interface RunObserver {
@@ -50,6 +51,7 @@ export async function trainAndReport(args: {
 }): Promise<{ exitCode: number; summary?: Summary; result?: TrainResult }> {
   const { options: o, config, data, executor, log, observer } = args;
   const progress = new Progress(config.epochs);
+  const timings = new StepTimings();
   let stopRequested = false;
   const onSignal = (sig: string) => {
     if (stopRequested) {
@@ -74,6 +76,7 @@ export async function trainAndReport(args: {
         onStep: (info) => {
           const batch = Math.min(config.batch, data.train.n - info.step * config.batch);
           progress.step(info, batch);
+          timings.add(info.timing);
           observer?.onStep?.(info, batch);
         },
         onEpoch: (info) => {
@@ -118,6 +121,7 @@ export async function trainAndReport(args: {
       samples: result.state.samples,
       samplesPerSecond: result.trainSeconds > 0 ? result.samples / result.trainSeconds : 0,
       trainSeconds: result.trainSeconds,
+      stepMs: timings.summary(),
       weightsSha256: sha,
       stopped: result.stopped,
       resumedFrom: startedAt ? { epoch: startedAt.epoch, step: startedAt.step } : null,

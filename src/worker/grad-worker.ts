@@ -195,8 +195,14 @@ export class GradWorker {
         this.opts.observer?.onShard?.("refused", 0, 0);
         return "refused";
       }
+      // A bug or a broken kernel here: tell the coordinator at once (it
+      // counts the refusal and enqueues the shard again, and stops the run
+      // if the shard keeps failing) instead of leaving it to the deadline.
+      this.opts.log.error({ job: job.id, step: j.step, shard: j.shard, err: (e as Error).stack }, "shard computation failed");
+      await this.redis.rpush(this.keys.notices, refusedNotice(j.version, j.shard, "worker_error")).catch(() => {});
+      await this.redis.hincrby(this.keys.counters, "refused_worker_error", 1).catch(() => {});
       this.opts.observer?.onShard?.("error", 0, 0);
-      throw e;
+      return "error";
     }
   }
 

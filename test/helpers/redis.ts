@@ -224,6 +224,9 @@ async function spawnServer(binary: string, port: number, opts: StartTestRedisOpt
   const setpriv = findOnPath("setpriv");
   const [cmd, ...cmdArgs] = setpriv ? [setpriv, "--pdeathsig", "KILL", ...args] : args;
   const child = spawn(cmd, cmdArgs, { stdio: ["ignore", "pipe", "pipe"] });
+  // A test that forgets stop() must not keep the process alive: the exit hook kills the server.
+  child.unref();
+  for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
   installExitHook();
   children.add(child);
   child.once("exit", () => children.delete(child));
