@@ -66,7 +66,8 @@ export async function trainAndReport(args: {
   const sigterm = () => onSignal("SIGTERM");
   process.on("SIGINT", sigint);
   process.on("SIGTERM", sigterm);
-  const startedAt = args.state;
+  // Copied now: the trainer advances the state object in place.
+  const resumedFrom = args.state ? { epoch: args.state.epoch, step: args.state.step } : null;
   let lastCheckpoint: string | undefined;
   try {
     const result = await runTraining(config, data, executor, {
@@ -124,7 +125,7 @@ export async function trainAndReport(args: {
       stepMs: timings.summary(),
       weightsSha256: sha,
       stopped: result.stopped,
-      resumedFrom: startedAt ? { epoch: startedAt.epoch, step: startedAt.step } : null,
+      resumedFrom,
       config,
       dataFingerprint: data.fingerprint,
       ...args.extraSummary?.(),

@@ -70,6 +70,8 @@ export class ClusterExecutor implements GradientExecutor {
   readonly stats: ClusterStats;
   private readonly queue: Queue;
   private publishedVersion = -1;
+  private lastCounters = { duplicate: 0, stale: 0 };
+  private readonly counterBase = { duplicate: 0, stale: 0 };
   private publishedParams?: Float32Array;
 
   constructor(private readonly o: ClusterExecutorOptions) {
@@ -98,8 +100,13 @@ export class ClusterExecutor implements GradientExecutor {
   /** Publishes the run spec and clears what an earlier session of this run id left. */
   async open(): Promise<void> {
     const { redis, keys } = this.o;
+    // An earlier session of this run id (a crashed coordinator being resumed)
+    // may have left jobs, weights and first-writer-wins results for the very
+    // versions this session is about to compute: clear them all.
     await this.queue.drain(true);
-    await redis.del(keys.notices, keys.counters);
+    await deleteRunKeys(redis, keys.allResults);
+    await deleteRunKeys(redis, keys.allWeights);
+    await redis.del(keys.notices, keys.counters, keys.version);
     await redis.set(keys.spec, JSON.stringify(this.spec));
   }
 
@@ -109,8 +116,6 @@ export class ClusterExecutor implements GradientExecutor {
   }
 
   async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {
-    const { keys, redis, blocking, log } = this.o;
-    await this.publishWeights(req.version, req.params);
     const timeoutMs = this.o.stepTimeoutSeconds * 1000;
     const pending = new Map<number, PendingShard>();
     for (const range of req.shards) {
@@ -125,18 +130,49 @@ export class ClusterExecutor implements GradientExecutor {
       };
       pending.set(range.shard, { range, job, attempt: 0, rejections: 0, deadline: Date.now() + timeoutMs, nonFinite: false });
     }
-    await this.enqueue([...pending.values()]);
     const done = new Map<number, ResultFrame>();
-    while (pending.size > 0) {
-      let notice: [string, string] | null;
+    // A lost connection (Redis restarted, network blip) is not an error of
+    // the run: wait for Redis, publish again what it may have lost, enqueue
+    // the shards still missing and carry on. Accepted results stay accepted;
+    // first-writer-wins on (version, shard) keeps late copies out.
+    for (let enqueued = false; ; ) {
       try {
-        const wait = Math.max(0.01, Math.min(MAX_WAIT_SECONDS, (minDeadline(pending) - Date.now()) / 1000));
-        notice = await blocking.blpop(keys.notices, wait);
+        await this.publishWeights(req.version, req.params);
+        if (!enqueued) await this.enqueue([...pending.values()]);
+        enqueued = true;
+        await this.collect(req, pending, done, timeoutMs);
+        break;
       } catch (e) {
-        log.warn({ err: (e as Error).message }, "waiting for results failed; reconnecting");
-        await this.recover(req, pending);
-        continue;
+        if (!isConnectionError(e)) throw e;
+        this.o.log.warn({ err: (e as Error).message }, "lost the connection to Redis; waiting for it");
+        await this.waitForRedis();
+        await this.republish(req);
+        for (const p of pending.values()) p.attempt++;
+        this.stats.retriedShards += pending.size;
+        enqueued = false;
       }
+    }
+    let computeSeconds = 0;
+    const results = req.shards.map((r) => {
+      const f = done.get(r.shard)!;
+      computeSeconds = Math.max(computeSeconds, f.computeSeconds);
+      return { shard: r.shard, grad: f.grad, cost: f.cost, count: f.count };
+    });
+    await this.readCounters();
+    return { results, computeSeconds };
+  }
+
+  /** Blocks on the notices list until every pending shard has an accepted result. */
+  private async collect(
+    req: StepRequest,
+    pending: Map<number, PendingShard>,
+    done: Map<number, ResultFrame>,
+    timeoutMs: number,
+  ): Promise<void> {
+    const { keys, blocking, log } = this.o;
+    while (pending.size > 0) {
+      const wait = Math.max(0.01, Math.min(MAX_WAIT_SECONDS, (minDeadline(pending) - Date.now()) / 1000));
+      const notice = await blocking.blpop(keys.notices, wait);
       if (notice) {
         const n = parseNotice(notice[1]);
         const p = n && n.version === req.version ? pending.get(n.shard) : undefined;
@@ -161,16 +197,43 @@ export class ClusterExecutor implements GradientExecutor {
       }
       await this.checkDeadlines(pending, timeoutMs);
     }
-    let computeSeconds = 0;
-    const results = req.shards.map((r) => {
-      const f = done.get(r.shard)!;
-      computeSeconds = Math.max(computeSeconds, f.computeSeconds);
-      return { shard: r.shard, grad: f.grad, cost: f.cost, count: f.count };
-    });
-    const counters = await redis.hgetall(keys.counters).catch(() => ({}) as Record<string, string>);
-    this.stats.duplicateResults = Number(counters.duplicate ?? 0);
-    this.stats.staleResults = Number(counters.stale ?? 0);
-    return { results, computeSeconds };
+  }
+
+  /**
+   * Duplicate and stale results are counted by the workers' submit script
+   * in Redis; a Redis that restarted empty starts them from zero again, so
+   * what was counted before is kept as a base.
+   */
+  private async readCounters(): Promise<void> {
+    const c = await this.o.redis.hgetall(this.o.keys.counters).catch(() => undefined);
+    if (!c) return;
+    const dup = Number(c.duplicate ?? 0);
+    const stale = Number(c.stale ?? 0);
+    if (dup < this.lastCounters.duplicate || stale < this.lastCounters.stale) {
+      this.counterBase.duplicate += this.lastCounters.duplicate;
+      this.counterBase.stale += this.lastCounters.stale;
+    }
+    this.lastCounters = { duplicate: dup, stale };
+    this.stats.duplicateResults = this.counterBase.duplicate + dup;
+    this.stats.staleResults = this.counterBase.stale + stale;
+  }
+
+  /** Polls until Redis answers again, logging every 10 s. */
+  private async waitForRedis(): Promise<void> {
+    const since = Date.now();
+    let lastLog = since;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 250));
+      try {
+        await this.o.redis.ping();
+        return;
+      } catch {
+        if (Date.now() - lastLog >= 10_000) {
+          lastLog = Date.now();
+          this.o.log.warn({ seconds: Math.round((lastLog - since) / 1000) }, "still waiting for Redis");
+        }
+      }
+    }
   }
 
   /**
@@ -198,27 +261,6 @@ export class ClusterExecutor implements GradientExecutor {
     await redis.set(keys.spec, JSON.stringify(this.spec));
     this.publishedVersion = -1;
     await this.publishWeights(req.version, this.publishedParams ?? req.params);
-  }
-
-  /** Waits for Redis to answer again, re-publishes what it lost and re-enqueues the pending shards. */
-  private async recover(req: StepRequest, pending: Map<number, PendingShard>): Promise<void> {
-    const { redis, log } = this.o;
-    for (;;) {
-      await new Promise((r) => setTimeout(r, 500));
-      try {
-        await redis.ping();
-        break;
-      } catch {
-        // still down
-      }
-    }
-    const lost = !(await redis.exists(this.o.keys.spec));
-    if (lost) log.warn("Redis came back without the run's keys; re-publishing spec, weights and the step's shards");
-    await this.republish(req);
-    // Jobs may have been lost with Redis: enqueue every pending shard again.
-    for (const p of pending.values()) p.attempt++;
-    this.stats.retriedShards += pending.size;
-    await this.enqueue([...pending.values()]);
   }
 
   private async enqueue(ps: PendingShard[]): Promise<void> {
@@ -326,6 +368,14 @@ export async function deleteRunKeys(redis: Redis, pattern: string): Promise<numb
     if (batch.length) n += await redis.unlink(...batch);
   } while (cursor !== "0");
   return n;
+}
+
+/** Errors that mean "Redis is not reachable right now", as opposed to a bug or a refusal. */
+export function isConnectionError(e: unknown): boolean {
+  const msg = e instanceof Error ? e.message : String(e);
+  return /Connection is closed|Stream isn't writeable|max retries per request|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|LOADING|Connection timeout|Socket closed/i.test(
+    msg,
+  );
 }
 
 function minDeadline(pending: Map<number, PendingShard>): number {

@@ -6,19 +6,28 @@ import { loadRunData, resumeState, runConfigFrom } from "../cli/run-setup.js";
 import type { CoordinatorOptions } from "../cli/options.js";
 import { createLogger } from "../shared/log.js";
 import { runCoordinator } from "./coordinator.js";
+import { serveCoordinatorMetrics } from "./metrics.js";
 
 /** Runs `coordinator`; returns the exit code. */
 export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<number> {
   const log = createLogger({ level: o.logLevel, role: "coordinator", bindings: { run: o.runId } });
-  const config = runConfigFrom(o);
-  const data = await loadRunData(o);
-  const state = await resumeState(o, config, data);
-  return runCoordinator({
-    options: o,
-    config,
-    data,
-    state,
-    log,
-    resumeHint: `gradfleet coordinator --run-id ${o.runId} (same flags)`,
-  });
+  // Metrics first: /healthz answers and /readyz says 503 while the data loads and Redis connects.
+  const metrics = await serveCoordinatorMetrics(o, log, { cluster: true });
+  try {
+    const config = runConfigFrom(o);
+    const data = await loadRunData(o);
+    const state = await resumeState(o, config, data);
+    return await runCoordinator({
+      options: o,
+      config,
+      data,
+      state,
+      log,
+      observer: metrics?.observer,
+      onStarted: (executor, redis) => metrics?.attach(executor, redis),
+      resumeHint: `gradfleet coordinator --run-id ${o.runId} (same flags)`,
+    });
+  } finally {
+    await metrics?.close();
+  }
 }

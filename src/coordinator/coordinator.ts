@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
+import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
 import type { RunConfig } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
@@ -26,8 +27,8 @@ export interface CoordinatorRun {
   log: Logger;
   observer?: RunObserver;
   stats?: ClusterStats;
-  /** Called once the run is published (spec in Redis, lease held). */
-  onStarted?(executor: ClusterExecutor): void;
+  /** Called once the run is published (spec in Redis, lease held), with the coordinator's Redis connection. */
+  onStarted?(executor: ClusterExecutor, redis: Redis): void;
   resumeHint: string;
 }
 
@@ -48,7 +49,9 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
     const warning = await checkRedisConfig(redis);
     if (warning) log.warn(warning);
     const owner = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
-    lease = await Lease.acquire(redis, keys.lease, owner, o.runId);
+    lease = await Lease.acquire(redis, keys.lease, owner, o.runId, () =>
+      log.warn("the run's lease is held by another coordinator; waiting a few seconds in case it died"),
+    );
     const stats = r.stats ?? new ClusterStats();
     executor = new ClusterExecutor({
       runId: o.runId,
@@ -65,7 +68,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
     });
     await executor.open();
     log.info({ run: o.runId, session: executor.spec.session, redis: redactUrl(o.redisUrl) }, "run published; waiting for workers");
-    r.onStarted?.(executor);
+    r.onStarted?.(executor, redis);
     const ex = executor;
     const { exitCode } = await trainAndReport({
       options: o,

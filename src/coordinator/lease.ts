@@ -7,7 +7,9 @@
 import type { Redis } from "ioredis";
 import { RELEASE_LEASE, RENEW_LEASE } from "../shared/scripts.js";
 
-export const LEASE_TTL_MS = 10_000;
+export const LEASE_TTL_MS = 5_000;
+/** How long a new coordinator waits for a dead one's lease to expire before giving up. */
+export const LEASE_WAIT_MS = LEASE_TTL_MS + 1_500;
 
 /** Raised when another coordinator holds the run. */
 export class LeaseTakenError extends Error {
@@ -25,15 +27,25 @@ export class Lease {
     readonly owner: string,
   ) {}
 
-  /** Takes the lease or throws LeaseTakenError naming the holder. */
-  static async acquire(redis: Redis, key: string, owner: string, runId: string): Promise<Lease> {
-    const ok = await redis.set(key, owner, "PX", LEASE_TTL_MS, "NX");
+  /**
+   * Takes the lease, waiting up to LEASE_WAIT_MS for a holder that stopped
+   * renewing it (a crashed coordinator, so a restarted one can resume at
+   * once); throws LeaseTakenError naming the holder if it stays taken.
+   */
+  static async acquire(redis: Redis, key: string, owner: string, runId: string, onWait?: () => void): Promise<Lease> {
+    const deadline = Date.now() + LEASE_WAIT_MS;
+    let ok = await redis.set(key, owner, "PX", LEASE_TTL_MS, "NX");
+    if (ok !== "OK") onWait?.();
+    while (ok !== "OK" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      ok = await redis.set(key, owner, "PX", LEASE_TTL_MS, "NX");
+    }
     if (ok !== "OK") {
       const holder = await redis.get(key);
       const ttl = await redis.pttl(key);
       throw new LeaseTakenError(
-        `run "${runId}" already has a live coordinator (${holder}); stop it, wait ${Math.ceil(Math.max(ttl, 0) / 1000)} s ` +
-          "for its lease to expire if it died, or use another --run-id",
+        `run "${runId}" already has a live coordinator (${holder}, lease renewed ${Math.round((LEASE_TTL_MS - Math.max(ttl, 0)) / 1000)} s ago); ` +
+          "stop it or use another --run-id",
       );
     }
     const lease = new Lease(redis, key, owner);

@@ -29,6 +29,10 @@ export interface RunKeys {
   weights(version: number): string;
   /** A shard's result for a version (msgpackr frame, see messages.ts); first writer wins. */
   result(version: number, shard: number): string;
+  /** Glob of every weights key (cleared when a session starts). */
+  allWeights: string;
+  /** Glob of every result key (cleared when a session starts). */
+  allResults: string;
   /** List the coordinator blocks on: one notice per result written or refused. */
   notices: string;
   /** Hash of counters written by workers' scripts (duplicate, stale results). */
@@ -53,6 +57,8 @@ export function runKeys(runId: string): RunKeys {
     version: `${p}:version`,
     weights: (v) => `${p}:w:${v}`,
     result: (v, s) => `${p}:r:${v}:${s}`,
+    allWeights: `${p}:w:*`,
+    allResults: `${p}:r:*`,
     notices: `${p}:notices`,
     counters: `${p}:counters`,
     workers: `${p}:workers`,

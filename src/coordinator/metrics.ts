@@ -1,0 +1,298 @@
+/**
+ * The coordinator's Prometheus metrics: training progress (loss, test
+ * accuracy and cost, samples and steps as counters so throughput is a
+ * `rate()`), step time by phase, checkpoints, and — for a cluster run —
+ * live workers, queue depth, shard retries and rejected results by reason.
+ * `train --workers 0` serves the same training metrics without the cluster ones.
+ *
+ * Training metrics are pushed by the run's observer; cluster metrics are
+ * read when Prometheus scrapes (from the executor's ClusterStats and Redis),
+ * so the hot path pays nothing for them.
+ */
+import type { Redis } from "ioredis";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { RunObserver } from "../cli/train-run.js";
+import { runKeys } from "../shared/keys.js";
+import type { Logger } from "../shared/log.js";
+import {
+  createRegistry,
+  incCounter,
+  LazyGauge,
+  MirroredCount,
+  observeHistogram,
+  setGauge,
+} from "../shared/metrics-registry.js";
+import { type MetricsServer, type Readiness, startMetricsServer } from "../shared/metrics-server.js";
+import type { ClusterExecutor } from "./cluster-executor.js";
+
+/** A worker counts as live when its last heartbeat is at most this old (it beats every 2 s). */
+export const LIVE_WORKER_WINDOW_MS = 10_000;
+
+/** The phases of a step, the `phase` label of `gradfleet_step_duration_seconds`. */
+export const STEP_PHASES = ["compute", "communication", "update", "total"] as const;
+
+/** BullMQ job states reported by `gradfleet_queue_jobs`. */
+export const QUEUE_STATES = ["waiting", "active", "delayed", "prioritized", "failed"] as const;
+
+/**
+ * Values of the `reason` label of `gradfleet_results_rejected_total`: the
+ * coordinator's own checks, the workers' refusals (`refused_<reason>` in
+ * ClusterStats, reported here without the prefix) and the duplicate and
+ * stale results the workers' submit script drops. Anything else is `other`,
+ * so the label stays bounded whatever a worker sends.
+ */
+export const REJECT_REASONS = [
+  "duplicate",
+  "stale",
+  "non_finite",
+  "bad_length",
+  "decode",
+  "spec_mismatch",
+  "wrong_shard",
+  "missing_result",
+  "data_mismatch",
+  "missing_spec",
+  "missing_weights",
+  "bad_job",
+  "other",
+] as const;
+
+export type RejectLabel = (typeof REJECT_REASONS)[number];
+
+/** The bounded `reason` label of a ClusterStats rejection key (`decode`, `refused_bad_job`, ...). */
+export function rejectLabel(reason: string): RejectLabel {
+  const bare = reason.startsWith("refused_") ? reason.slice("refused_".length) : reason;
+  return (REJECT_REASONS as readonly string[]).includes(bare) ? (bare as RejectLabel) : "other";
+}
+
+/** How long a scrape waits for Redis before it reports what it has. */
+const SCRAPE_REDIS_TIMEOUT_MS = 2_000;
+
+const STEP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const CHECKPOINT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** What the cluster metrics read at scrape time. */
+interface ClusterSource {
+  executor: ClusterExecutor;
+  redis: Redis;
+  workersKey: string;
+}
+
+/** The coordinator's metrics; see the module comment. */
+export class CoordinatorMetrics {
+  readonly registry: Registry;
+  /** Feed it to the run (trainAndReport / runCoordinator). */
+  readonly observer: RunObserver;
+  private source?: ClusterSource;
+  private server?: MetricsServer;
+
+  /** @param opts.cluster whether this is a cluster run (adds the cluster metrics; readiness needs Redis). */
+  constructor(private readonly opts: { cluster: boolean }) {
+    const registry = createRegistry();
+    this.registry = registry;
+    const reg = [registry];
+
+    const loss = new LazyGauge(registry, {
+      name: "gradfleet_train_loss",
+      help: "Mean training cost of the latest step's mini-batch",
+    });
+    const accuracy = new LazyGauge(registry, {
+      name: "gradfleet_test_accuracy_ratio",
+      help: "Test-set accuracy (0 to 1) after the latest epoch",
+    });
+    const testCost = new LazyGauge(registry, {
+      name: "gradfleet_test_cost",
+      help: "Mean test-set cost after the latest epoch",
+    });
+    const checkpointSize = new LazyGauge(registry, {
+      name: "gradfleet_checkpoint_size_bytes",
+      help: "Size of the latest checkpoint file",
+    });
+    const samples = new Counter({
+      name: "gradfleet_samples_total",
+      help: "Training samples that contributed to an update (throughput: rate())",
+      registers: reg,
+    });
+    const steps = new Counter({
+      name: "gradfleet_steps_total",
+      help: "Optimizer updates applied by this process",
+      registers: reg,
+    });
+    const epochsDone = new Counter({
+      name: "gradfleet_epochs_total",
+      help: "Epochs finished and evaluated by this process",
+      registers: reg,
+    });
+    const epoch = new Gauge({
+      name: "gradfleet_epoch",
+      help: "Epoch of the latest step, counted from 1",
+      registers: reg,
+    });
+    const version = new Gauge({
+      name: "gradfleet_weights_version",
+      help: "Weights version after the latest step (= updates applied since the run began)",
+      registers: reg,
+    });
+    const stepSeconds = new Histogram({
+      name: "gradfleet_step_duration_seconds",
+      help: "Time of a training step by phase: slowest shard's compute, communication (the rest of getting all shards), update (combine and optimizer), total",
+      labelNames: ["phase"] as const,
+      buckets: STEP_BUCKETS,
+      registers: reg,
+    });
+    for (const phase of STEP_PHASES) stepSeconds.zero({ phase });
+    const checkpointSeconds = new Histogram({
+      name: "gradfleet_checkpoint_duration_seconds",
+      help: "Time to write a checkpoint",
+      buckets: CHECKPOINT_BUCKETS,
+      registers: reg,
+    });
+
+    this.observer = {
+      onStep: (info, batchSamples) => {
+        incCounter(samples, batchSamples);
+        incCounter(steps, 1);
+        loss.set(info.loss);
+        setGauge(epoch, info.epoch + 1);
+        setGauge(version, info.updates);
+        for (const phase of STEP_PHASES) observeHistogram(stepSeconds, info.timing[phase], { phase });
+      },
+      onEpoch: (info) => {
+        incCounter(epochsDone, 1);
+        accuracy.set(info.test.accuracy);
+        testCost.set(info.test.cost);
+      },
+      onCheckpoint: (seconds, bytes) => {
+        observeHistogram(checkpointSeconds, seconds);
+        checkpointSize.set(bytes);
+      },
+    };
+
+    if (opts.cluster) this.registerClusterMetrics(reg);
+  }
+
+  private registerClusterMetrics(reg: Registry[]): void {
+    const self = this;
+    new Gauge({
+      name: "gradfleet_live_workers",
+      help: `Workers whose last heartbeat is at most ${LIVE_WORKER_WINDOW_MS / 1000} s old`,
+      registers: reg,
+      async collect() {
+        const s = self.source;
+        if (!s) return;
+        const n = await withTimeout(s.redis.zcount(s.workersKey, Date.now() - LIVE_WORKER_WINDOW_MS, "+inf"));
+        // Redis unreachable: keep the last value rather than report 0 workers.
+        if (n !== undefined) setGauge(this, n);
+      },
+    });
+    new Gauge({
+      name: "gradfleet_queue_jobs",
+      help: "Shard jobs in the run's BullMQ queue by state",
+      labelNames: ["state"] as const,
+      registers: reg,
+      async collect() {
+        const s = self.source;
+        if (!s) return;
+        const counts = await withTimeout(s.executor.bullQueue.getJobCounts(...QUEUE_STATES));
+        if (!counts) return;
+        for (const state of QUEUE_STATES) setGauge(this, counts[state] ?? 0, { state });
+      },
+    });
+    const retried = new MirroredCount();
+    new Counter({
+      name: "gradfleet_shard_retries_total",
+      help: "Shard jobs enqueued again (deadline passed, result refused, Redis lost the jobs)",
+      registers: reg,
+      collect() {
+        const s = self.source;
+        if (s) incCounter(this, retried.delta(s.executor.stats.retriedShards));
+      },
+    });
+    const seen = new Map<string, MirroredCount>();
+    const mirror = (key: string) => {
+      let m = seen.get(key);
+      if (!m) {
+        m = new MirroredCount();
+        seen.set(key, m);
+      }
+      return m;
+    };
+    const rejected = new Counter({
+      name: "gradfleet_results_rejected_total",
+      help: "Shard results not used, by reason (duplicate and stale ones are dropped, the others recomputed)",
+      labelNames: ["reason"] as const,
+      registers: reg,
+      collect() {
+        const s = self.source;
+        if (!s) return;
+        const stats = s.executor.stats;
+        incCounter(this, mirror("duplicate").delta(stats.duplicateResults), { reason: "duplicate" });
+        incCounter(this, mirror("stale").delta(stats.staleResults), { reason: "stale" });
+        for (const [key, n] of stats.rejected)
+          incCounter(this, mirror(key).delta(n), { reason: rejectLabel(key) });
+      },
+    });
+    // Every reason starts at 0, so rate() works and the dashboard shows 0 rather than nothing.
+    for (const reason of REJECT_REASONS) rejected.inc({ reason }, 0);
+  }
+
+  /** Connects the cluster metrics to a published run (runCoordinator's `onStarted`). */
+  attach(executor: ClusterExecutor, redis: Redis): void {
+    this.source = { executor, redis, workersKey: runKeys(executor.spec.runId).workers };
+  }
+
+  /** Ready when training can proceed: in-process always; a cluster run once published and while Redis is connected. */
+  readiness(): Readiness {
+    if (!this.opts.cluster) return { ready: true };
+    if (!this.source) return { ready: false, reason: "connecting to Redis and publishing the run" };
+    const status = this.source.redis.status;
+    return status === "ready" ? { ready: true } : { ready: false, reason: `Redis connection is ${status}` };
+  }
+
+  /** Serves the metrics on host:port (see metrics-server.ts). */
+  async serve(host: string, port: number, log?: Logger): Promise<MetricsServer> {
+    this.server = await startMetricsServer({
+      registry: this.registry,
+      host,
+      port,
+      readiness: () => this.readiness(),
+      log,
+    });
+    return this.server;
+  }
+
+  /** Stops the server, if any. */
+  async close(): Promise<void> {
+    await this.server?.close();
+    this.server = undefined;
+  }
+}
+
+/**
+ * The coordinator metrics served on `--metrics-host`:`--metrics-port`, or
+ * undefined when the port is 0 (metrics off).
+ */
+export async function serveCoordinatorMetrics(
+  o: { metricsPort: number; metricsHost: string },
+  log: Logger,
+  opts: { cluster: boolean },
+): Promise<CoordinatorMetrics | undefined> {
+  if (o.metricsPort === 0) return undefined;
+  const metrics = new CoordinatorMetrics(opts);
+  const server = await metrics.serve(o.metricsHost, o.metricsPort, log);
+  log.info({ url: `${server.url}/metrics` }, "serving metrics");
+  return metrics;
+}
+
+/** `p`'s value, or undefined when it fails or takes longer than a scrape should. */
+async function withTimeout<T>(p: Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), SCRAPE_REDIS_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([p.catch(() => undefined), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
