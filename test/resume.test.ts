@@ -83,3 +83,30 @@ it("--resume with other flags than the checkpoint's is refused, naming what diff
   expect(bad.code).toBe(2);
   expect(bad.stderr).toMatch(/--resume: .*different config \(optimizer differ\)/);
 });
+
+it("a coordinator asked to stop while no worker is alive gives the step up, checkpoints and exits", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "gf-stop-"));
+  const runId = "lonely";
+  const client = new Redis(redis.url);
+  try {
+    const coord = startCli([
+      "coordinator", ...RUN, "--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0",
+      "--step-timeout", "1", "--checkpoint-dir", dir,
+    ]);
+    await waitFor(async () => (await client.exists(runKeys(runId).spec)) === 1, 30_000);
+    const r = await stopCli(coord, "SIGTERM");
+    expect(r.code).toBe(130);
+    expect(r.stderr).toMatch(/stopped at epoch 1 step 0; resume with: .*--resume --checkpoint-dir/);
+    const saved = await loadCheckpoint(dir);
+    expect(saved.state.updates).toBe(0);
+    // --resume before any checkpoint exists starts a new run (restartable deployments pass it always).
+    const fresh = await mkdtemp(join(tmpdir(), "gf-fresh-"));
+    const small = ["--train-limit", "600", "--test-limit", "100", "--epochs", "1", "--batch", "64", "--workers", "0", "--json"];
+    const r2 = await runCli(["train", ...small, "--checkpoint-dir", fresh, "--resume"]);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r2.stderr).toMatch(/no checkpoint in .* yet; starting a new run/);
+    expect(r2.json!.resumedFrom).toBeNull();
+  } finally {
+    client.disconnect();
+  }
+});

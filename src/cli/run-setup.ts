@@ -2,7 +2,9 @@
  * Turning parsed options into a run: the run config, the dataset (checked
  * against the layer sizes), and the state to start from (fresh or resumed).
  */
-import { loadCheckpoint } from "../core/checkpoint.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { CHECKPOINT_FILE, loadCheckpoint } from "../core/checkpoint.js";
 import { loadDataset } from "../core/data/index.js";
 import type { DataBundle } from "../core/dataset.js";
 import { type RunConfig, runConfigHash } from "../core/run-config.js";
@@ -49,6 +51,12 @@ export async function resumeState(
 ): Promise<TrainState | undefined> {
   if (!o.resume) return undefined;
   if (!o.checkpointDir) throw new UsageError("--resume: needs --checkpoint-dir", { flag: "--resume" });
+  if (!existsSync(join(o.checkpointDir, CHECKPOINT_FILE))) {
+    // So that a restartable deployment (a Kubernetes Job, compose) can always
+    // pass --resume: the first start has nothing to resume yet.
+    process.stderr.write(`gradfleet: --resume: no checkpoint in ${o.checkpointDir} yet; starting a new run\n`);
+    return undefined;
+  }
   const ck = await loadCheckpoint(o.checkpointDir);
   if (ck.configHash !== runConfigHash(cfg)) {
     const diff = Object.keys(cfg).filter(

@@ -59,6 +59,7 @@ export async function trainAndReport(args: {
       process.exit(130);
     }
     stopRequested = true;
+    executor.abort?.();
     progress.clear();
     log.warn({ signal: sig }, "stopping after the current step");
   };

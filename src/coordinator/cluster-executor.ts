@@ -16,7 +16,7 @@ import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
 import type { RunConfig } from "../core/run-config.js";
-import type { GradientExecutor, ShardResult, StepRequest } from "../core/trainer.js";
+import { type GradientExecutor, type ShardResult, StepAbortedError, type StepRequest } from "../core/trainer.js";
 import type { ShardRange } from "../core/plan.js";
 import { QUEUE_NAME, type RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
@@ -71,6 +71,8 @@ export class ClusterExecutor implements GradientExecutor {
   private readonly queue: Queue;
   private publishedVersion = -1;
   private lastCounters = { duplicate: 0, stale: 0 };
+  /** When a stop was requested, the time after which an unfinished step is given up. */
+  private abandonAt = Number.POSITIVE_INFINITY;
   private readonly counterBase = { duplicate: 0, stale: 0 };
   private publishedParams?: Float32Array;
 
@@ -162,6 +164,15 @@ export class ClusterExecutor implements GradientExecutor {
     return { results, computeSeconds };
   }
 
+  /**
+   * A stop was requested: finish the step in hand if its shards come in
+   * within the step timeout, else give it up (StepAbortedError) so that a
+   * coordinator with no live worker still stops and checkpoints.
+   */
+  abort(): void {
+    this.abandonAt = Math.min(this.abandonAt, Date.now() + this.o.stepTimeoutSeconds * 1000);
+  }
+
   /** Blocks on the notices list until every pending shard has an accepted result. */
   private async collect(
     req: StepRequest,
@@ -171,6 +182,9 @@ export class ClusterExecutor implements GradientExecutor {
   ): Promise<void> {
     const { keys, blocking, log } = this.o;
     while (pending.size > 0) {
+      if (Date.now() >= this.abandonAt) {
+        throw new StepAbortedError(`gave up step ${req.step + 1} of epoch ${req.epoch + 1}: ${pending.size} shard(s) missing`);
+      }
       const wait = Math.max(0.01, Math.min(MAX_WAIT_SECONDS, (minDeadline(pending) - Date.now()) / 1000));
       const notice = await blocking.blpop(keys.notices, wait);
       if (notice) {

@@ -7,12 +7,12 @@
  * differs between `train --workers 0` and a cluster.
  */
 import type { DataBundle } from "./dataset.js";
+import { initParams } from "./init.js";
 import { type Evaluation, Network } from "./network.js";
 import { applyUpdate, initOptimizerState } from "./optimizer.js";
-import { epochPermutation } from "./prng.js";
 import { type ShardRange, shardRanges, stepsPerEpoch } from "./plan.js";
+import { epochPermutation } from "./prng.js";
 import type { RunConfig } from "./run-config.js";
-import { initParams } from "./init.js";
 
 /** Where training stands: enough to resume with the same bits. */
 export interface TrainState {
@@ -65,6 +65,11 @@ export interface StepTiming {
 export interface GradientExecutor {
   /** Returns one result per requested shard, in shard order, each finite. */
   computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }>;
+  /**
+   * A stop was requested: the executor may give up the step in progress
+   * (throwing StepAbortedError) if it cannot finish soon.
+   */
+  abort?(): void;
 }
 
 /** Reported after every update. */
@@ -106,6 +111,15 @@ export class DivergenceError extends Error {
   }
 }
 
+/**
+ * Thrown by an executor whose step was abandoned because a stop was
+ * requested (see GradientExecutor.abort); the trainer stops cleanly at the
+ * last completed step.
+ */
+export class StepAbortedError extends Error {
+  override name = "StepAbortedError";
+}
+
 /** Callbacks into the process that runs the loop. */
 export interface TrainerHooks {
   onStep?(info: StepInfo): void;
@@ -128,6 +142,55 @@ export interface TrainResult {
   /** Wall time of the training steps, evaluation excluded. */
   trainSeconds: number;
   stopped: boolean;
+}
+
+/** Zeros standing in for the missing shards of meanGradient's last group (never written). */
+let zeros = new Float32Array(0);
+
+/**
+ * Writes the mean gradient `(Σ_k shards[k].grad) / count` into `out` and
+ * returns whether every value of it is finite.
+ *
+ * Each value is summed in float64 in shard order starting from +0 and then
+ * divided by count: exactly the additions of summing whole shards one after
+ * another, so exactly the same bits, but with four shards per pass over
+ * memory and the division in the same pass (the combine is a serial part of
+ * every step). The last group's missing shards read zeros: a sum that starts
+ * at +0 is never -0, so adding +0 never changes it.
+ */
+export function meanGradient(
+  shards: readonly { grad: Float32Array }[],
+  count: number,
+  out: Float64Array,
+): boolean {
+  const n = out.length;
+  let bad = false;
+  if (shards.length === 1) {
+    const g = shards[0].grad;
+    for (let p = 0; p < n; p++) {
+      const m = (0 + g[p]) / count;
+      out[p] = m;
+      if (m - m !== 0) bad = true; // NaN or ±Infinity
+    }
+    return !bad;
+  }
+  if (zeros.length < n) zeros = new Float32Array(n);
+  out.fill(0);
+  let k = 0;
+  for (; k + 4 < shards.length; k += 4) {
+    const [g0, g1, g2, g3] = [shards[k].grad, shards[k + 1].grad, shards[k + 2].grad, shards[k + 3].grad];
+    for (let p = 0; p < n; p++) out[p] = out[p] + g0[p] + g1[p] + g2[p] + g3[p];
+  }
+  const g0 = shards[k]?.grad ?? zeros;
+  const g1 = shards[k + 1]?.grad ?? zeros;
+  const g2 = shards[k + 2]?.grad ?? zeros;
+  const g3 = shards[k + 3]?.grad ?? zeros;
+  for (let p = 0; p < n; p++) {
+    const m = (out[p] + g0[p] + g1[p] + g2[p] + g3[p]) / count;
+    out[p] = m;
+    if (m - m !== 0) bad = true;
+  }
+  return !bad;
 }
 
 /** A fresh state at the start of a run. */
@@ -172,30 +235,34 @@ export async function runTraining(
     while (state.step < steps) {
       const t0 = performance.now();
       const shards = shardRanges(n, cfg.batch, cfg.shards, state.step);
-      const { results, computeSeconds } = await executor.computeStep({
-        epoch: state.epoch,
-        step: state.step,
-        version: state.updates,
-        params: state.params,
-        perm,
-        shards,
-      });
+      let step: Awaited<ReturnType<GradientExecutor["computeStep"]>>;
+      try {
+        step = await executor.computeStep({
+          epoch: state.epoch,
+          step: state.step,
+          version: state.updates,
+          params: state.params,
+          perm,
+          shards,
+        });
+      } catch (e) {
+        if (!(e instanceof StepAbortedError)) throw e;
+        // A stop was asked for and the step could not finish in time (no
+        // worker left, say): the state is still that of the last update.
+        stopped = true;
+        await hooks.checkpoint?.(state, "stopped");
+        break outer;
+      }
+      const { results, computeSeconds } = step;
       const t1 = performance.now();
       // Combine in shard order in float64: the same bits for any worker count.
-      sum.fill(0);
       let cost = 0;
       let count = 0;
       for (const r of results) {
-        const g = r.grad;
-        for (let p = 0; p < sum.length; p++) sum[p] += g[p];
         cost += r.cost;
         count += r.count;
       }
-      let finite = Number.isFinite(cost);
-      for (let p = 0; p < sum.length && finite; p++) {
-        sum[p] /= count;
-        finite = Number.isFinite(sum[p]);
-      }
+      const finite = meanGradient(results, count, sum) && Number.isFinite(cost);
       if (!finite) {
         await hooks.checkpoint?.(state, "diverged");
         throw new DivergenceError(state.epoch, state.step, cfg.optimizer.lr);
