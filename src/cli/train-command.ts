@@ -7,50 +7,96 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { LocalExecutor } from "../core/local-executor.js";
+import { ClusterStats } from "../coordinator/cluster-stats.js";
 import { runCoordinator } from "../coordinator/coordinator.js";
+import { serveCoordinatorMetrics } from "../coordinator/metrics.js";
 import { ensureRedis } from "../shared/local-redis.js";
 import { createLogger } from "../shared/log.js";
 import { binPath } from "../shared/package-root.js";
-import type { TrainOptions } from "./options.js";
+import { localRunTargets, writeTargetsFile } from "../shared/prometheus-targets.js";
+import { withEventLoopTurns } from "../ui/event-loop.js";
+import { type LivePage, serveLivePage } from "../ui/server.js";
+import { type TrainOptions, UsageError } from "./options.js";
 import { loadRunData, resumeState, runConfigFrom } from "./run-setup.js";
-import { trainAndReport } from "./train-run.js";
+import { combineObservers, trainAndReport } from "./train-run.js";
 
 /** Runs `train`; returns the exit code. */
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const runId = o.runId ?? `local-${randomBytes(4).toString("hex")}`;
   const log = createLogger({ level: o.logLevel, role: "train", bindings: { run: runId } });
+  checkMetricsPorts(o);
   const config = runConfigFrom(o);
   const data = await loadRunData(o);
   const state = await resumeState(o, config, data);
   const resumeHint = "gradfleet train (same flags)";
-  if (o.workers === 0) {
-    const { exitCode } = await trainAndReport({
-      options: o,
-      config,
-      data,
-      executor: new LocalExecutor(config, data),
-      state,
-      log,
-      resumeHint,
-    });
-    return exitCode;
-  }
-  const redis = await ensureRedis(o.redisUrl, (msg) => process.stderr.write(`gradfleet: ${msg}\n`));
-  const workers: ChildProcess[] = [];
+  const metrics = await serveCoordinatorMetrics(o, log, { cluster: o.workers > 0 });
+  const stats = new ClusterStats();
+  let live: LivePage | undefined;
   try {
-    for (let i = 1; i <= o.workers; i++) workers.push(spawnLocalWorker(o, redis.url, runId, i));
-    return await runCoordinator({
-      options: { ...o, runId, redisUrl: redis.url },
-      config,
-      data,
-      state,
-      log,
-      resumeHint,
-    });
+    live = await serveLivePage(o, config, o.workers > 0 ? stats : "in-process", log);
+    const observer = combineObservers(metrics?.observer, live?.observer);
+    if (o.targetsFile) await writeLocalTargets(o, o.targetsFile, runId);
+    if (o.workers === 0) {
+      const { exitCode } = await trainAndReport({
+        options: o,
+        config,
+        data,
+        // In-process steps never wait: give the event loop turns so /metrics, the page and signals are served.
+        executor: withEventLoopTurns(new LocalExecutor(config, data)),
+        state,
+        log,
+        observer,
+        resumeHint,
+      });
+      return exitCode;
+    }
+    const redis = await ensureRedis(o.redisUrl, o.redisCa, (msg) => process.stderr.write(`gradfleet: ${msg}\n`));
+    const workers: ChildProcess[] = [];
+    try {
+      for (let i = 1; i <= o.workers; i++) workers.push(spawnLocalWorker(o, redis.url, runId, i));
+      return await runCoordinator({
+        options: { ...o, runId, redisUrl: redis.url },
+        config,
+        data,
+        state,
+        log,
+        observer,
+        stats,
+        onStarted: (executor, client) => metrics?.attach(executor, client),
+        resumeHint,
+      });
+    } finally {
+      await Promise.all(workers.map(stopChild));
+      await redis.stop();
+    }
   } finally {
-    await Promise.all(workers.map(stopChild));
-    await redis.stop();
+    await live?.close();
+    await metrics?.close();
   }
+}
+
+/** Local worker i serves metrics on --metrics-port + i: all of them must be ports, and a targets file needs them. */
+function checkMetricsPorts(o: TrainOptions): void {
+  if (o.targetsFile && o.metricsPort === 0) {
+    throw new UsageError("--targets-file: needs --metrics-port (or GRADFLEET_METRICS_PORT) set to a port, not 0", {
+      flag: "--targets-file",
+    });
+  }
+  if (o.metricsPort > 0 && o.metricsPort + o.workers > 65535) {
+    throw new UsageError(
+      `--metrics-port: ${o.metricsPort} leaves no room for ${o.workers} local workers on the ports after it (at most ${65535 - o.workers})`,
+      { flag: "--metrics-port" },
+    );
+  }
+}
+
+/** The file_sd targets of this run: the coordinator on --metrics-port, local worker i on --metrics-port + i. */
+function writeLocalTargets(o: TrainOptions, path: string, runId: string): Promise<void> {
+  const workerPorts = Array.from({ length: o.workers }, (_, i) => o.metricsPort + i + 1);
+  return writeTargetsFile(
+    path,
+    localRunTargets({ host: o.metricsHost, coordinatorPort: o.metricsPort, workerPorts, runId }),
+  );
 }
 
 /** Starts local worker i as a child process running `gradfleet worker`. */

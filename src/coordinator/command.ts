@@ -4,7 +4,10 @@
  */
 import { loadRunData, resumeState, runConfigFrom } from "../cli/run-setup.js";
 import type { CoordinatorOptions } from "../cli/options.js";
+import { combineObservers } from "../cli/train-run.js";
 import { createLogger } from "../shared/log.js";
+import { type LivePage, serveLivePage } from "../ui/server.js";
+import { ClusterStats } from "./cluster-stats.js";
 import { runCoordinator } from "./coordinator.js";
 import { serveCoordinatorMetrics } from "./metrics.js";
 
@@ -13,8 +16,11 @@ export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<numb
   const log = createLogger({ level: o.logLevel, role: "coordinator", bindings: { run: o.runId } });
   // Metrics first: /healthz answers and /readyz says 503 while the data loads and Redis connects.
   const metrics = await serveCoordinatorMetrics(o, log, { cluster: true });
+  const stats = new ClusterStats();
+  let live: LivePage | undefined;
   try {
     const config = runConfigFrom(o);
+    live = await serveLivePage(o, config, stats, log);
     const data = await loadRunData(o);
     const state = await resumeState(o, config, data);
     return await runCoordinator({
@@ -23,11 +29,13 @@ export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<numb
       data,
       state,
       log,
-      observer: metrics?.observer,
+      observer: combineObservers(metrics?.observer, live?.observer),
+      stats,
       onStarted: (executor, redis) => metrics?.attach(executor, redis),
       resumeHint: `gradfleet coordinator --run-id ${o.runId} (same flags)`,
     });
   } finally {
+    await live?.close();
     await metrics?.close();
   }
 }

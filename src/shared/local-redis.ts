@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { connectRedis, waitForRedis } from "./redis.js";
+import { connectRedis, redactUrl, waitForRedis } from "./redis.js";
 
 /** A Redis that a run can use, and how to let go of it. */
 export interface RedisForRun {
@@ -29,18 +29,26 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Whether a Redis answers PING at `url` within `timeoutMs`. Authentication errors are thrown. */
-export async function redisAnswers(url: string, timeoutMs: number): Promise<boolean> {
-  const client = connectRedis(url, { role: "producer" });
+/**
+ * Whether a Redis answers PING at `url` within `timeoutMs`: undefined when it
+ * does, else the error. Authentication errors are thrown.
+ */
+export async function redisProblem(url: string, timeoutMs: number, caFile?: string): Promise<Error | undefined> {
+  const client = connectRedis(url, { role: "producer", caFile });
   try {
     await waitForRedis(client, timeoutMs);
-    return true;
+    return undefined;
   } catch (e) {
     if (/WRONGPASS|NOAUTH|NOPERM/.test((e as Error).message)) throw e;
-    return false;
+    return e as Error;
   } finally {
     client.disconnect();
   }
+}
+
+/** Whether a Redis answers PING at `url` within `timeoutMs`. Authentication errors are thrown. */
+export async function redisAnswers(url: string, timeoutMs: number, caFile?: string): Promise<boolean> {
+  return (await redisProblem(url, timeoutMs, caFile)) === undefined;
 }
 
 /** Starts `redis-server` on a free loopback port; resolves once it answers. */
@@ -74,18 +82,25 @@ export async function startPrivateRedis(binary = "redis-server"): Promise<RedisF
 }
 
 /**
- * The Redis at `url` if it answers; else a private one (when `redis-server`
- * exists); else an error saying how to provide one.
+ * The Redis at `url` if it answers. Where nothing listens and the URL points
+ * at this machine, a private one (when `redis-server` exists). Anything else
+ * (a remote host down, a TLS or certificate problem) is an error: silently
+ * training against another Redis than the one configured would hide it.
  */
-export async function ensureRedis(url: string, onStart: (msg: string) => void): Promise<RedisForRun> {
-  if (await redisAnswers(url, 1500)) return { url, started: false, stop: async () => {} };
+export async function ensureRedis(url: string, caFile: string | undefined, onStart: (msg: string) => void): Promise<RedisForRun> {
+  const problem = await redisProblem(url, 1500, caFile);
+  if (!problem) return { url, started: false, stop: async () => {} };
+  const host = new URL(url).hostname;
+  const local = ["127.0.0.1", "localhost", "[::1]", "::1"].includes(host);
+  const nobodyListens = /ECONNREFUSED|no answer within/.test(problem.message);
+  if (!local || !nobodyListens) throw problem;
   try {
     const r = await startPrivateRedis();
-    onStart(`no Redis answered at the configured URL; started a private redis-server at ${r.url} for this run`);
+    onStart(`no Redis answered at ${redactUrl(url)}; started a private redis-server at ${r.url} for this run`);
     return r;
   } catch (e) {
     throw new Error(
-      `no Redis answers at the configured URL and a private one could not be started (${(e as Error).message}); ` +
+      `no Redis answers at ${redactUrl(url)} and a private one could not be started (${(e as Error).message}); ` +
         "set REDIS_URL or install redis-server",
     );
   }

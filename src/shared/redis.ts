@@ -46,6 +46,8 @@ const DEFAULT_PORT = 6379;
 
 /** Redis error codes that mean "these credentials will never work": retrying is pointless. */
 const AUTH_ERROR = /\b(WRONGPASS|NOAUTH|NOPERM)\b/;
+/** TLS failures that no retry can fix (an untrusted or mismatched certificate). */
+const TLS_ERROR = /self[- ]signed certificate|unable to verify|certificate|ERR_TLS_CERT/i;
 
 /** A URL object that does not leak the password when printed. */
 function parseUrl(url: string): URL {
@@ -221,8 +223,9 @@ export function waitForRedis(client: Redis, timeoutMs: number): Promise<void> {
       );
     };
     const onError = (err: Error): void => {
-      // Connection errors are retried by the client; only credentials are final.
-      if (AUTH_ERROR.test(err.message)) fail(err, "");
+      // Connection errors are retried by the client; only credentials and
+      // certificates are final (waiting will not make them valid).
+      if (AUTH_ERROR.test(err.message) || TLS_ERROR.test(err.message)) fail(err, "");
     };
     const onEnd = (): void => fail(lastErrors.get(client), "the connection was closed");
     const timer = setTimeout(

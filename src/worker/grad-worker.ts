@@ -14,12 +14,12 @@ import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
 import { loadDataset } from "../core/data/index.js";
 import { type Kernel, makeKernel } from "../core/kernel.js";
-import { shardRanges } from "../core/plan.js";
+import { shardRanges, stepsPerEpoch } from "../core/plan.js";
 import { epochPermutation } from "../core/prng.js";
 import { type RunKeys, QUEUE_NAME, runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import { encodeResult, refusedNotice, type ShardJob, shardJobSchema } from "../shared/messages.js";
-import { connectRedis } from "../shared/redis.js";
+import { connectRedis, waitForRedis } from "../shared/redis.js";
 import { decodeRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { SUBMIT_RESULT } from "../shared/scripts.js";
 
@@ -27,6 +27,8 @@ import { SUBMIT_RESULT } from "../shared/scripts.js";
 const RESULT_TTL_SECONDS = 600;
 /** Heartbeat period into the run's live-workers set. */
 const HEARTBEAT_MS = 2000;
+/** While Redis does not answer at start, say so this often. */
+const REDIS_WAIT_LOG_MS = 10_000;
 
 /** Outcome of one job, for metrics. */
 export type ShardOutcome = "ok" | "duplicate" | "stale" | "refused" | "error";
@@ -89,6 +91,11 @@ export class GradWorker {
   /** Number of shards this worker completed (any outcome). */
   jobsDone = 0;
 
+  /** Whether the worker's Redis connection is up (for `/readyz`). */
+  get redisConnected(): boolean {
+    return this.redis.status === "ready";
+  }
+
   constructor(private readonly opts: GradWorkerOptions) {
     this.keys = runKeys(opts.runId);
     this.redis = connectRedis(opts.redisUrl, { role: "worker", caFile: opts.redisCa, name: `gf-worker-${opts.workerId}` });
@@ -98,6 +105,7 @@ export class GradWorker {
   /** Starts taking jobs. */
   async start(): Promise<void> {
     const o = this.opts;
+    await this.waitForRedis();
     // Preload the default dataset so the first shard is not slowed by it.
     await this.dataset(null, null);
     this.workerConnection = this.redis.duplicate();
@@ -119,12 +127,45 @@ export class GradWorker {
     o.log.info({ run: o.runId, concurrency: o.concurrency }, "worker ready");
   }
 
+  /**
+   * Waits until Redis answers. Wrong credentials never fix themselves, so
+   * they fail at once with a clear message (BullMQ would retry them forever);
+   * an unreachable Redis is waited for, since a worker may start before it.
+   */
+  private async waitForRedis(): Promise<void> {
+    for (;;) {
+      try {
+        await waitForRedis(this.redis, REDIS_WAIT_LOG_MS);
+        return;
+      } catch (e) {
+        if (this.redis.status === "end" || /\b(WRONGPASS|NOAUTH|NOPERM)\b/.test((e as Error).message)) throw e;
+        this.opts.log.warn({ err: (e as Error).message }, "still waiting for Redis");
+      }
+    }
+  }
+
   /** Graceful stop: finishes the shard in hand, then disconnects. */
-  async close(): Promise<void> {
+  async close(graceMs = 10_000): Promise<void> {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.opts.observer?.onReady?.(false);
-    await this.worker?.close();
-    await this.redis.zrem(this.keys.workers, this.opts.workerId).catch(() => {});
+    // Graceful: BullMQ waits for the shard in hand. With Redis gone that wait
+    // never ends (the result cannot be written), so it is bounded; the
+    // coordinator re-enqueues a shard whose result never came.
+    let timer: NodeJS.Timeout | undefined;
+    const graceful = this.worker?.close() ?? Promise.resolve();
+    const timedOut = await Promise.race([
+      graceful.then(() => false),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(true), graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.opts.log.warn({ graceMs }, "could not finish the shard in hand in time (Redis unreachable?); closing anyway");
+      await this.worker?.close(true).catch(() => {});
+    } else {
+      await this.redis.zrem(this.keys.workers, this.opts.workerId).catch(() => {});
+    }
     this.workerConnection?.disconnect();
     this.redis.disconnect();
   }
@@ -274,6 +315,16 @@ export class GradWorker {
     const r = ranges.find((x) => x.shard === j.shard);
     if (!r || r.start !== j.start || r.end !== j.end || j.epoch >= c.epochs) {
       throw new Refusal("bad_job", `job epoch ${j.epoch} step ${j.step} shard ${j.shard} [${j.start}, ${j.end}) is not in the run's shard plan`);
+    }
+    // Weights version v are the weights after v updates, one per step: a job
+    // naming another step's samples under version v would have its gradient
+    // accepted as the result of (v, shard), computed on the wrong samples.
+    const version = j.epoch * stepsPerEpoch(spec.data.trainN, c.batch) + j.step;
+    if (j.version !== version) {
+      throw new Refusal(
+        "bad_job",
+        `job for weights version ${j.version} names epoch ${j.epoch} step ${j.step}, which is version ${version}`,
+      );
     }
   }
 

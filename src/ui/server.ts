@@ -1,0 +1,382 @@
+/**
+ * The live training page (`--ui-port`, `--ui-host`), served by the process
+ * that runs the training (the coordinator, or `train --workers 0`) from its
+ * own state, with node:http alone:
+ *
+ * - `GET /`, `/app.js`, `/style.css`: the page (src/ui/page/, read from disk
+ *   at start; nothing is fetched from anywhere else, and the CSP says so);
+ * - `GET /events`: Server-Sent Events: `hello` (the run and its history, on
+ *   connect), `progress` (new loss points, accuracy, samples/s, workers; 4 a
+ *   second), `weights` (the first layer as float32 tiles, base64, at most 2 a
+ *   second), `history` (the whole curve again after it was thinned), `end`;
+ * - `POST /predict`: an input image in, every layer's activations and the
+ *   prediction under the current weights out (see predict-request.ts).
+ */
+import { readFile } from "node:fs/promises";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import type { RunObserver } from "../cli/train-run.js";
+import type { ClusterStats } from "../coordinator/cluster-stats.js";
+import type { RunConfig } from "../core/run-config.js";
+import type { Logger } from "../shared/log.js";
+import { packageRoot } from "../shared/package-root.js";
+import { LiveRunState } from "./live-state.js";
+import { maxPredictBodyBytes, PredictInputError, Predictor, parsePredictBody } from "./predict-request.js";
+
+/** The page's files: URL path -> file name in the page directory, and its content type. */
+const PAGE_FILES: Record<string, { file: string; type: string }> = {
+  "/": { file: "index.html", type: "text/html; charset=utf-8" },
+  "/app.js": { file: "app.js", type: "text/javascript; charset=utf-8" },
+  "/style.css": { file: "style.css", type: "text/css; charset=utf-8" },
+};
+
+/** Everything comes from this server: no CDN, no fonts, no analytics. */
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/** How often progress goes out. */
+const TICK_MS = 250;
+/** Weights go out at most this often (twice a second)... */
+const WEIGHTS_EVERY_MS = 500;
+/** ...and slower for a wide first layer, so the stream stays under ~2 MB/s per client. */
+const WEIGHTS_BYTES_PER_SECOND = 2_000_000;
+/** Tiles sent at most (the page cannot show thousands of 28x28 tiles anyway). */
+export const MAX_TILES = 256;
+/** A client this far behind gets no weights until it catches up. */
+const SLOW_CLIENT_BYTES = 1_000_000;
+/** A comment line keeps proxies from closing an idle stream. */
+const KEEPALIVE_MS = 15_000;
+
+/** Settings of {@link startLivePage}. */
+export interface LivePageOptions {
+  host: string;
+  /** 0 picks a free port (tests); the CLI never passes 0 (it means "off" there). */
+  port: number;
+  config: RunConfig;
+  /** The cluster's counters (workers that delivered results), or `in-process`. */
+  workers: ClusterStats | "in-process";
+  log?: Logger;
+  /** Where index.html, app.js and style.css are (default: src/ui/page/ of the package). */
+  pageDir?: string;
+}
+
+/** A running live page. */
+export interface LivePage {
+  readonly host: string;
+  readonly port: number;
+  /** `http://host:port/`. */
+  readonly url: string;
+  /** Feed it the run's steps and epochs (combine it with the other observers). */
+  readonly observer: RunObserver;
+  /** The state the page shows (for tests and callers that add to it). */
+  readonly state: LiveRunState;
+  /** Tells the open pages the run ended, then stops serving. */
+  close(): Promise<void>;
+}
+
+/** The directory of the page's files: src/ui/page/ of the package (tsc does not copy them to dist/). */
+export function defaultPageDir(): string {
+  return join(packageRoot(), "src", "ui", "page");
+}
+
+/**
+ * Starts serving the live page of a run.
+ * @throws Error naming the address when it cannot listen, or the file when the page is missing.
+ */
+export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
+  const files = await loadPage(o.pageDir ?? defaultPageDir());
+  const state = new LiveRunState({ config: o.config, workers: o.workers });
+  const predictor = new Predictor(o.config.spec);
+  const clients = new Set<ServerResponse>();
+  let closed = false;
+  let lastWeightsAt = -Infinity;
+  let lastWeightsVersion = -1;
+  let weightsEveryMs = WEIGHTS_EVERY_MS;
+
+  const send = (res: ServerResponse, event: string, data: unknown): void => {
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  const broadcast = (event: string, data: unknown): void => {
+    if (clients.size === 0) return;
+    const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    for (const res of clients) res.write(frame);
+  };
+  const weightsEvent = (): Record<string, unknown> | undefined => {
+    const tiles = state.firstLayerTiles(MAX_TILES);
+    if (!tiles) return undefined;
+    const bytes = tiles.w.byteLength + tiles.b.byteLength;
+    weightsEveryMs = Math.max(WEIGHTS_EVERY_MS, (bytes / WEIGHTS_BYTES_PER_SECOND) * 1000);
+    return {
+      version: tiles.version,
+      nIn: tiles.nIn,
+      nOut: tiles.nOut,
+      shown: tiles.shown,
+      // Float32 little-endian (every platform Node runs on), neuron-major.
+      w: Buffer.from(tiles.w.buffer, tiles.w.byteOffset, tiles.w.byteLength).toString("base64"),
+      b: Buffer.from(tiles.b.buffer, tiles.b.byteOffset, tiles.b.byteLength).toString("base64"),
+    };
+  };
+  const hello = () => ({
+    layers: o.config.spec.layers,
+    hidden: o.config.spec.hidden,
+    output: o.config.spec.output,
+    cost: o.config.spec.cost,
+    optimizer: o.config.optimizer.name,
+    lr: o.config.optimizer.lr,
+    batch: o.config.batch,
+    shards: o.config.shards,
+    epochs: o.config.epochs,
+    kernel: o.config.kernel,
+    cluster: o.workers !== "in-process",
+    ...state.history(),
+    progress: state.progress(),
+  });
+
+  /** Sends what is new; `final` also sends the latest weights whatever the rate limit. */
+  const tick = (final = false): void => {
+    const news = state.take();
+    if (clients.size === 0) return;
+    if (news.reset) broadcast("history", state.history());
+    broadcast("progress", {
+      points: news.reset ? [] : news.points,
+      accuracy: news.reset ? [] : news.accuracy,
+      progress: state.progress(),
+    });
+    const now = performance.now();
+    if (state.version !== lastWeightsVersion && (final || now - lastWeightsAt >= weightsEveryMs)) {
+      const ev = weightsEvent();
+      if (ev) {
+        const frame = `event: weights\ndata: ${JSON.stringify(ev)}\n\n`;
+        for (const res of clients) if (res.writableLength < SLOW_CLIENT_BYTES) res.write(frame);
+        lastWeightsAt = now;
+        lastWeightsVersion = state.version;
+      }
+    }
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (!hostAllowed(o.host, req.headers.host)) {
+      sendText(res, 403, "this page answers to its own address only (Host header refused)\n");
+      return;
+    }
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/predict") {
+      if (req.method !== "POST") {
+        res.setHeader("Allow", "POST");
+        sendText(res, 405, "POST an image to /predict\n");
+        return;
+      }
+      await predict(req, res);
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.setHeader("Allow", "GET, HEAD");
+      sendText(res, 405, "only GET and HEAD here (POST /predict)\n");
+      return;
+    }
+    if (path === "/events") {
+      openStream(req, res);
+      return;
+    }
+    const page = files.get(path);
+    if (page) {
+      res.writeHead(200, {
+        "Content-Type": page.type,
+        "Content-Length": page.body.length,
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+      });
+      res.end(req.method === "HEAD" ? undefined : page.body);
+      return;
+    }
+    sendText(res, 404, `not found: ${path} (the page is at /)\n`);
+  };
+
+  const openStream = (req: IncomingMessage, res: ServerResponse): void => {
+    res.writeHead(200, {
+      "Content-Type": "text/event-stream; charset=utf-8",
+      "Cache-Control": "no-store",
+      Connection: "keep-alive",
+      "X-Accel-Buffering": "no",
+    });
+    if (closed) {
+      send(res, "end", { t: state.elapsed() });
+      res.end();
+      return;
+    }
+    res.write("retry: 2000\n\n");
+    send(res, "hello", hello());
+    const ev = weightsEvent();
+    if (ev) send(res, "weights", ev);
+    clients.add(res);
+    req.on("close", () => clients.delete(res));
+  };
+
+  const predict = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const nIn = o.config.spec.layers[0];
+    try {
+      const body = await readBody(req, maxPredictBodyBytes(nIn));
+      const pixels = parsePredictBody(body, req.headers["content-type"], nIn);
+      const snap = state.snapshot();
+      if (!snap) throw new PredictInputError(503, "no weights yet: the run has not finished its first step");
+      sendJson(res, 200, predictor.predict(snap.params, pixels, snap.version));
+    } catch (e) {
+      if (!(e instanceof PredictInputError)) throw e;
+      sendJson(res, e.status, { error: e.message });
+    }
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e) => {
+      o.log?.warn({ err: (e as Error).message, path: req.url }, "live page request failed");
+      if (!res.headersSent) sendText(res, 500, `error: ${(e as Error).message}\n`);
+      else res.destroy();
+    });
+  });
+  // The page must never keep the process alive once the run is over.
+  server.unref();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (e: NodeJS.ErrnoException) => {
+      const where = `${o.host}:${o.port}`;
+      const hint =
+        e.code === "EADDRINUSE"
+          ? "the port is in use: choose another --ui-port, or 0 to turn the page off"
+          : e.code === "EADDRNOTAVAIL" || e.code === "ENOTFOUND"
+            ? "not an address of this host: check --ui-host"
+            : e.code === "EACCES"
+              ? "not allowed to listen on this port: choose a port above 1023"
+              : e.message;
+      reject(new Error(`cannot serve the live page on ${where}: ${hint}`));
+    });
+    server.listen(o.port, o.host, () => resolve());
+  });
+  server.on("error", (e) => o.log?.warn({ err: e.message }, "live page server error"));
+  const ticker = setInterval(() => tick(), TICK_MS);
+  ticker.unref();
+  const keepalive = setInterval(() => {
+    for (const res of clients) res.write(": keep-alive\n\n");
+  }, KEEPALIVE_MS);
+  keepalive.unref();
+
+  const port = (server.address() as AddressInfo).port;
+  const shownHost = o.host.includes(":") ? `[${o.host}]` : o.host;
+  const url = `http://${shownHost}:${port}/`;
+  return {
+    host: o.host,
+    port,
+    url,
+    observer: state.observer,
+    state,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      clearInterval(ticker);
+      clearInterval(keepalive);
+      // The last points and the final weights, then `end`, so an open page keeps the finished run.
+      tick(true);
+      broadcast("end", { t: state.elapsed(), progress: state.progress() });
+      for (const res of clients) res.end();
+      clients.clear();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+/**
+ * The CLI's side: starts the page when `uiPort` is not 0 and prints its
+ * address on stderr (`gradfleet: live page at http://127.0.0.1:8080/`).
+ * @returns undefined when the page is off.
+ */
+export async function serveLivePage(
+  o: { uiPort: number; uiHost: string },
+  config: RunConfig,
+  workers: ClusterStats | "in-process",
+  log?: Logger,
+): Promise<LivePage | undefined> {
+  if (o.uiPort === 0) return undefined;
+  const page = await startLivePage({ host: o.uiHost, port: o.uiPort, config, workers, log });
+  const wildcard = o.uiHost === "0.0.0.0" || o.uiHost === "::";
+  const shown = wildcard ? `http://localhost:${page.port}/ (listening on ${o.uiHost})` : page.url;
+  process.stderr.write(`gradfleet: live page at ${shown}\n`);
+  return page;
+}
+
+/** Reads the page's files once: a missing one is a broken install, said at start rather than on the first visit. */
+async function loadPage(dir: string): Promise<Map<string, { body: Buffer; type: string }>> {
+  const out = new Map<string, { body: Buffer; type: string }>();
+  for (const [path, f] of Object.entries(PAGE_FILES)) {
+    const file = join(dir, f.file);
+    try {
+      out.set(path, { body: await readFile(file), type: f.type });
+    } catch (e) {
+      throw new Error(
+        `cannot read the live page's ${file}: ${(e as Error).message} (is the package installed whole?)`,
+      );
+    }
+  }
+  return out;
+}
+
+/**
+ * Bound to a loopback address, the page answers only to loopback host
+ * names: a web site that rebinds its DNS name to 127.0.0.1 cannot read it.
+ */
+function hostAllowed(listen: string, hostHeader: string | undefined): boolean {
+  if (!isLoopback(listen)) return true;
+  if (!hostHeader) return false;
+  const name = hostHeader.startsWith("[")
+    ? hostHeader.slice(0, hostHeader.indexOf("]") + 1)
+    : hostHeader.split(":")[0];
+  return isLoopback(name) || name === "localhost" || name.endsWith(".localhost");
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** The request body, refused with 413 past `limit` bytes (without reading the rest). */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > limit) {
+    return Promise.reject(
+      new PredictInputError(413, `the body has ${declared} bytes; at most ${limit} are accepted`),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        // Stop keeping it; the 413 goes out with `Connection: close`, which drops the rest.
+        req.removeAllListeners("data");
+        req.resume();
+        reject(new PredictInputError(413, `the body has more than ${limit} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function sendText(res: ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" });
+  res.end(res.req.method === "HEAD" ? undefined : body);
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, {
+    "Content-Type": "application/json; charset=utf-8",
+    "Cache-Control": "no-store",
+    // After a refused body the rest of it may still be on its way: do not reuse the connection.
+    ...(status === 413 ? { Connection: "close" } : {}),
+  });
+  res.end(JSON.stringify(body));
+}

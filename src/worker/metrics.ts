@@ -1,0 +1,142 @@
+/**
+ * A worker's Prometheus metrics: shards by outcome, shard compute time,
+ * weights fetches, bytes in and out. Every series of the process — the
+ * default process/Node.js ones too — carries `worker="<--worker-id>"`, so
+ * the dashboard can tell workers apart (and spot a straggler) whether
+ * Prometheus found them by DNS, a file or a static list.
+ */
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { Logger } from "../shared/log.js";
+import { createRegistry, incCounter, observeHistogram } from "../shared/metrics-registry.js";
+import { type MetricsServer, type Readiness, startMetricsServer } from "../shared/metrics-server.js";
+import type { ShardOutcome, WorkerObserver } from "./grad-worker.js";
+
+/** Values of the `outcome` label of `gradfleet_worker_shards_total`. */
+export const SHARD_OUTCOMES: readonly ShardOutcome[] = ["ok", "duplicate", "stale", "refused", "error"];
+
+const COMPUTE_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+const FETCH_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+];
+
+/** Whether the worker's Redis connection is up; GradWorker has it. */
+export interface RedisLink {
+  readonly redisConnected: boolean;
+}
+
+/** A worker's metrics; see the module comment. */
+export class WorkerMetrics {
+  readonly registry: Registry;
+  /** Pass it to the GradWorker. */
+  readonly observer: WorkerObserver;
+  private started = false;
+  private link?: RedisLink;
+  private server?: MetricsServer;
+
+  constructor(workerId: string) {
+    const registry = createRegistry({ worker: workerId });
+    this.registry = registry;
+    const reg = [registry];
+    const shards = new Counter({
+      name: "gradfleet_worker_shards_total",
+      help: "Shard jobs handled, by outcome (ok; duplicate and stale: computed but not needed; refused: the job cannot be computed faithfully; error)",
+      labelNames: ["outcome"] as const,
+      registers: reg,
+    });
+    for (const outcome of SHARD_OUTCOMES) shards.inc({ outcome }, 0);
+    const compute = new Histogram({
+      name: "gradfleet_worker_shard_compute_seconds",
+      help: "Time to compute one shard's gradient sum (forward and backward over the shard)",
+      buckets: COMPUTE_BUCKETS,
+      registers: reg,
+    });
+    const sent = new Counter({
+      name: "gradfleet_worker_sent_bytes_total",
+      help: "Bytes of gradient results written to Redis",
+      registers: reg,
+    });
+    const received = new Counter({
+      name: "gradfleet_worker_received_bytes_total",
+      help: "Bytes of weights read from Redis",
+      registers: reg,
+    });
+    const fetch = new Histogram({
+      name: "gradfleet_worker_weights_fetch_seconds",
+      help: "Time to fetch one weights version from Redis (_count: the number of fetches)",
+      buckets: FETCH_BUCKETS,
+      registers: reg,
+    });
+    const self = this;
+    new Gauge({
+      name: "gradfleet_worker_ready",
+      help: "1 when the worker takes jobs (dataset loaded, Redis connected), else 0",
+      registers: reg,
+      collect() {
+        this.set(self.readiness().ready ? 1 : 0);
+      },
+    });
+    this.observer = {
+      onShard: (outcome, computeSeconds, bytesOut) => {
+        incCounter(shards, 1, { outcome: SHARD_OUTCOMES.includes(outcome) ? outcome : "error" });
+        // Jobs dropped before computing (stale version, refusals) report 0 s: not a compute time.
+        if (computeSeconds > 0) observeHistogram(compute, computeSeconds);
+        incCounter(sent, bytesOut);
+      },
+      onWeightsFetch: (seconds, bytes) => {
+        observeHistogram(fetch, seconds);
+        incCounter(received, bytes);
+      },
+      onReady: (ready) => {
+        this.started = ready;
+      },
+    };
+  }
+
+  /** Gives readiness the worker's Redis connection state. */
+  attach(link: RedisLink): void {
+    this.link = link;
+  }
+
+  /** Ready while the Redis connection is up, once the worker has started (dataset loaded) and until it stops. */
+  readiness(): Readiness {
+    if (!this.link?.redisConnected) return { ready: false, reason: "Redis is not connected" };
+    if (!this.started) return { ready: false, reason: "loading the dataset, or stopping" };
+    return { ready: true };
+  }
+
+  /** Serves the metrics on host:port (see metrics-server.ts). */
+  async serve(host: string, port: number, log?: Logger): Promise<MetricsServer> {
+    this.server = await startMetricsServer({
+      registry: this.registry,
+      host,
+      port,
+      readiness: () => this.readiness(),
+      log,
+    });
+    return this.server;
+  }
+
+  /** Stops the server, if any. */
+  async close(): Promise<void> {
+    await this.server?.close();
+    this.server = undefined;
+  }
+}
+
+/**
+ * The worker metrics served on `--metrics-host`:`--metrics-port`, or
+ * undefined when the port is 0 (metrics off). Start it before the worker,
+ * so `/healthz` answers and `/readyz` says 503 while the dataset loads.
+ */
+export async function serveWorkerMetrics(
+  o: { metricsPort: number; metricsHost: string; workerId: string },
+  log: Logger,
+): Promise<WorkerMetrics | undefined> {
+  if (o.metricsPort === 0) return undefined;
+  const metrics = new WorkerMetrics(o.workerId);
+  const server = await metrics.serve(o.metricsHost, o.metricsPort, log);
+  log.info({ url: `${server.url}/metrics` }, "serving metrics");
+  return metrics;
+}
