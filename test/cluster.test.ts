@@ -16,7 +16,19 @@ import { SUBMIT_RESULT } from "../src/shared/scripts.js";
 import { runCli, startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 
-const RUN = ["--train-limit", "6000", "--test-limit", "1000", "--epochs", "2", "--batch", "64", "--shards", "4", "--json"];
+const RUN = [
+  "--train-limit",
+  "6000",
+  "--test-limit",
+  "1000",
+  "--epochs",
+  "2",
+  "--batch",
+  "64",
+  "--shards",
+  "4",
+  "--json",
+];
 const SAMPLES = 2 * 6000;
 
 let redis: TestRedis;
@@ -51,10 +63,39 @@ describe("same bits as one process", () => {
 
   it("a coordinator with separately started workers, and its keys are gone afterwards", async () => {
     const runId = "separate";
-    const w1 = startCli(["worker", "--redis-url", redis.url, "--run-id", runId, "--worker-id", "w1", "--metrics-port", "0"]);
-    const w2 = startCli(["worker", "--redis-url", redis.url, "--run-id", runId, "--worker-id", "w2", "--metrics-port", "0"]);
+    const w1 = startCli([
+      "worker",
+      "--redis-url",
+      redis.url,
+      "--run-id",
+      runId,
+      "--worker-id",
+      "w1",
+      "--metrics-port",
+      "0",
+    ]);
+    const w2 = startCli([
+      "worker",
+      "--redis-url",
+      redis.url,
+      "--run-id",
+      runId,
+      "--worker-id",
+      "w2",
+      "--metrics-port",
+      "0",
+    ]);
     try {
-      const r = await runCli(["coordinator", ...RUN, "--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"]);
+      const r = await runCli([
+        "coordinator",
+        ...RUN,
+        "--redis-url",
+        redis.url,
+        "--run-id",
+        runId,
+        "--metrics-port",
+        "0",
+      ]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
       expect(r.json!.samples).toBe(SAMPLES);
@@ -131,23 +172,56 @@ describe("exactly once", () => {
         const grad = new Float32Array(spec.paramCount);
         const perm = epochPermutation(data.train.n, spec.config.seed, j.epoch);
         const { cost, count } = net.gradSum(params, data.train, perm, j.start, j.end, grad);
-        const frame = { session: j.session, version: j.version, shard: j.shard, workerId: "test", cost, count, computeSeconds: 0, grad };
+        const frame = {
+          session: j.session,
+          version: j.version,
+          shard: j.shard,
+          workerId: "test",
+          cost,
+          count,
+          computeSeconds: 0,
+          grad,
+        };
         const submit = (version: number, payload: Buffer) =>
-          cmd.eval(SUBMIT_RESULT, 4, keys.result(version, j.shard), keys.version, keys.notices, keys.counters, String(version), String(j.shard), payload, "600");
+          cmd.eval(
+            SUBMIT_RESULT,
+            4,
+            keys.result(version, j.shard),
+            keys.version,
+            keys.notices,
+            keys.counters,
+            String(version),
+            String(j.shard),
+            payload,
+            "600",
+          );
         expect(await submit(j.version, encodeResult(frame))).toBe("ok");
         if (j.version !== lastVersionSeen && j.version > 0) {
           lastVersionSeen = j.version;
           const garbage = new Float32Array(spec.paramCount).fill(1e3);
           expect(await submit(j.version, encodeResult({ ...frame, grad: garbage }))).toBe("duplicate");
           injectedDuplicates++;
-          expect(await submit(j.version - 1, encodeResult({ ...frame, version: j.version - 1, grad: garbage }))).toBe("stale");
+          expect(
+            await submit(j.version - 1, encodeResult({ ...frame, version: j.version - 1, grad: garbage })),
+          ).toBe("stale");
           injectedStale++;
         }
       },
       { connection: conn, prefix: keys.queuePrefix, concurrency: 1 },
     );
     try {
-      const r = await runCli(["coordinator", ...RUN, "--epochs", "1", "--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"]);
+      const r = await runCli([
+        "coordinator",
+        ...RUN,
+        "--epochs",
+        "1",
+        "--redis-url",
+        redis.url,
+        "--run-id",
+        runId,
+        "--metrics-port",
+        "0",
+      ]);
       expect(r.code, r.stderr).toBe(0);
       expect(injectedDuplicates).toBeGreaterThan(50);
       expect(r.json!.duplicateResults).toBe(injectedDuplicates);

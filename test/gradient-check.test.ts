@@ -94,7 +94,12 @@ describe.each(combos)("backprop for $hidden hidden, $output output, $cost cost",
 
 describe("evaluate", () => {
   it("counts the arg-max matches and averages the cost", () => {
-    const spec: ModelSpec = { layers: [7, 5, 3], hidden: "sigmoid", output: "softmax", cost: "cross-entropy" };
+    const spec: ModelSpec = {
+      layers: [7, 5, 3],
+      hidden: "sigmoid",
+      output: "softmax",
+      cost: "cross-entropy",
+    };
     const params = Float32Array.from(randomParams(spec, 1));
     const data = tinyData(7, 50, 3, 2);
     const ev = new Network(spec).evaluate(params, data);

@@ -9,7 +9,19 @@ import { runKeys } from "../src/shared/keys.js";
 import { runCli, startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 
-const RUN = ["--train-limit", "6000", "--test-limit", "1000", "--epochs", "2", "--batch", "64", "--shards", "4", "--json"];
+const RUN = [
+  "--train-limit",
+  "6000",
+  "--test-limit",
+  "1000",
+  "--epochs",
+  "2",
+  "--batch",
+  "64",
+  "--shards",
+  "4",
+  "--json",
+];
 
 let redis: TestRedis;
 beforeAll(async () => {
@@ -41,7 +53,9 @@ it("a run survives Redis restarting empty on the same port, with the same bits",
     expect(r.json!.weightsSha256).toBe(baseline.json!.weightsSha256);
     expect(r.json!.samples).toBe(2 * 6000);
     expect(r.stderr).toMatch(/lost the connection to Redis/);
-    console.log(`redis restarted once mid-run (version right after: ${restartedAt}); retried shards ${r.json!.retriedShards}`);
+    console.log(
+      `redis restarted once mid-run (version right after: ${restartedAt}); retried shards ${r.json!.retriedShards}`,
+    );
   } finally {
     client.disconnect();
     await stopCli(coord, "SIGKILL");

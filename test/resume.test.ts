@@ -13,7 +13,19 @@ import { runKeys } from "../src/shared/keys.js";
 import { runCli, startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 
-const RUN = ["--train-limit", "6000", "--test-limit", "1000", "--epochs", "2", "--batch", "64", "--shards", "4", "--json"];
+const RUN = [
+  "--train-limit",
+  "6000",
+  "--test-limit",
+  "1000",
+  "--epochs",
+  "2",
+  "--batch",
+  "64",
+  "--shards",
+  "4",
+  "--json",
+];
 
 let redis: TestRedis;
 let baseline: Record<string, unknown>;
@@ -61,7 +73,21 @@ it("in-process training stopped by SIGINT says how to resume, and resuming gives
   const dir = await mkdtemp(join(tmpdir(), "gf-resume-local-"));
   const ck = ["--checkpoint-dir", dir, "--checkpoint-every", "10", "--workers", "0"];
   // Slow it down enough to be interrupted: the reference kernel, batch 1 steps.
-  const slow = ["--train-limit", "6000", "--test-limit", "1000", "--epochs", "2", "--batch", "4", "--shards", "2", "--kernel", "ref", "--json"];
+  const slow = [
+    "--train-limit",
+    "6000",
+    "--test-limit",
+    "1000",
+    "--epochs",
+    "2",
+    "--batch",
+    "4",
+    "--shards",
+    "2",
+    "--kernel",
+    "ref",
+    "--json",
+  ];
   const ref = await runCli(["train", ...slow, "--workers", "0"]);
   const run = startCli(["train", ...slow, ...ck]);
   await waitFor(async () => (await readdir(dir)).includes("checkpoint.safetensors"), 60_000);
@@ -76,7 +102,18 @@ it("in-process training stopped by SIGINT says how to resume, and resuming gives
 
 it("--resume with other flags than the checkpoint's is refused, naming what differs", async () => {
   const dir = await mkdtemp(join(tmpdir(), "gf-resume-bad-"));
-  const small = ["--train-limit", "600", "--test-limit", "100", "--epochs", "1", "--batch", "64", "--workers", "0"];
+  const small = [
+    "--train-limit",
+    "600",
+    "--test-limit",
+    "100",
+    "--epochs",
+    "1",
+    "--batch",
+    "64",
+    "--workers",
+    "0",
+  ];
   const r = await runCli(["train", ...small, "--checkpoint-dir", dir]);
   expect(r.code, r.stderr).toBe(0);
   const bad = await runCli(["train", ...small, "--lr", "0.5", "--checkpoint-dir", dir, "--resume"]);
@@ -90,8 +127,18 @@ it("a coordinator asked to stop while no worker is alive gives the step up, chec
   const client = new Redis(redis.url);
   try {
     const coord = startCli([
-      "coordinator", ...RUN, "--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0",
-      "--step-timeout", "1", "--checkpoint-dir", dir,
+      "coordinator",
+      ...RUN,
+      "--redis-url",
+      redis.url,
+      "--run-id",
+      runId,
+      "--metrics-port",
+      "0",
+      "--step-timeout",
+      "1",
+      "--checkpoint-dir",
+      dir,
     ]);
     await waitFor(async () => (await client.exists(runKeys(runId).spec)) === 1, 30_000);
     const r = await stopCli(coord, "SIGTERM");
@@ -101,7 +148,19 @@ it("a coordinator asked to stop while no worker is alive gives the step up, chec
     expect(saved.state.updates).toBe(0);
     // --resume before any checkpoint exists starts a new run (restartable deployments pass it always).
     const fresh = await mkdtemp(join(tmpdir(), "gf-fresh-"));
-    const small = ["--train-limit", "600", "--test-limit", "100", "--epochs", "1", "--batch", "64", "--workers", "0", "--json"];
+    const small = [
+      "--train-limit",
+      "600",
+      "--test-limit",
+      "100",
+      "--epochs",
+      "1",
+      "--batch",
+      "64",
+      "--workers",
+      "0",
+      "--json",
+    ];
     const r2 = await runCli(["train", ...small, "--checkpoint-dir", fresh, "--resume"]);
     expect(r2.code, r2.stderr).toBe(0);
     expect(r2.stderr).toMatch(/no checkpoint in .* yet; starting a new run/);

@@ -12,7 +12,19 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { runCli } from "./helpers/cli.js";
 import { freePort } from "./helpers/redis.js";
 
-const RUN = ["--train-limit", "2000", "--test-limit", "500", "--epochs", "1", "--batch", "64", "--shards", "2", "--json"];
+const RUN = [
+  "--train-limit",
+  "2000",
+  "--test-limit",
+  "500",
+  "--epochs",
+  "1",
+  "--batch",
+  "64",
+  "--shards",
+  "2",
+  "--json",
+];
 
 let dir: string;
 let port: number;
@@ -21,18 +33,75 @@ let server: ChildProcess | undefined;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "gf-tls-"));
   const ssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=gradfleet-test-ca");
-  ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
+  ssl(
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=gradfleet-test-ca",
+  );
+  ssl(
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    "server.key",
+    "-out",
+    "server.csr",
+    "-subj",
+    "/CN=localhost",
+  );
   await writeFile(join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf");
+  ssl(
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "server.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "ext.cnf",
+  );
   port = await freePort();
   server = spawn(
     "redis-server",
     [
-      "--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1",
-      "--tls-cert-file", join(dir, "server.pem"), "--tls-key-file", join(dir, "server.key"),
-      "--tls-ca-cert-file", join(dir, "ca.pem"), "--tls-auth-clients", "no",
-      "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
+      "--port",
+      "0",
+      "--tls-port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--tls-cert-file",
+      join(dir, "server.pem"),
+      "--tls-key-file",
+      join(dir, "server.key"),
+      "--tls-ca-cert-file",
+      join(dir, "ca.pem"),
+      "--tls-auth-clients",
+      "no",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--maxmemory-policy",
+      "noeviction",
     ],
     { stdio: "ignore" },
   );
@@ -46,7 +115,16 @@ afterAll(() => {
 it("rediss:// with --redis-ca trains with local workers and gives the in-process bits", async () => {
   const base = await runCli(["train", ...RUN, "--workers", "0"]);
   const url = `rediss://localhost:${port}`;
-  const r = await runCli(["train", ...RUN, "--workers", "1", "--redis-url", url, "--redis-ca", join(dir, "ca.pem")]);
+  const r = await runCli([
+    "train",
+    ...RUN,
+    "--workers",
+    "1",
+    "--redis-url",
+    url,
+    "--redis-ca",
+    join(dir, "ca.pem"),
+  ]);
   expect(r.code, r.stderr).toBe(0);
   expect(r.json!.weightsSha256).toBe(base.json!.weightsSha256);
   expect(r.json!.workersSeen).toBe(1);
@@ -54,7 +132,14 @@ it("rediss:// with --redis-ca trains with local workers and gives the in-process
 
 it("without the CA the coordinator fails fast and says why", async () => {
   const t0 = Date.now();
-  const r = await runCli(["coordinator", ...RUN, "--redis-url", `rediss://localhost:${port}`, "--metrics-port", "0"]);
+  const r = await runCli([
+    "coordinator",
+    ...RUN,
+    "--redis-url",
+    `rediss://localhost:${port}`,
+    "--metrics-port",
+    "0",
+  ]);
   expect(r.code).toBe(1);
   expect(r.stderr).toMatch(/cannot reach Redis at rediss:\/\/localhost:\d+: .*(self-signed|certificate)/i);
   expect(Date.now() - t0).toBeLessThan(30_000);

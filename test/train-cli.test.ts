@@ -11,7 +11,19 @@ import { weightsSha256 } from "../src/core/run-config.js";
 import { runCli } from "./helpers/cli.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 
-const SMALL = ["--train-limit", "3000", "--test-limit", "2000", "--epochs", "2", "--batch", "32", "--shards", "3", "--json"];
+const SMALL = [
+  "--train-limit",
+  "3000",
+  "--test-limit",
+  "2000",
+  "--epochs",
+  "2",
+  "--batch",
+  "32",
+  "--shards",
+  "3",
+  "--json",
+];
 
 let dir: string;
 let first: Record<string, unknown>;
@@ -27,7 +39,15 @@ beforeAll(async () => {
 
 describe("train", () => {
   it("prints the summary fields as the last stdout line", () => {
-    for (const k of ["testAccuracy", "testCost", "epochs", "steps", "samples", "samplesPerSecond", "weightsSha256"]) {
+    for (const k of [
+      "testAccuracy",
+      "testCost",
+      "epochs",
+      "steps",
+      "samples",
+      "samplesPerSecond",
+      "weightsSha256",
+    ]) {
       expect(first, k).toHaveProperty(k);
     }
     expect(first.epochs).toBe(2);
@@ -53,7 +73,18 @@ describe("train", () => {
   it("trains on any IDX dataset given with --data (layer sizes must fit it)", async () => {
     const tiny = await mkdtemp(join(tmpdir(), "gf-tiny-"));
     await makeTinyDataset(tiny, { trainN: 200, testN: 50, rows: 6, cols: 6, classes: 3, seed: 4 });
-    const ok = await runCli(["train", "--data", tiny, "--layers", "36,8,3", "--epochs", "3", "--batch", "10", "--json"]);
+    const ok = await runCli([
+      "train",
+      "--data",
+      tiny,
+      "--layers",
+      "36,8,3",
+      "--epochs",
+      "3",
+      "--batch",
+      "10",
+      "--json",
+    ]);
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.json!.samples).toBe(600);
     const bad = await runCli(["train", "--data", tiny, "--layers", "784,16,16,10", "--epochs", "1"]);
@@ -76,7 +107,12 @@ describe("model file", () => {
 
   it("stores the spec and PyTorch-layout tensors", async () => {
     const m = await loadModel(modelPath);
-    expect(m.spec).toEqual({ layers: [784, 16, 16, 10], hidden: "sigmoid", output: "sigmoid", cost: "quadratic" });
+    expect(m.spec).toEqual({
+      layers: [784, 16, 16, 10],
+      hidden: "sigmoid",
+      output: "sigmoid",
+      cost: "quadratic",
+    });
     expect(weightsSha256(m.params)).toBe(first.weightsSha256);
     const bytes = await readFile(modelPath);
     const headerLen = Number(bytes.readBigUInt64LE(0));
@@ -110,6 +146,8 @@ describe("model file", () => {
     const text = bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString();
     const swapped = Buffer.from(bytes);
     swapped.write(text.replace('"layers":"784,16,16,10"', '"layers":"784,16,17,10"'), 8);
-    expect(() => decodeModel(swapped, "swapped")).toThrow(/swapped: not a valid gradfleet model: layers.1.weight is missing or not \[17, 16\]/);
+    expect(() => decodeModel(swapped, "swapped")).toThrow(
+      /swapped: not a valid gradfleet model: layers.1.weight is missing or not \[17, 16\]/,
+    );
   });
 });

@@ -4,13 +4,20 @@
  * print one line and exit 2; other failures print `gradfleet: <message>` and
  * exit 1.
  */
+
+import { runCoordinatorCommand } from "../coordinator/command.js";
 import { DataError } from "../core/data/index.js";
 import { SafeTensorsError } from "../core/safetensors.js";
-import { runCoordinatorCommand } from "../coordinator/command.js";
 import { runWorkerCommand } from "../worker/command.js";
 import { runEvaluateCommand } from "./evaluate-command.js";
 import { helpText } from "./help.js";
-import { type ParsedCommand, parseCommandLine, redactedOptions, typedOptions, UsageError } from "./options.js";
+import {
+  type ParsedCommand,
+  parseCommandLine,
+  redactedOptions,
+  typedOptions,
+  UsageError,
+} from "./options.js";
 import { runPredictCommand } from "./predict-command.js";
 import { runTrainCommand } from "./train-command.js";
 import { runWeightsCommand } from "./weights-command.js";
@@ -32,7 +39,9 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     return 0;
   }
   if ((parsed.options as { dryRun?: boolean }).dryRun) {
-    process.stdout.write(`${JSON.stringify({ command: parsed.command, options: redactedOptions(parsed) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ command: parsed.command, options: redactedOptions(parsed) })}\n`,
+    );
     return 0;
   }
   try {

@@ -13,13 +13,13 @@
  * Markdown table pick it up.
  */
 import { hostname } from "node:os";
-import type { CostName, HiddenActivation, OutputActivation } from "../core/spec.js";
-import { COSTS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
 import { OPTIMIZERS, type OptimizerName } from "../core/optimizer.js";
 import { KERNELS, type KernelName } from "../core/run-config.js";
+import type { CostName, HiddenActivation, OutputActivation } from "../core/spec.js";
+import { COSTS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
 import { RUN_ID_PATTERN } from "../shared/keys.js";
 
-export { KERNELS, OPTIMIZERS, type KernelName, type OptimizerName };
+export { KERNELS, type KernelName, OPTIMIZERS, type OptimizerName };
 
 // ---------------------------------------------------------------------------
 // Errors

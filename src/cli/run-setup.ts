@@ -25,7 +25,12 @@ export function runConfigFrom(o: RunOptions): RunConfig {
 }
 
 /** Loads the dataset and checks that the first and last layer sizes fit it. */
-export async function loadRunData(o: { data?: string; trainLimit?: number; testLimit?: number; layers: number[] }): Promise<DataBundle> {
+export async function loadRunData(o: {
+  data?: string;
+  trainLimit?: number;
+  testLimit?: number;
+  layers: number[];
+}): Promise<DataBundle> {
   const data = await loadDataset({ dir: o.data, trainLimit: o.trainLimit, testLimit: o.testLimit });
   const first = o.layers[0];
   const last = o.layers[o.layers.length - 1];
@@ -36,9 +41,12 @@ export async function loadRunData(o: { data?: string; trainLimit?: number; testL
     );
   }
   if (last !== data.classes) {
-    throw new UsageError(`--layers: the last size is ${last}, but ${data.source} has ${data.classes} classes`, {
-      flag: "--layers",
-    });
+    throw new UsageError(
+      `--layers: the last size is ${last}, but ${data.source} has ${data.classes} classes`,
+      {
+        flag: "--layers",
+      },
+    );
   }
   return data;
 }
@@ -54,7 +62,9 @@ export async function resumeState(
   if (!existsSync(join(o.checkpointDir, CHECKPOINT_FILE))) {
     // So that a restartable deployment (a Kubernetes Job, compose) can always
     // pass --resume: the first start has nothing to resume yet.
-    process.stderr.write(`gradfleet: --resume: no checkpoint in ${o.checkpointDir} yet; starting a new run\n`);
+    process.stderr.write(
+      `gradfleet: --resume: no checkpoint in ${o.checkpointDir} yet; starting a new run\n`,
+    );
     return undefined;
   }
   const ck = await loadCheckpoint(o.checkpointDir);

@@ -6,10 +6,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { LocalExecutor } from "../core/local-executor.js";
 import { ClusterStats } from "../coordinator/cluster-stats.js";
 import { runCoordinator } from "../coordinator/coordinator.js";
 import { serveCoordinatorMetrics } from "../coordinator/metrics.js";
+import { LocalExecutor } from "../core/local-executor.js";
 import { ensureRedis } from "../shared/local-redis.js";
 import { createLogger } from "../shared/log.js";
 import { binPath } from "../shared/package-root.js";
@@ -50,7 +50,9 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
       });
       return exitCode;
     }
-    const redis = await ensureRedis(o.redisUrl, o.redisCa, (msg) => process.stderr.write(`gradfleet: ${msg}\n`));
+    const redis = await ensureRedis(o.redisUrl, o.redisCa, (msg) =>
+      process.stderr.write(`gradfleet: ${msg}\n`),
+    );
     const workers: ChildProcess[] = [];
     try {
       for (let i = 1; i <= o.workers; i++) workers.push(spawnLocalWorker(o, redis.url, runId, i));
@@ -78,9 +80,12 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
 /** Local worker i serves metrics on --metrics-port + i: all of them must be ports, and a targets file needs them. */
 function checkMetricsPorts(o: TrainOptions): void {
   if (o.targetsFile && o.metricsPort === 0) {
-    throw new UsageError("--targets-file: needs --metrics-port (or GRADFLEET_METRICS_PORT) set to a port, not 0", {
-      flag: "--targets-file",
-    });
+    throw new UsageError(
+      "--targets-file: needs --metrics-port (or GRADFLEET_METRICS_PORT) set to a port, not 0",
+      {
+        flag: "--targets-file",
+      },
+    );
   }
   if (o.metricsPort > 0 && o.metricsPort + o.workers > 65535) {
     throw new UsageError(
@@ -110,7 +115,8 @@ function spawnLocalWorker(o: TrainOptions, redisUrl: string, runId: string, i: n
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_")));
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"], env });
   child.on("exit", (code, signal) => {
-    if (code !== 0 && signal !== "SIGTERM") process.stderr.write(`gradfleet: local worker ${i} exited (${signal ?? code})\n`);
+    if (code !== 0 && signal !== "SIGTERM")
+      process.stderr.write(`gradfleet: local worker ${i} exited (${signal ?? code})\n`);
   });
   return child;
 }

@@ -84,13 +84,22 @@ export async function trainAndReport(args: {
         onEpoch: (info) => {
           progress.epoch(info);
           observer?.onEpoch?.(info);
-          log.debug({ epoch: info.epoch + 1, accuracy: info.test.accuracy, cost: info.test.cost }, "epoch done");
+          log.debug(
+            { epoch: info.epoch + 1, accuracy: info.test.accuracy, cost: info.test.cost },
+            "epoch done",
+          );
         },
         shouldStop: () => stopRequested,
         checkpoint: o.checkpointDir
           ? async (state, reason) => {
               const t0 = performance.now();
-              const { path, bytes } = await saveCheckpoint(o.checkpointDir!, config, data.fingerprint, state, reason);
+              const { path, bytes } = await saveCheckpoint(
+                o.checkpointDir!,
+                config,
+                data.fingerprint,
+                state,
+                reason,
+              );
               observer?.onCheckpoint?.((performance.now() - t0) / 1000, bytes);
               lastCheckpoint = path;
               log.debug({ path, reason, epoch: state.epoch, step: state.step }, "checkpoint written");

@@ -2,8 +2,9 @@
  * `gradfleet coordinator` (`npm run coordinator`): the training run of
  * `train`, with the shards computed by separately started workers.
  */
-import { loadRunData, resumeState, runConfigFrom } from "../cli/run-setup.js";
+
 import type { CoordinatorOptions } from "../cli/options.js";
+import { loadRunData, resumeState, runConfigFrom } from "../cli/run-setup.js";
 import { combineObservers } from "../cli/train-run.js";
 import { createLogger } from "../shared/log.js";
 import { type LivePage, serveLivePage } from "../ui/server.js";

@@ -6,11 +6,11 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Redis } from "ioredis";
+import type { RunOptions } from "../cli/options.js";
+import { type RunObserver, trainAndReport } from "../cli/train-run.js";
 import type { DataBundle } from "../core/dataset.js";
 import type { RunConfig } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
-import type { RunOptions } from "../cli/options.js";
-import { type RunObserver, trainAndReport } from "../cli/train-run.js";
 import { runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import { checkRedisConfig, connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
@@ -37,8 +37,16 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
   const o = r.options;
   const log = r.log;
   const keys = runKeys(o.runId);
-  const redis = connectRedis(o.redisUrl, { role: "producer", caFile: o.redisCa, name: `gf-coordinator-${o.runId}` });
-  const blocking = connectRedis(o.redisUrl, { role: "producer", caFile: o.redisCa, name: `gf-coordinator-${o.runId}-wait` });
+  const redis = connectRedis(o.redisUrl, {
+    role: "producer",
+    caFile: o.redisCa,
+    name: `gf-coordinator-${o.runId}`,
+  });
+  const blocking = connectRedis(o.redisUrl, {
+    role: "producer",
+    caFile: o.redisCa,
+    name: `gf-coordinator-${o.runId}-wait`,
+  });
   redis.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
   blocking.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
   let lease: Lease | undefined;
@@ -67,7 +75,10 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       stats,
     });
     await executor.open();
-    log.info({ run: o.runId, session: executor.spec.session, redis: redactUrl(o.redisUrl) }, "run published; waiting for workers");
+    log.info(
+      { run: o.runId, session: executor.spec.session, redis: redactUrl(o.redisUrl) },
+      "run published; waiting for workers",
+    );
     r.onStarted?.(executor, redis);
     const ex = executor;
     const { exitCode } = await trainAndReport({

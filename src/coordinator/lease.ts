@@ -32,7 +32,13 @@ export class Lease {
    * renewing it (a crashed coordinator, so a restarted one can resume at
    * once); throws LeaseTakenError naming the holder if it stays taken.
    */
-  static async acquire(redis: Redis, key: string, owner: string, runId: string, onWait?: () => void): Promise<Lease> {
+  static async acquire(
+    redis: Redis,
+    key: string,
+    owner: string,
+    runId: string,
+    onWait?: () => void,
+  ): Promise<Lease> {
     const deadline = Date.now() + LEASE_WAIT_MS;
     let ok = await redis.set(key, owner, "PX", LEASE_TTL_MS, "NX");
     if (ok !== "OK") onWait?.();

@@ -6,9 +6,9 @@
  */
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { decodeSafeTensors, encodeSafeTensors, SafeTensorsError } from "./safetensors.js";
 import { momentCount } from "./optimizer.js";
 import { type RunConfig, runConfigHash } from "./run-config.js";
+import { decodeSafeTensors, encodeSafeTensors, SafeTensorsError } from "./safetensors.js";
 import { layoutOf } from "./spec.js";
 import type { TrainState } from "./trainer.js";
 import { writeFileAtomic } from "./write-atomic.js";
@@ -64,14 +64,17 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   try {
     buf = await readFile(path);
   } catch (e) {
-    throw new SafeTensorsError(`${path}: cannot read the checkpoint: ${(e as NodeJS.ErrnoException).code ?? e}`);
+    throw new SafeTensorsError(
+      `${path}: cannot read the checkpoint: ${(e as NodeJS.ErrnoException).code ?? e}`,
+    );
   }
   const st = decodeSafeTensors(buf, path);
   const md = st.metadata;
   const fail = (why: string): never => {
     throw new SafeTensorsError(`${path}: not a valid checkpoint: ${why}`);
   };
-  if (md.format !== CHECKPOINT_FORMAT) fail(`format is ${JSON.stringify(md.format)}, expected ${CHECKPOINT_FORMAT}`);
+  if (md.format !== CHECKPOINT_FORMAT)
+    fail(`format is ${JSON.stringify(md.format)}, expected ${CHECKPOINT_FORMAT}`);
   let config: RunConfig;
   try {
     config = JSON.parse(md.config) as RunConfig;
@@ -83,7 +86,8 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const params = st.tensors.get("params")?.data;
   const opt = st.tensors.get("optimizer")?.data;
   if (!params || params.length !== size) fail(`params must hold ${size} values`);
-  if (!opt || opt.length !== momentCount(config.optimizer.name) * size) fail("optimizer state has the wrong size");
+  if (!opt || opt.length !== momentCount(config.optimizer.name) * size)
+    fail("optimizer state has the wrong size");
   const num = (k: string): number => {
     const v = Number(md[k]);
     if (!Number.isInteger(v) || v < 0) fail(`${k} is not a whole number`);

@@ -25,7 +25,14 @@ export class LocalExecutor implements GradientExecutor {
     const results: ShardResult[] = req.shards.map((s, i) => {
       this.grads[i] ??= new Float32Array(req.params.length);
       const grad = this.grads[i];
-      const { cost, count } = this.kernel.gradSum(req.params, this.data.train, req.perm, s.start, s.end, grad);
+      const { cost, count } = this.kernel.gradSum(
+        req.params,
+        this.data.train,
+        req.perm,
+        s.start,
+        s.end,
+        grad,
+      );
       return { shard: s.shard, grad, cost, count };
     });
     return { results, computeSeconds: (performance.now() - t0) / 1000 };

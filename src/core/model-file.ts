@@ -51,7 +51,8 @@ export function decodeModel(bytes: Uint8Array, name: string): Model {
     throw new SafeTensorsError(`${name}: not a valid gradfleet model: ${why}`);
   };
   const md = st.metadata;
-  if (md.format !== MODEL_FORMAT) fail(`metadata format is ${JSON.stringify(md.format)}, expected ${MODEL_FORMAT}`);
+  if (md.format !== MODEL_FORMAT)
+    fail(`metadata format is ${JSON.stringify(md.format)}, expected ${MODEL_FORMAT}`);
   const layers = (md.layers ?? "").split(",").map(Number);
   const spec = { layers, hidden: md.hidden, output: md.output, cost: md.cost } as ModelSpec;
   try {
@@ -64,7 +65,8 @@ export function decodeModel(bytes: Uint8Array, name: string): Model {
   layout.layers.forEach((L, l) => {
     const w = st.tensors.get(`layers.${l}.weight`);
     const b = st.tensors.get(`layers.${l}.bias`);
-    if (!w || w.shape.join() !== `${L.nOut},${L.nIn}`) fail(`layers.${l}.weight is missing or not [${L.nOut}, ${L.nIn}]`);
+    if (!w || w.shape.join() !== `${L.nOut},${L.nIn}`)
+      fail(`layers.${l}.weight is missing or not [${L.nOut}, ${L.nIn}]`);
     if (!b || b.shape.join() !== `${L.nOut}`) fail(`layers.${l}.bias is missing or not [${L.nOut}]`);
     for (let k = 0; k < L.nIn; k++) {
       for (let j = 0; j < L.nOut; j++) params[L.w + k * L.nOut + j] = w!.data[j * L.nIn + k];
@@ -92,7 +94,9 @@ export async function loadModel(path: string): Promise<Model> {
   try {
     bytes = await readFile(path);
   } catch (e) {
-    throw new SafeTensorsError(`${path}: cannot read the model file: ${(e as NodeJS.ErrnoException).code ?? e}`);
+    throw new SafeTensorsError(
+      `${path}: cannot read the model file: ${(e as NodeJS.ErrnoException).code ?? e}`,
+    );
   }
   return decodeModel(bytes, path);
 }

@@ -128,7 +128,14 @@ export class Network {
   activations(params: Float32Array, pixels: Uint8Array, rows: number): Float64Array[] {
     const nIn = this.spec.layers[0];
     const result = this.spec.layers.slice(1).map((n) => new Float64Array(rows * n));
-    const data: Dataset = { n: rows, pixels: nIn, rows: 0, cols: 0, images: pixels, labels: new Uint8Array(rows) };
+    const data: Dataset = {
+      n: rows,
+      pixels: nIn,
+      rows: 0,
+      cols: 0,
+      images: pixels,
+      labels: new Uint8Array(rows),
+    };
     const all = new Uint32Array(rows);
     for (let i = 0; i < rows; i++) all[i] = i;
     for (let start = 0; start < rows; start += CHUNK) {
@@ -148,7 +155,9 @@ export class Network {
       throw new Error(`parameter buffer has ${params.length} values, the model needs ${this.layout.size}`);
     }
     if (data.pixels !== this.spec.layers[0]) {
-      throw new Error(`the data has ${data.pixels} pixels per example, the first layer has ${this.spec.layers[0]}`);
+      throw new Error(
+        `the data has ${data.pixels} pixels per example, the first layer has ${this.spec.layers[0]}`,
+      );
     }
   }
 

@@ -2,8 +2,7 @@
  * Write-then-rename: a reader (or a crash) never sees a half-written file.
  */
 import { open, rename, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
-import { basename } from "node:path";
+import { basename, dirname, join } from "node:path";
 
 /** Writes `data` to `path` through a temporary file in the same directory, fsynced, then renamed. */
 export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {

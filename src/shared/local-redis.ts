@@ -33,7 +33,11 @@ export function freePort(): Promise<number> {
  * Whether a Redis answers PING at `url` within `timeoutMs`: undefined when it
  * does, else the error. Authentication errors are thrown.
  */
-export async function redisProblem(url: string, timeoutMs: number, caFile?: string): Promise<Error | undefined> {
+export async function redisProblem(
+  url: string,
+  timeoutMs: number,
+  caFile?: string,
+): Promise<Error | undefined> {
   const client = connectRedis(url, { role: "producer", caFile });
   try {
     await waitForRedis(client, timeoutMs);
@@ -56,7 +60,18 @@ export async function startPrivateRedis(binary = "redis-server"): Promise<RedisF
   const port = await freePort();
   const child: ChildProcess = spawn(
     binary,
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
+    [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--maxmemory-policy",
+      "noeviction",
+    ],
     { stdio: "ignore" },
   );
   const failed = new Promise<never>((_, reject) => {
@@ -87,7 +102,11 @@ export async function startPrivateRedis(binary = "redis-server"): Promise<RedisF
  * (a remote host down, a TLS or certificate problem) is an error: silently
  * training against another Redis than the one configured would hide it.
  */
-export async function ensureRedis(url: string, caFile: string | undefined, onStart: (msg: string) => void): Promise<RedisForRun> {
+export async function ensureRedis(
+  url: string,
+  caFile: string | undefined,
+  onStart: (msg: string) => void,
+): Promise<RedisForRun> {
   const problem = await redisProblem(url, 1500, caFile);
   if (!problem) return { url, started: false, stop: async () => {} };
   const host = new URL(url).hostname;
@@ -96,7 +115,9 @@ export async function ensureRedis(url: string, caFile: string | undefined, onSta
   if (!local || !nobodyListens) throw problem;
   try {
     const r = await startPrivateRedis();
-    onStart(`no Redis answered at ${redactUrl(url)}; started a private redis-server at ${r.url} for this run`);
+    onStart(
+      `no Redis answered at ${redactUrl(url)}; started a private redis-server at ${r.url} for this run`,
+    );
     return r;
   } catch (e) {
     throw new Error(

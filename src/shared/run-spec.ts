@@ -5,9 +5,9 @@
  * and kernel with their own before computing anything.
  */
 import { z } from "zod";
-import { COSTS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
 import { OPTIMIZERS } from "../core/optimizer.js";
 import { KERNELS, type RunConfig } from "../core/run-config.js";
+import { COSTS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
 
 export const RUN_SPEC_FORMAT = "gradfleet-run/1";
 

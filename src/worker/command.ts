@@ -9,7 +9,11 @@ import { serveWorkerMetrics } from "./metrics.js";
 
 /** Runs `worker` until a signal; returns the exit code. */
 export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
-  const log = createLogger({ level: o.logLevel, role: "worker", bindings: { run: o.runId, worker: o.workerId } });
+  const log = createLogger({
+    level: o.logLevel,
+    role: "worker",
+    bindings: { run: o.runId, worker: o.workerId },
+  });
   // Metrics first: /healthz answers and /readyz says 503 while the dataset loads.
   const metrics = await serveWorkerMetrics(o, log);
   const worker = new GradWorker({

@@ -34,7 +34,10 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /** Starts `gradfleet <args>`. */
 export function startCli(args: string[], env: Record<string, string> = {}): CliProcess {
-  const child = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: cleanEnv(env),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   let err = "";
   child.stdout!.on("data", (d) => {
@@ -70,7 +73,11 @@ export async function stopCli(p: CliProcess, signal: NodeJS.Signals = "SIGTERM")
 }
 
 /** Waits until `pred()` is true, polling every `ms`; throws after `timeoutMs`. */
-export async function waitFor(pred: () => boolean | Promise<boolean>, timeoutMs = 30_000, ms = 50): Promise<void> {
+export async function waitFor(
+  pred: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+  ms = 50,
+): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     if (await pred()) return;
