@@ -1,10 +1,12 @@
 /**
- * Kernel selection. `ref` is the TypeScript reference kernel (network.ts).
- * `fast` is reserved for an optimised kernel; until one lands it is the
- * reference kernel under another name. The kernel is part of the run config,
- * so every process of a run computes with the same one.
+ * Kernel selection. `ref` is the TypeScript reference kernel (network.ts,
+ * float64 arithmetic); `fast` is the WebAssembly SIMD kernel (fast-kernel.ts,
+ * float32 arithmetic). Each is deterministic, but their bits differ: the
+ * kernel is part of the run config, so every process of a run computes with
+ * the same one.
  */
 import type { Dataset } from "./dataset.js";
+import { FastKernel } from "./fast-kernel.js";
 import { type Evaluation, Network, type ShardTotals } from "./network.js";
 import type { KernelName } from "./run-config.js";
 import type { ModelSpec } from "./spec.js";
@@ -26,7 +28,8 @@ export interface Kernel {
 export function makeKernel(name: KernelName, spec: ModelSpec): Kernel {
   switch (name) {
     case "ref":
-    case "fast":
       return new Network(spec);
+    case "fast":
+      return new FastKernel(spec);
   }
 }

@@ -1,0 +1,444 @@
+/**
+ * The cluster benchmark: samples per second of the real CLI's
+ * `train --workers N` (a coordinator and N local worker processes) against
+ * a private `redis-server` that this section starts on a free loopback port,
+ * for N = 1, 2, 4 at global batch 256 (4 shards) and 1024 (8 shards):
+ * 784-16-16-10, sigmoid + quadratic cost, plain SGD, the fast kernel.
+ *
+ * The shard count is fixed per batch size, the same for every worker count
+ * (the bits must not depend on it): enough shards for 4 workers to share
+ * a step, as few as that allows, since each shard costs a job round trip.
+ *
+ * Figures per cell:
+ * - samples/s in the steady state: the epochs after the first. The first
+ *   epoch's first step waits for the worker processes to start and load the
+ *   dataset, which the CLI's `samplesPerSecond` (also reported) includes.
+ *   The epoch lines the CLI prints carry cumulative samples/s over the
+ *   training time, from which each epoch's time is recovered.
+ * - speed-up over 1 worker (steady samples/s);
+ * - the step time split from the `--json` summary's `stepMs` (all steps):
+ *   compute (the slowest shard's, as the worker measured it),
+ *   communication (the rest of the wait for the shards), update (combine +
+ *   optimizer), median and p95;
+ * - coordination overhead per step = step time minus the slowest shard's
+ *   compute = communication + update (reported as the sum of their medians:
+ *   the summary has per-phase percentiles only);
+ * - CPU milliseconds per step of the coordinator, of all workers together
+ *   and of redis-server, over the same epochs (from /proc, sampled when the
+ *   CLI prints the epoch lines): unlike wall time, hardly affected by other
+ *   processes' load, so it shows what the protocol itself costs;
+ * - peak RSS (VmHWM) of the coordinator and of the largest worker, read
+ *   from /proc while the processes run (the workers are the train process's
+ *   children).
+ *
+ * Environment: GRADFLEET_BENCH_BASELINE=/path/to/other/bin/gradfleet.js
+ * runs every cell with that build too, interleaved with this one, and adds
+ * before/after columns (for measuring a change side by side on a noisy
+ * machine).
+ */
+import { spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { startPrivateRedis } from "../src/shared/local-redis.js";
+import { binPath } from "../src/shared/package-root.js";
+import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
+
+const LAYERS = "784,16,16,10";
+const WORKERS = [1, 2, 4];
+/** Global batch → shards (fixed for every worker count). */
+const CELLS = [
+  { batch: 256, shards: 4 },
+  { batch: 1024, shards: 8 },
+];
+
+interface Plan {
+  workers: number[];
+  /** Training examples per epoch, per batch size. */
+  trainLimit: (batch: number) => number;
+  epochs: number;
+  reps: number;
+}
+const FULL: Plan = { workers: WORKERS, trainLimit: (b) => 24 * b, epochs: 3, reps: 1 };
+const QUICK: Plan = { workers: [1, 2], trainLimit: (b) => 4 * b, epochs: 2, reps: 1 };
+/** A run taking longer than this is killed and reported as failed. */
+const RUN_TIMEOUT_MS = 120_000;
+
+/** What one `train` run gave. */
+interface RunResult {
+  /** Steady-state samples/s (epochs after the first). */
+  steady: number;
+  /** The CLI's samplesPerSecond (all epochs, start-up wait included). */
+  cli: number;
+  stepMs: Record<string, { p50: number; p95: number }>;
+  coordinatorRss: number;
+  workerRss: number;
+  /** CPU ms per step over epochs 2..E: coordinator, all workers, redis-server. */
+  cpuMs: { coordinator: number; workers: number; redis: number };
+  workersSeen: number;
+  wallSeconds: number;
+}
+
+type Build = { label: string; bin: string };
+
+export const clusterSection: Section = {
+  name: "cluster",
+  description:
+    "train --workers 1/2/4 on a private redis-server: samples/s, speed-up, step split, overhead, peak RSS",
+  async run(out: Reporter, opts: BenchOptions): Promise<void> {
+    const plan = opts.quick ? QUICK : FULL;
+    const machine = machineLine();
+    out.progress(`cluster: ${machine}`);
+    const builds: Build[] = [{ label: "this", bin: binPath() }];
+    const baseline = process.env.GRADFLEET_BENCH_BASELINE;
+    if (baseline) builds.unshift({ label: "baseline", bin: baseline });
+    const redis = await startPrivateRedis();
+    const redisPid = childPids(process.pid).find((pid) => procComm(pid) === "redis-server");
+    const t0 = performance.now();
+    const results = new Map<string, RunResult>();
+    const key = (b: Build, batch: number, workers: number) => `${b.label}/${batch}/${workers}`;
+    try {
+      for (const cell of CELLS) {
+        for (const workers of plan.workers) {
+          const reps = new Map<string, RunResult[]>();
+          // Interleaved, so that a change in the machine's load hits both builds alike.
+          for (let rep = 0; rep < plan.reps; rep++) {
+            for (const b of builds) {
+              const r = await trainRun(b.bin, redis.url, redisPid, { ...cell, workers }, plan);
+              out.progress(
+                `cluster: ${b.label} batch ${cell.batch} workers ${workers}: ${fmt(r.steady)} samples/s steady ` +
+                  `(${fmt(r.cli)} with start-up), step p50 ${fmt(r.stepMs.total.p50)} ms, ` +
+                  `compute ${fmt(r.stepMs.compute.p50)} ms, CPU ms/step ${fmt(r.cpuMs.coordinator)} + ` +
+                  `${fmt(r.cpuMs.workers)} + ${fmt(r.cpuMs.redis)}, run ${r.wallSeconds.toFixed(1)} s`,
+              );
+              reps.set(b.label, [...(reps.get(b.label) ?? []), r]);
+            }
+          }
+          for (const b of builds) results.set(key(b, cell.batch, workers), medianRun(reps.get(b.label)!));
+        }
+      }
+    } finally {
+      await redis.stop();
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const rows: string[][] = [];
+    for (const b of builds) {
+      for (const cell of CELLS) {
+        const one = results.get(key(b, cell.batch, plan.workers[0]));
+        for (const workers of plan.workers) {
+          const r = results.get(key(b, cell.batch, workers))!;
+          const speedup = one ? r.steady / one.steady : Number.NaN;
+          const overhead = r.stepMs.communication.p50 + r.stepMs.update.p50;
+          const common = {
+            section: "cluster",
+            build: b.label,
+            layers: LAYERS,
+            batch: cell.batch,
+            shards: cell.shards,
+            workers,
+          };
+          out.figure({ ...common, metric: "train_samples_per_second", value: r.steady, unit: "samples/s" });
+          out.figure({ ...common, metric: "cli_samples_per_second", value: r.cli, unit: "samples/s" });
+          out.figure({ ...common, metric: "speedup_over_1_worker", value: speedup, unit: "x" });
+          for (const phase of ["compute", "communication", "update", "total"]) {
+            for (const q of ["p50", "p95"] as const) {
+              out.figure({
+                ...common,
+                metric: `step_${phase}_ms_${q}`,
+                value: r.stepMs[phase][q],
+                unit: "ms",
+              });
+            }
+          }
+          out.figure({ ...common, metric: "coordination_overhead_ms_p50", value: overhead, unit: "ms" });
+          for (const [who, ms] of Object.entries(r.cpuMs)) {
+            out.figure({ ...common, metric: `cpu_ms_per_step_${who}`, value: ms, unit: "ms" });
+          }
+          out.figure({
+            ...common,
+            metric: "coordinator_peak_rss_bytes",
+            value: r.coordinatorRss,
+            unit: "bytes",
+          });
+          out.figure({ ...common, metric: "worker_peak_rss_bytes", value: r.workerRss, unit: "bytes" });
+          const ms = (phase: string) => `${fmt(r.stepMs[phase].p50)} / ${fmt(r.stepMs[phase].p95)}`;
+          rows.push([
+            ...(builds.length > 1 ? [b.label] : []),
+            String(cell.batch),
+            String(cell.shards),
+            String(workers),
+            fmt(r.steady),
+            fmt(r.cli),
+            `${fmt(speedup)}x`,
+            ms("total"),
+            ms("compute"),
+            ms("communication"),
+            ms("update"),
+            fmt(overhead),
+            `${fmt(r.cpuMs.coordinator)} / ${fmt(r.cpuMs.workers)} / ${fmt(r.cpuMs.redis)}`,
+            fmt(r.coordinatorRss / 2 ** 20),
+            fmt(r.workerRss / 2 ** 20),
+          ]);
+        }
+      }
+    }
+    const what = opts.quick ? " (--quick: not a measurement)" : "";
+    out.table(
+      `cluster: train --workers N, ${LAYERS} sigmoid + quadratic, SGD, fast kernel, private redis-server${what}`,
+      [
+        ...(builds.length > 1 ? ["build"] : []),
+        "batch",
+        "shards",
+        "workers",
+        "samples/s",
+        "incl. start",
+        "speed-up",
+        "step ms p50/p95",
+        "compute",
+        "communication",
+        "update",
+        "overhead p50",
+        "CPU ms/step c/w/r",
+        "coord MB",
+        "worker MB",
+      ],
+      rows,
+      [
+        `samples/s: epochs 2..${plan.epochs} of ${plan.epochs} (the first epoch waits for the workers to start); ` +
+          `"incl. start" is the CLI's samplesPerSecond over all epochs.`,
+        `--train-limit ${CELLS.map((c) => plan.trainLimit(c.batch)).join(" / ")} per batch size, ` +
+          `${plan.reps} run(s) per cell${plan.reps > 1 ? " (median)" : ""}.`,
+        "step ms: median / p95 over all steps of the `--json` summary's stepMs; compute = the slowest shard's " +
+          "compute as its worker measured it; communication = the rest of the wait for the shards; update = " +
+          "combine + optimizer.",
+        "overhead p50 = coordination overhead per step (step time minus the slowest shard's compute) = " +
+          "communication p50 + update p50.",
+        "CPU ms/step c/w/r: CPU time per step (epochs 2..E) of the coordinator / all workers / redis-server.",
+        "coord MB / worker MB: peak RSS (VmHWM) of the coordinator and of the largest worker (MiB).",
+        ...(baseline ? [`baseline: ${baseline}; this: ${binPath()}`] : []),
+        `Machine: ${machine}. Section took ${seconds.toFixed(0)} s.`,
+      ],
+    );
+  },
+};
+
+/** The run of a cell with the median steady samples/s. */
+function medianRun(runs: RunResult[]): RunResult {
+  const m = median(runs.map((r) => r.steady));
+  return runs.reduce((best, r) => (Math.abs(r.steady - m) < Math.abs(best.steady - m) ? r : best));
+}
+
+/** Runs `gradfleet train --workers N ... --json` and measures it. */
+async function trainRun(
+  bin: string,
+  redisUrl: string,
+  redisPid: number | undefined,
+  cell: { batch: number; shards: number; workers: number },
+  plan: Plan,
+): Promise<RunResult> {
+  const trainLimit = plan.trainLimit(cell.batch);
+  const args = [
+    bin,
+    "train",
+    "--workers",
+    String(cell.workers),
+    "--redis-url",
+    redisUrl,
+    "--layers",
+    LAYERS,
+    "--activation",
+    "sigmoid",
+    "--output",
+    "sigmoid",
+    "--cost",
+    "quadratic",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.5",
+    "--kernel",
+    "fast",
+    "--batch",
+    String(cell.batch),
+    "--shards",
+    String(cell.shards),
+    "--train-limit",
+    String(trainLimit),
+    "--test-limit",
+    "500",
+    "--epochs",
+    String(plan.epochs),
+    "--metrics-port",
+    "0",
+    "--log-level",
+    "warn",
+    "--json",
+  ];
+  const started = performance.now();
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  const rss = new PeakRss(child.pid!);
+  // CPU times when epoch 1 and epoch E were reported (the epoch line follows the epoch's evaluation).
+  const cpuAt: CpuSample[] = [];
+  const lastEpoch = new RegExp(`^epoch ${plan.epochs}/${plan.epochs}: `, "m");
+  child.stdout.setEncoding("utf8").on("data", (s: string) => {
+    stdout += s;
+    if (cpuAt.length === 0 && /^epoch 1\/\d+: /m.test(stdout)) cpuAt.push(cpuSample(child.pid!, redisPid));
+    if (cpuAt.length === 1 && lastEpoch.test(stdout)) cpuAt.push(cpuSample(child.pid!, redisPid));
+  });
+  child.stderr.setEncoding("utf8").on("data", (s: string) => {
+    stderr += s;
+  });
+  const poll = setInterval(() => rss.sample(), 250);
+  const timer = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  clearInterval(poll);
+  clearTimeout(timer);
+  const wallSeconds = (performance.now() - started) / 1000;
+  const json = stdout
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .pop();
+  if (code !== 0 || !json) {
+    throw new Error(
+      `cluster: \`train ${args.slice(2).join(" ")}\` exited with ${code}:\n${stderr.slice(-2000)}`,
+    );
+  }
+  const s = JSON.parse(json) as {
+    samplesPerSecond: number;
+    stepMs: RunResult["stepMs"];
+    workersSeen: number;
+  };
+  const steps = (plan.epochs - 1) * Math.ceil(trainLimit / cell.batch);
+  const perStep = (k: keyof CpuSample) =>
+    cpuAt.length === 2 ? (cpuAt[1][k] - cpuAt[0][k]) / steps : Number.NaN;
+  return {
+    steady: steadyRate(stdout, trainLimit, plan.epochs),
+    cpuMs: { coordinator: perStep("coordinator"), workers: perStep("workers"), redis: perStep("redis") },
+    cli: s.samplesPerSecond,
+    stepMs: s.stepMs,
+    coordinatorRss: rss.coordinator,
+    workerRss: rss.worker,
+    workersSeen: s.workersSeen,
+    wallSeconds,
+  };
+}
+
+/**
+ * Samples/s of epochs 2..E from the CLI's epoch lines, which report the
+ * cumulative rate `samples / training seconds` after each epoch: epoch k
+ * ended at k·n / rate_k training seconds.
+ */
+export function steadyRate(stdout: string, trainN: number, epochs: number): number {
+  const rates = [...stdout.matchAll(/^epoch (\d+)\/\d+: .*, (\d+) samples\/s$/gm)].map((m) => ({
+    epoch: Number(m[1]),
+    rate: Number(m[2]),
+  }));
+  const first = rates.find((r) => r.epoch === 1);
+  const last = rates.find((r) => r.epoch === epochs);
+  if (!first || !last || epochs < 2)
+    throw new Error(`cluster: no epoch lines for epochs 1 and ${epochs} in:\n${stdout}`);
+  const seconds = (epochs * trainN) / last.rate - trainN / first.rate;
+  return ((epochs - 1) * trainN) / seconds;
+}
+
+/** Peak resident set (VmHWM) of a process and of its child processes, sampled from /proc. */
+class PeakRss {
+  coordinator = 0;
+  private readonly workers = new Map<number, number>();
+
+  constructor(private readonly pid: number) {}
+
+  /** The largest worker's peak. */
+  get worker(): number {
+    return Math.max(0, ...this.workers.values());
+  }
+
+  sample(): void {
+    this.coordinator = Math.max(this.coordinator, vmHwm(this.pid));
+    for (const child of childPids(this.pid)) {
+      this.workers.set(child, Math.max(this.workers.get(child) ?? 0, vmHwm(child)));
+    }
+  }
+}
+
+/** CPU milliseconds (user + system) used so far. */
+interface CpuSample {
+  coordinator: number;
+  workers: number;
+  redis: number;
+}
+
+/** Linux's USER_HZ: /proc reports CPU times in these ticks (100 on every mainstream kernel). */
+const TICK_MS = 10;
+
+function cpuSample(pid: number, redisPid: number | undefined): CpuSample {
+  return {
+    coordinator: cpuMs(pid),
+    workers: childPids(pid).reduce((a, c) => a + cpuMs(c), 0),
+    redis: redisPid === undefined ? Number.NaN : cpuMs(redisPid),
+  };
+}
+
+/** utime + stime of a process in ms (0 when it is gone). */
+function cpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the command name and state.
+    return (Number(f[11]) + Number(f[12])) * TICK_MS;
+  } catch {
+    return 0;
+  }
+}
+
+/** A process's command name (/proc/<pid>/comm). */
+function procComm(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/** VmHWM of a process in bytes (0 when it is gone or /proc is missing). */
+function vmHwm(pid: number): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Pids of the children of `pid`: /proc/<pid>/task/<pid>/children (the main
+ * thread's, which is where Node spawns), else a scan of every /proc/<n>/stat.
+ */
+function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .split(" ")
+      .filter((s) => s.trim() !== "")
+      .map(Number);
+  } catch {
+    // No such file (kernel without CONFIG_PROC_CHILDREN, or the process is gone).
+  }
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) out.push(Number(e));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}

@@ -1,0 +1,300 @@
+import { readFile } from "node:fs/promises";
+import { describe, expect, it } from "vitest";
+import type { Dataset } from "../src/core/dataset.js";
+import { FastKernel } from "../src/core/fast-kernel.js";
+import { makeKernel } from "../src/core/kernel.js";
+import { CHUNK, Network } from "../src/core/network.js";
+import { Rng } from "../src/core/prng.js";
+import { referenceCost, referenceGradient } from "../src/core/reference.js";
+import { layoutOf, type ModelSpec } from "../src/core/spec.js";
+import { meanGradient } from "../src/core/trainer.js";
+import { assembleWat } from "../src/core/wasm/assemble.js";
+import { KERNEL_WASM_BASE64 } from "../src/core/wasm/kernel-bytes.js";
+import { instantiateKernel } from "../src/core/wasm/module.js";
+
+/** Random bytes, 4 in 5 of them zero (MNIST is ~81% zeros), labels in [0, classes). */
+function sparseData(pixels: number, n: number, classes: number, seed: number): Dataset {
+  const rng = new Rng(seed, 7);
+  const images = new Uint8Array(n * pixels);
+  for (let i = 0; i < images.length; i++) images[i] = rng.nextInt(5) === 0 ? 1 + rng.nextInt(255) : 0;
+  const labels = new Uint8Array(n);
+  for (let i = 0; i < n; i++) labels[i] = rng.nextInt(classes);
+  return { n, pixels, rows: 1, cols: pixels, images, labels };
+}
+
+/** Parameters large enough that units leave the linear region and ReLUs switch off. */
+function randomParams(spec: ModelSpec, seed: number): Float32Array {
+  const rng = new Rng(seed);
+  const params = new Float32Array(layoutOf(spec.layers).size);
+  const scale = Math.sqrt(8 / spec.layers[0]);
+  for (let i = 0; i < params.length; i++) params[i] = rng.nextNormal() * scale;
+  return params;
+}
+
+/** A shuffled order of n examples. */
+function shuffled(n: number): Uint32Array {
+  const idx = new Uint32Array(n);
+  for (let i = 0; i < n; i++) idx[i] = (i * 7) % n;
+  return idx;
+}
+
+const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("hex");
+
+const SHAPES = [
+  [7, 5, 3],
+  [7, 5, 4, 3],
+  [33, 17, 9, 6],
+  [784, 13, 10],
+  [784, 16, 16, 10],
+];
+const combos: ModelSpec[] = [];
+for (const layers of SHAPES) {
+  for (const hidden of ["sigmoid", "relu"] as const) {
+    for (const output of ["sigmoid", "softmax"] as const) {
+      for (const cost of ["quadratic", "cross-entropy"] as const)
+        combos.push({ layers, hidden, output, cost });
+    }
+  }
+}
+
+describe.each(combos)("fast kernel, $layers $hidden/$output/$cost", (spec) => {
+  const n = 300;
+  const data = sparseData(spec.layers[0], n, spec.layers[spec.layers.length - 1], 9);
+  const params = randomParams(spec, 3);
+  const idx = shuffled(n);
+
+  it("gradient sums and cost agree with the reference kernel within float32 rounding", () => {
+    const want = new Float32Array(params.length);
+    const got = new Float32Array(params.length);
+    // [10, 290) is longer than one CHUNK: exercises the float64 fold of chunk sums.
+    expect(290 - 10).toBeGreaterThan(CHUNK);
+    const ref = new Network(spec).gradSum(params, data, idx, 10, 290, want);
+    const fast = new FastKernel(spec).gradSum(params, data, idx, 10, 290, got);
+    expect(fast.count).toBe(280);
+    const scale = Math.max(...want.map(Math.abs));
+    expect(scale).toBeGreaterThan(0);
+    // Measured worst case ~1e-6 of the largest component (float32 activations and sums).
+    for (let p = 0; p < params.length; p++)
+      expect(Math.abs(got[p] - want[p])).toBeLessThanOrEqual(4e-6 * scale);
+    expect(Math.abs(fast.cost - ref.cost) / ref.cost).toBeLessThan(1e-6);
+  });
+
+  it("a one-chunk shard agrees too, and repeated calls give the same bits", () => {
+    const kernel = new FastKernel(spec);
+    const want = new Float32Array(params.length);
+    new Network(spec).gradSum(params, data, idx, 5, 69, want);
+    const first = new Float32Array(params.length);
+    const again = new Float32Array(params.length);
+    const t1 = kernel.gradSum(params, data, idx, 5, 69, first);
+    kernel.gradSum(params, data, idx, 100, 300, again); // something else in between
+    const t2 = kernel.gradSum(params, data, idx, 5, 69, again);
+    expect(bits(again)).toBe(bits(first));
+    expect(t2.cost).toBe(t1.cost);
+    const scale = Math.max(...want.map(Math.abs));
+    for (let p = 0; p < params.length; p++)
+      expect(Math.abs(first[p] - want[p])).toBeLessThanOrEqual(4e-6 * scale);
+  });
+
+  it("evaluate agrees with the reference kernel (accuracy within one example, cost close)", () => {
+    const ref = new Network(spec).evaluate(params, data);
+    const fast = new FastKernel(spec).evaluate(params, data);
+    expect(fast.n).toBe(n);
+    expect(Math.abs(fast.correct - ref.correct)).toBeLessThanOrEqual(1);
+    expect(fast.accuracy).toBe(fast.correct / n);
+    expect(Math.abs(fast.cost - ref.cost) / ref.cost).toBeLessThan(1e-6);
+  });
+});
+
+describe("fast kernel against the float64 per-example reference", () => {
+  it.each([
+    { layers: [7, 5, 4, 3], hidden: "sigmoid", output: "sigmoid", cost: "quadratic" },
+    { layers: [7, 5, 4, 3], hidden: "relu", output: "softmax", cost: "cross-entropy" },
+  ] as ModelSpec[])("$hidden/$output/$cost: summed gradients within float32 tolerance", (spec) => {
+    const data = sparseData(7, 40, 3, 4);
+    const params = randomParams(spec, 8);
+    const idx = shuffled(40);
+    const got = new Float32Array(params.length);
+    const totals = new FastKernel(spec).gradSum(params, data, idx, 0, 40, got);
+    const want = new Float64Array(params.length);
+    let wantCost = 0;
+    for (let r = 0; r < 40; r++) {
+      const i = idx[r];
+      const input = Array.from(data.images.subarray(i * 7, i * 7 + 7), (v) => v / 255);
+      const g = referenceGradient(spec, params, input, data.labels[i]);
+      for (let p = 0; p < g.length; p++) want[p] += g[p];
+      wantCost += referenceCost(spec, params, input, data.labels[i]);
+    }
+    const scale = Math.max(...want.map(Math.abs));
+    for (let p = 0; p < params.length; p++)
+      expect(Math.abs(got[p] - want[p])).toBeLessThanOrEqual(4e-6 * scale);
+    expect(Math.abs(totals.cost - wantCost) / wantCost).toBeLessThan(1e-6);
+  });
+});
+
+describe("fast kernel determinism and bookkeeping", () => {
+  const spec: ModelSpec = {
+    layers: [784, 16, 16, 10],
+    hidden: "sigmoid",
+    output: "sigmoid",
+    cost: "quadratic",
+  };
+  const data = sparseData(784, 600, 10, 21);
+  const params = randomParams(spec, 5);
+  const idx = shuffled(600);
+
+  it("a fresh instance, and a dataset copied example by example instead of resident, give the same bits", () => {
+    const a = new Float32Array(params.length);
+    const b = new Float32Array(params.length);
+    const c = new Float32Array(params.length);
+    const ta = new FastKernel(spec).gradSum(params, data, idx, 3, 550, a);
+    const tb = new FastKernel(spec).gradSum(params, data, idx, 3, 550, b);
+    const tc = new FastKernel(spec, { maxResidentBytes: 0 }).gradSum(params, data, idx, 3, 550, c);
+    expect(bits(b)).toBe(bits(a));
+    expect(bits(c)).toBe(bits(a));
+    expect(tb.cost).toBe(ta.cost);
+    expect(tc.cost).toBe(ta.cost);
+  });
+
+  it("switching between datasets uses each one's own pixels", () => {
+    const other = sparseData(784, 600, 10, 22);
+    const kernel = new FastKernel(spec);
+    const onA = new Float32Array(params.length);
+    const onB = new Float32Array(params.length);
+    const backOnA = new Float32Array(params.length);
+    kernel.gradSum(params, data, idx, 0, 64, onA);
+    kernel.gradSum(params, other, idx, 0, 64, onB);
+    kernel.gradSum(params, data, idx, 0, 64, backOnA);
+    const freshB = new Float32Array(params.length);
+    new FastKernel(spec).gradSum(params, other, idx, 0, 64, freshB);
+    expect(bits(onB)).toBe(bits(freshB));
+    expect(bits(onB)).not.toBe(bits(onA));
+    expect(bits(backOnA)).toBe(bits(onA));
+  });
+
+  it("an empty shard gives a zero gradient and zero cost", () => {
+    const grad = new Float32Array(params.length).fill(7);
+    expect(new FastKernel(spec).gradSum(params, data, idx, 9, 9, grad)).toEqual({ cost: 0, count: 0 });
+    expect(grad.every((v) => v === 0)).toBe(true);
+  });
+
+  it("a NaN parameter shows up as NaN in the gradient (never silently dropped)", () => {
+    const bad = params.slice();
+    bad[layoutOf(spec.layers).layers[1].b] = Number.NaN;
+    const grad = new Float32Array(params.length);
+    const totals = new FastKernel(spec).gradSum(bad, data, idx, 0, 20, grad);
+    expect(Number.isNaN(totals.cost)).toBe(true);
+    expect(grad.some((v) => Number.isNaN(v))).toBe(true);
+  });
+
+  it("rejects wrong buffer sizes, data shapes and indices with messages that say what is wrong", () => {
+    const kernel = new FastKernel(spec);
+    const grad = new Float32Array(params.length);
+    expect(() => kernel.gradSum(params.subarray(1), data, idx, 0, 5, grad)).toThrow(/parameter buffer has/);
+    expect(() => kernel.gradSum(params, data, idx, 0, 5, grad.subarray(1))).toThrow(/gradient buffer has/);
+    expect(() => kernel.gradSum(params, sparseData(783, 5, 10, 1), idx, 0, 5, grad)).toThrow(/783 pixels/);
+    expect(() => kernel.gradSum(params, data, idx, 5, 700, grad)).toThrow(/shard range/);
+    const wild = Uint32Array.of(0, 1, 600);
+    expect(() => kernel.gradSum(params, data, wild, 0, 3, grad)).toThrow(
+      /example index 600 at shard position 2/,
+    );
+    expect(() => kernel.evaluate(params.subarray(1), data)).toThrow(/parameter buffer has/);
+    const short = { ...data, n: 601 };
+    expect(() => kernel.gradSum(params, short, idx, 0, 5, grad)).toThrow(/too few for 601 examples/);
+    expect(() => kernel.evaluate(params, short)).toThrow(/too few for 601 examples/);
+  });
+
+  it('makeKernel("fast") is this kernel and makeKernel("ref") the reference', () => {
+    expect(makeKernel("fast", spec)).toBeInstanceOf(FastKernel);
+    expect(makeKernel("ref", spec)).toBeInstanceOf(Network);
+  });
+});
+
+describe("the shipped WebAssembly", () => {
+  it("sigmoid is within 2.5 ulp of the float64 sigmoid, 0 deep in the negative tail, and keeps NaN", () => {
+    const { exports: wasm, memory } = instantiateKernel(1 << 20);
+    const f32 = new Float32Array(memory.buffer);
+    const n = 60_000;
+    for (let i = 0; i < n; i++) f32[i] = -120 + (220 * i) / n;
+    f32.set([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, 0.1234], 0);
+    wasm.sigmoid(4 * n, 0, n);
+    const out = f32.subarray(n, 2 * n);
+    expect([Number.isNaN(out[0]), out[1], out[2], out[3]]).toEqual([true, 1, 0, 0.5]);
+    const ulpAt = (x: number) => {
+      const v = new Float32Array([x]);
+      new Uint32Array(v.buffer)[0]++;
+      return v[0] - Math.fround(x);
+    };
+    for (let i = 4; i < n; i++) {
+      const exact = 1 / (1 + Math.exp(-f32[i]));
+      if (exact >= 2 ** -126) expect(Math.abs(out[i] - exact)).toBeLessThanOrEqual(2.5 * ulpAt(exact));
+      else expect(Math.abs(out[i] - exact)).toBeLessThan(1e-38);
+    }
+  });
+
+  it("is exactly the assembly of kernel.wat (reassemble with src/core/wasm/assemble.ts after editing it)", async () => {
+    const wat = await readFile(new URL("../src/core/wasm/kernel.wat", import.meta.url), "utf8");
+    const bytes = await assembleWat(wat);
+    expect(Buffer.from(bytes).toString("base64")).toBe(KERNEL_WASM_BASE64);
+  });
+});
+
+describe("the trainer's shard combine (fused for speed)", () => {
+  /** The combine as first written: whole shards added one after another into zeros, then divided. */
+  function naiveMean(grads: Float32Array[], count: number, out: Float64Array): boolean {
+    out.fill(0);
+    for (const g of grads) for (let p = 0; p < out.length; p++) out[p] += g[p];
+    let finite = true;
+    for (let p = 0; p < out.length && finite; p++) {
+      out[p] /= count;
+      finite = Number.isFinite(out[p]);
+    }
+    return finite;
+  }
+
+  /** Values that stress rounding: ±0, subnormals, huge, mixed magnitudes that cancel. */
+  function nasty(n: number, seed: number): Float32Array {
+    const rng = new Rng(seed);
+    const specials = [0, -0, 1e-45, -1e-45, 1.17e-38, 3.4e38, -3.4e38, 1, -1, 0.1, 1e-40];
+    const g = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      g[i] =
+        rng.nextInt(3) === 0
+          ? specials[rng.nextInt(specials.length)]
+          : (rng.nextFloat() - 0.5) * 10 ** (rng.nextInt(30) - 15);
+    }
+    return g;
+  }
+
+  it.each([1, 2, 3, 4, 5, 7, 8, 9])("gives the bits of the shard-by-shard sum for %i shards", (shards) => {
+    for (const count of [1, 3, 10, 64, 100, 1024]) {
+      const grads = Array.from({ length: shards }, (_, k) => nasty(3001, shards * 100 + k + count));
+      const want = new Float64Array(3001);
+      const got = new Float64Array(3001).fill(5);
+      expect(
+        meanGradient(
+          grads.map((grad) => ({ grad })),
+          count,
+          got,
+        ),
+      ).toBe(naiveMean(grads, count, want));
+      expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true);
+    }
+  });
+
+  it("reports a NaN or infinite value in any shard, and no shards at all", () => {
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      for (const shards of [1, 3, 6]) {
+        const grads = Array.from({ length: shards }, (_, k) => nasty(50, k));
+        grads[shards - 1][17] = bad;
+        expect(
+          meanGradient(
+            grads.map((grad) => ({ grad })),
+            10,
+            new Float64Array(50),
+          ),
+        ).toBe(false);
+      }
+    }
+    expect(meanGradient([], 0, new Float64Array(5))).toBe(false);
+  });
+});
