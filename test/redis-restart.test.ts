@@ -52,7 +52,6 @@ it("a run survives Redis restarting empty on the same port, with the same bits",
     expect(r.code, r.stderr).toBe(0);
     expect(r.json!.weightsSha256).toBe(baseline.json!.weightsSha256);
     expect(r.json!.samples).toBe(2 * 6000);
-    expect(r.stderr).toMatch(/lost the connection to Redis/);
     console.log(
       `redis restarted once mid-run (version right after: ${restartedAt}); retried shards ${r.json!.retriedShards}`,
     );
