@@ -2,12 +2,15 @@
  * The cluster benchmark: samples per second of the real CLI's
  * `train --workers N` (a coordinator and N local worker processes) against
  * a private `redis-server` that this section starts on a free loopback port,
- * for N = 1, 2, 4 at global batch 256 (4 shards) and 1024 (8 shards):
- * 784-16-16-10, sigmoid + quadratic cost, plain SGD, the fast kernel.
+ * for N = 1, 2, 4 at global batch 256 and 1024: 784-16-16-10, sigmoid +
+ * quadratic cost, plain SGD, the fast kernel.
  *
- * The shard count is fixed per batch size, the same for every worker count
- * (the bits must not depend on it): enough shards for 4 workers to share
- * a step, as few as that allows, since each shard costs a job round trip.
+ * Shards: 4 at both batch sizes, the same for every worker count (the bits
+ * must not depend on it): enough for 4 workers to share a step, and no more,
+ * since every shard costs a BullMQ job (a few hundred microseconds of CPU in
+ * the worker, the coordinator and Redis each) while its compute is far
+ * smaller (128 examples: about 0.3 ms). 1024 with 8 shards is measured too,
+ * to show what each extra shard costs.
  *
  * Figures per cell:
  * - samples/s in the steady state: the epochs after the first. The first
@@ -31,10 +34,12 @@
  *   from /proc while the processes run (the workers are the train process's
  *   children).
  *
- * Environment: GRADFLEET_BENCH_BASELINE=/path/to/other/bin/gradfleet.js
- * runs every cell with that build too, interleaved with this one, and adds
- * before/after columns (for measuring a change side by side on a noisy
- * machine).
+ * Environment:
+ * - GRADFLEET_BENCH_BASELINE=/path/to/other/bin/gradfleet.js runs every cell
+ *   with that build too, interleaved with this one, and adds before/after
+ *   rows (for measuring a change side by side on a noisy machine);
+ * - GRADFLEET_BENCH_REPS=n runs each cell n times and reports the run with
+ *   the median steady samples/s (default 1, to stay within three minutes).
  */
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
@@ -44,9 +49,28 @@ import { type BenchOptions, fmt, machineLine, median, type Reporter, type Sectio
 
 const LAYERS = "784,16,16,10";
 const WORKERS = [1, 2, 4];
-/** Global batch → shards (fixed for every worker count). */
-const CELLS = [
+/** Global batch and shards (fixed for every worker count). */
+type Cell = { batch: number; shards: number };
+/** One `train` run: a cell, a worker count, the data and the epochs. */
+interface TrainRun extends Cell {
+  workers: number;
+  /** --train-limit (null: the full training set). */
+  trainLimit: number | null;
+  epochs: number;
+}
+/** Training examples of MNIST (the default data set). */
+const MNIST_TRAIN = 60_000;
+/** The full-data run: memory with all of MNIST loaded, and the throughput of a real epoch. */
+const FULL_DATA: Omit<TrainRun, "trainLimit"> & { trainLimit: null } = {
+  batch: 1024,
+  shards: 4,
+  workers: 2,
+  trainLimit: null,
+  epochs: 2,
+};
+const CELLS: Cell[] = [
   { batch: 256, shards: 4 },
+  { batch: 1024, shards: 4 },
   { batch: 1024, shards: 8 },
 ];
 
@@ -57,8 +81,19 @@ interface Plan {
   epochs: number;
   reps: number;
 }
-const FULL: Plan = { workers: WORKERS, trainLimit: (b) => 24 * b, epochs: 3, reps: 1 };
+const FULL: Plan = { workers: WORKERS, trainLimit: (b) => 24 * b, epochs: 3, reps: repsFromEnv() };
 const QUICK: Plan = { workers: [1, 2], trainLimit: (b) => 4 * b, epochs: 2, reps: 1 };
+/** GRADFLEET_BENCH_REPS: runs per cell (median reported); 1 by default, to stay within a few minutes. */
+function repsFromEnv(): number {
+  const v = process.env.GRADFLEET_BENCH_REPS;
+  if (v === undefined || v === "") return 1;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 20) {
+    throw new Error(`GRADFLEET_BENCH_REPS must be an integer from 1 to 20, got "${v}"`);
+  }
+  return n;
+}
+
 /** A run taking longer than this is killed and reported as failed. */
 const RUN_TIMEOUT_MS = 120_000;
 
@@ -94,7 +129,9 @@ export const clusterSection: Section = {
     const redisPid = childPids(process.pid).find((pid) => procComm(pid) === "redis-server");
     const t0 = performance.now();
     const results = new Map<string, RunResult>();
-    const key = (b: Build, batch: number, workers: number) => `${b.label}/${batch}/${workers}`;
+    const fullData = new Map<string, RunResult>();
+    const key = (b: Build, cell: Cell, workers: number) =>
+      `${b.label}/${cell.batch}/${cell.shards}/${workers}`;
     try {
       for (const cell of CELLS) {
         for (const workers of plan.workers) {
@@ -102,7 +139,8 @@ export const clusterSection: Section = {
           // Interleaved, so that a change in the machine's load hits both builds alike.
           for (let rep = 0; rep < plan.reps; rep++) {
             for (const b of builds) {
-              const r = await trainRun(b.bin, redis.url, redisPid, { ...cell, workers }, plan);
+              const run = { ...cell, workers, trainLimit: plan.trainLimit(cell.batch), epochs: plan.epochs };
+              const r = await trainRun(b.bin, redis.url, redisPid, run);
               out.progress(
                 `cluster: ${b.label} batch ${cell.batch} workers ${workers}: ${fmt(r.steady)} samples/s steady ` +
                   `(${fmt(r.cli)} with start-up), step p50 ${fmt(r.stepMs.total.p50)} ms, ` +
@@ -112,7 +150,14 @@ export const clusterSection: Section = {
               reps.set(b.label, [...(reps.get(b.label) ?? []), r]);
             }
           }
-          for (const b of builds) results.set(key(b, cell.batch, workers), medianRun(reps.get(b.label)!));
+          for (const b of builds) results.set(key(b, cell, workers), medianRun(reps.get(b.label)!));
+        }
+      }
+      if (!opts.quick) {
+        for (const b of builds) {
+          const r = await trainRun(b.bin, redis.url, redisPid, FULL_DATA);
+          out.progress(`cluster: ${b.label} full MNIST: ${fmt(r.steady)} samples/s steady`);
+          fullData.set(b.label, r);
         }
       }
     } finally {
@@ -122,9 +167,9 @@ export const clusterSection: Section = {
     const rows: string[][] = [];
     for (const b of builds) {
       for (const cell of CELLS) {
-        const one = results.get(key(b, cell.batch, plan.workers[0]));
+        const one = results.get(key(b, cell, plan.workers[0]));
         for (const workers of plan.workers) {
-          const r = results.get(key(b, cell.batch, workers))!;
+          const r = results.get(key(b, cell, workers))!;
           const speedup = one ? r.steady / one.steady : Number.NaN;
           const overhead = r.stepMs.communication.p50 + r.stepMs.update.p50;
           const common = {
@@ -210,15 +255,54 @@ export const clusterSection: Section = {
           "compute as its worker measured it; communication = the rest of the wait for the shards; update = " +
           "combine + optimizer.",
         "overhead p50 = coordination overhead per step (step time minus the slowest shard's compute) = " +
-          "communication p50 + update p50.",
+          "communication p50 + update p50. With fewer workers than shards a worker computes its shards one " +
+          "after another, so this also holds the compute of the shards queued behind the slowest.",
         "CPU ms/step c/w/r: CPU time per step (epochs 2..E) of the coordinator / all workers / redis-server.",
         "coord MB / worker MB: peak RSS (VmHWM) of the coordinator and of the largest worker (MiB).",
         ...(baseline ? [`baseline: ${baseline}; this: ${binPath()}`] : []),
         `Machine: ${machine}. Section took ${seconds.toFixed(0)} s.`,
       ],
     );
+    if (fullData.size) reportFullData(out, fullData, builds.length > 1);
   },
 };
+
+/** The full-MNIST run's figures and table: peak RSS with all the data loaded, and a real epoch's rate. */
+function reportFullData(out: Reporter, runs: Map<string, RunResult>, labelled: boolean): void {
+  const f = FULL_DATA;
+  const rows: string[][] = [];
+  for (const [label, r] of runs) {
+    const common = {
+      section: "cluster",
+      build: label,
+      layers: LAYERS,
+      batch: f.batch,
+      shards: f.shards,
+      workers: f.workers,
+      data: "mnist-full",
+    };
+    out.figure({ ...common, metric: "train_samples_per_second", value: r.steady, unit: "samples/s" });
+    out.figure({ ...common, metric: "coordinator_peak_rss_bytes", value: r.coordinatorRss, unit: "bytes" });
+    out.figure({ ...common, metric: "worker_peak_rss_bytes", value: r.workerRss, unit: "bytes" });
+    rows.push([
+      ...(labelled ? [label] : []),
+      fmt(r.steady),
+      `${fmt(r.stepMs.total.p50)} / ${fmt(r.stepMs.total.p95)}`,
+      fmt(r.coordinatorRss / 2 ** 20),
+      fmt(r.workerRss / 2 ** 20),
+    ]);
+  }
+  out.table(
+    `cluster: full MNIST (${MNIST_TRAIN.toLocaleString("en-US")} training examples), train --workers ${f.workers}, ` +
+      `batch ${f.batch}, ${f.shards} shards, ${f.epochs} epochs`,
+    [...(labelled ? ["build"] : []), "samples/s", "step ms p50/p95", "coord MB", "worker MB"],
+    rows,
+    [
+      "samples/s: the second epoch. coord MB / worker MB: peak RSS (VmHWM, MiB) of the coordinator and of " +
+        "the largest worker, each holding all of MNIST.",
+    ],
+  );
+}
 
 /** The run of a cell with the median steady samples/s. */
 function medianRun(runs: RunResult[]): RunResult {
@@ -231,15 +315,14 @@ async function trainRun(
   bin: string,
   redisUrl: string,
   redisPid: number | undefined,
-  cell: { batch: number; shards: number; workers: number },
-  plan: Plan,
+  run: TrainRun,
 ): Promise<RunResult> {
-  const trainLimit = plan.trainLimit(cell.batch);
+  const { trainLimit, epochs } = run;
   const args = [
     bin,
     "train",
     "--workers",
-    String(cell.workers),
+    String(run.workers),
     "--redis-url",
     redisUrl,
     "--layers",
@@ -257,15 +340,14 @@ async function trainRun(
     "--kernel",
     "fast",
     "--batch",
-    String(cell.batch),
+    String(run.batch),
     "--shards",
-    String(cell.shards),
-    "--train-limit",
-    String(trainLimit),
+    String(run.shards),
+    ...(trainLimit === null ? [] : ["--train-limit", String(trainLimit)]),
     "--test-limit",
     "500",
     "--epochs",
-    String(plan.epochs),
+    String(epochs),
     "--metrics-port",
     "0",
     "--log-level",
@@ -279,7 +361,7 @@ async function trainRun(
   const rss = new PeakRss(child.pid!);
   // CPU times when epoch 1 and epoch E were reported (the epoch line follows the epoch's evaluation).
   const cpuAt: CpuSample[] = [];
-  const lastEpoch = new RegExp(`^epoch ${plan.epochs}/${plan.epochs}: `, "m");
+  const lastEpoch = new RegExp(`^epoch ${epochs}/${epochs}: `, "m");
   child.stdout.setEncoding("utf8").on("data", (s: string) => {
     stdout += s;
     if (cpuAt.length === 0 && /^epoch 1\/\d+: /m.test(stdout)) cpuAt.push(cpuSample(child.pid!, redisPid));
@@ -308,11 +390,12 @@ async function trainRun(
     stepMs: RunResult["stepMs"];
     workersSeen: number;
   };
-  const steps = (plan.epochs - 1) * Math.ceil(trainLimit / cell.batch);
+  const trainN = trainLimit ?? MNIST_TRAIN;
+  const steps = (epochs - 1) * Math.ceil(trainN / run.batch);
   const perStep = (k: keyof CpuSample) =>
     cpuAt.length === 2 ? (cpuAt[1][k] - cpuAt[0][k]) / steps : Number.NaN;
   return {
-    steady: steadyRate(stdout, trainLimit, plan.epochs),
+    steady: steadyRate(stdout, trainN, epochs),
     cpuMs: { coordinator: perStep("coordinator"), workers: perStep("workers"), redis: perStep("redis") },
     cli: s.samplesPerSecond,
     stepMs: s.stepMs,

@@ -10,19 +10,38 @@
  * is counted by reason, deleted and its shard enqueued again. A shard whose
  * job was picked up but has no result by the deadline is enqueued again too
  * (first valid result wins, the late one is dropped as a duplicate).
+ *
+ * Round trips are what a step costs (a shard computes in well under a
+ * millisecond), so a step makes as few as the protocol allows:
+ * - the weights and the jobs go out together: the MULTI that stores the
+ *   weights and the queue's job pipeline are written back to back on the same
+ *   connection, which Redis serves in order, so the weights are still stored
+ *   before any job exists, without waiting for the MULTI's reply first;
+ * - a result comes with its notice: the submit script pushes the bytes it
+ *   accepted as first writer (see SUBMIT_RESULT), so one BLPOP per shard
+ *   both wakes the coordinator and hands it the result. A text `ok` notice
+ *   (no bytes) still makes it read the result key;
+ * - the step's BLPOPs leave in one write, with the HGETALL of the workers'
+ *   duplicate/stale counters behind them (see nextNotice);
+ * - gradients are decoded into one buffer per shard, reused every step.
  */
 import { randomBytes } from "node:crypto";
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
-import type { RunConfig } from "../core/run-config.js";
-import { type GradientExecutor, type ShardResult, StepAbortedError, type StepRequest } from "../core/trainer.js";
 import type { ShardRange } from "../core/plan.js";
+import type { RunConfig } from "../core/run-config.js";
+import {
+  type GradientExecutor,
+  type ShardResult,
+  StepAbortedError,
+  type StepRequest,
+} from "../core/trainer.js";
 import { QUEUE_NAME, type RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
   decodeResult,
-  parseNotice,
+  parseNoticeBytes,
   ResultError,
   type ResultFrame,
   type ShardJob,
@@ -35,6 +54,8 @@ import { ClusterStats } from "./cluster-stats.js";
 const MAX_REJECTIONS_PER_SHARD = 6;
 /** Longest single BLPOP wait (s): bounds how late a deadline is noticed. */
 const MAX_WAIT_SECONDS = 0.5;
+/** Most BLPOPs in flight at once (see nextNotice). */
+const MAX_NOTICES_ASKED = 64;
 
 /** Settings of the cluster executor. */
 export interface ClusterExecutorOptions {
@@ -52,6 +73,12 @@ export interface ClusterExecutorOptions {
   /** Seconds a picked-up shard may take before it is enqueued again. */
   stepTimeoutSeconds: number;
   stats?: ClusterStats;
+}
+
+/** A command in flight on the blocking connection: a BLPOP, or the HGETALL behind a batch of them. */
+interface Asked {
+  notice?: Promise<[Buffer, Buffer] | null>;
+  counters?: Promise<Record<string, string>>;
 }
 
 interface PendingShard {
@@ -75,9 +102,21 @@ export class ClusterExecutor implements GradientExecutor {
   private abandonAt = Number.POSITIVE_INFINITY;
   private readonly counterBase = { duplicate: 0, stale: 0 };
   private publishedParams?: Float32Array;
+  /**
+   * Connection drops seen, and how many of them were dealt with. ioredis
+   * sends a BLPOP in flight again after a reconnect, so a drop does not
+   * always surface as an error: it is looked for (see collect).
+   */
+  private drops = 0;
+  private dropsHandled = 0;
+  /** BLPOPs (and HGETALLs) sent and not yet answered, in order (see nextNotice). */
+  private asked: Asked[] = [];
+  /** One gradient buffer per shard, reused every step (ShardResult allows it). */
+  private readonly gradBuffers: Float32Array[] = [];
 
   constructor(private readonly o: ClusterExecutorOptions) {
     this.stats = o.stats ?? new ClusterStats();
+    for (const c of [o.redis, o.blocking]) c.on("close", () => this.drops++);
     this.spec = {
       format: RUN_SPEC_FORMAT,
       runId: o.runId,
@@ -130,7 +169,14 @@ export class ClusterExecutor implements GradientExecutor {
         start: range.start,
         end: range.end,
       };
-      pending.set(range.shard, { range, job, attempt: 0, rejections: 0, deadline: Date.now() + timeoutMs, nonFinite: false });
+      pending.set(range.shard, {
+        range,
+        job,
+        attempt: 0,
+        rejections: 0,
+        deadline: Date.now() + timeoutMs,
+        nonFinite: false,
+      });
     }
     const done = new Map<number, ResultFrame>();
     // A lost connection (Redis restarted, network blip) is not an error of
@@ -139,8 +185,12 @@ export class ClusterExecutor implements GradientExecutor {
     // first-writer-wins on (version, shard) keeps late copies out.
     for (let enqueued = false; ; ) {
       try {
-        await this.publishWeights(req.version, req.params);
-        if (!enqueued) await this.enqueue([...pending.values()]);
+        // Not awaited one after the other: both go out on the producer
+        // connection, in this order (see the module comment).
+        await settleAll([
+          this.publishWeights(req.version, req.params),
+          enqueued ? undefined : this.enqueue([...pending.values()]),
+        ]);
         enqueued = true;
         await this.collect(req, pending, done, timeoutMs);
         break;
@@ -148,7 +198,9 @@ export class ClusterExecutor implements GradientExecutor {
         if (!isConnectionError(e)) throw e;
         this.o.log.warn({ err: (e as Error).message }, "lost the connection to Redis; waiting for it");
         await this.waitForRedis();
+        this.dropsHandled = this.drops;
         await this.republish(req);
+        await this.recoverResults(req, pending, done);
         for (const p of pending.values()) p.attempt++;
         this.stats.retriedShards += pending.size;
         enqueued = false;
@@ -160,7 +212,6 @@ export class ClusterExecutor implements GradientExecutor {
       computeSeconds = Math.max(computeSeconds, f.computeSeconds);
       return { shard: r.shard, grad: f.grad, cost: f.cost, count: f.count };
     });
-    await this.readCounters();
     return { results, computeSeconds };
   }
 
@@ -180,46 +231,139 @@ export class ClusterExecutor implements GradientExecutor {
     done: Map<number, ResultFrame>,
     timeoutMs: number,
   ): Promise<void> {
-    const { keys, blocking, log } = this.o;
+    const { log } = this.o;
     while (pending.size > 0) {
+      if (this.drops !== this.dropsHandled) {
+        // Redis may have restarted empty (jobs, weights and notices gone):
+        // recover as from any lost connection (see computeStep).
+        throw new Error("Connection is closed: the connection to Redis dropped during the step");
+      }
       if (Date.now() >= this.abandonAt) {
-        throw new StepAbortedError(`gave up step ${req.step + 1} of epoch ${req.epoch + 1}: ${pending.size} shard(s) missing`);
+        throw new StepAbortedError(
+          `gave up step ${req.step + 1} of epoch ${req.epoch + 1}: ${pending.size} shard(s) missing`,
+        );
       }
       const wait = Math.max(0.01, Math.min(MAX_WAIT_SECONDS, (minDeadline(pending) - Date.now()) / 1000));
-      const notice = await blocking.blpop(keys.notices, wait);
-      if (notice) {
-        const n = parseNotice(notice[1]);
+      const raw = await this.nextNotice(wait, pending.size);
+      if (raw) {
+        const n = parseNoticeBytes(raw);
         const p = n && n.version === req.version ? pending.get(n.shard) : undefined;
         if (!n || !p) {
-          log.debug({ notice: notice[1] }, "ignored notice for another step or shard");
-          continue;
-        }
-        if (n.kind === "refused") {
+          log.debug(
+            { notice: raw.subarray(0, 64).toString("latin1") },
+            "ignored notice for another step or shard",
+          );
+        } else if (n.kind === "refused") {
           this.stats.countRejected(`refused_${n.reason ?? "unknown"}`);
           if (n.reason === "missing_spec" || n.reason === "missing_weights") await this.republish(req);
           await this.reject(p, n.reason ?? "refused", pending);
-          continue;
-        }
-        const frame = await this.readResult(p);
-        if (frame) {
-          pending.delete(p.range.shard);
-          done.set(p.range.shard, frame);
-          this.stats.workersSeen.add(frame.workerId);
         } else {
-          await this.reject(p, p.lastReason ?? "rejected", pending);
+          await this.settle(p, n.frame, pending, done);
         }
       }
-      await this.checkDeadlines(pending, timeoutMs);
+      await this.checkDeadlines(req, pending, done, timeoutMs);
+    }
+  }
+
+  /**
+   * After a lost connection: results already written whose notices went
+   * missing (a BLPOP reply lost with the connection) are read by key, so
+   * that their shards are not recomputed only to be refused as duplicates.
+   */
+  private async recoverResults(
+    req: StepRequest,
+    pending: Map<number, PendingShard>,
+    done: Map<number, ResultFrame>,
+  ): Promise<void> {
+    const shards = [...pending.values()];
+    const { redis, keys } = this.o;
+    const m = redis.pipeline();
+    for (const p of shards) m.getBuffer(keys.result(req.version, p.job.shard));
+    const replies = await m.exec();
+    for (const [i, p] of shards.entries()) {
+      const bytes = replies?.[i]?.[1] as Buffer | null | undefined;
+      // A refused one is enqueued again with the rest (see computeStep).
+      const frame = bytes ? await this.readResult(p, bytes) : undefined;
+      if (frame) this.accept(p, frame, pending, done);
+    }
+  }
+
+  /** Accepts a shard's validated result; else refuses it and enqueues the shard again. */
+  private async settle(
+    p: PendingShard,
+    bytes: Uint8Array | null | undefined,
+    pending: Map<number, PendingShard>,
+    done: Map<number, ResultFrame>,
+  ): Promise<void> {
+    const frame = await this.readResult(p, bytes);
+    if (frame) this.accept(p, frame, pending, done);
+    else await this.reject(p, p.lastReason ?? "rejected", pending);
+  }
+
+  private accept(
+    p: PendingShard,
+    frame: ResultFrame,
+    pending: Map<number, PendingShard>,
+    done: Map<number, ResultFrame>,
+  ): void {
+    pending.delete(p.range.shard);
+    done.set(p.range.shard, frame);
+    this.stats.workersSeen.add(frame.workerId);
+  }
+
+  /**
+   * The next notice, waiting up to `wait` seconds for it (null when none
+   * came). BLPOPs are asked for in batches, one per shard still pending, sent
+   * in one write and answered in order: a step's notices cost one write, not
+   * one each. Never more are asked for than notices are needed, so none is
+   * left waiting when the step ends. Behind each batch goes an HGETALL of the
+   * duplicate/stale counters, which Redis runs only once the batch's last
+   * BLPOP has its notice: for the step's last notice, the counters then hold
+   * everything counted before it, at no extra round trip.
+   */
+  private async nextNotice(wait: number, pendingCount: number): Promise<Buffer | null> {
+    if (this.asked.length === 0) this.askNotices(Math.min(pendingCount, MAX_NOTICES_ASKED), wait);
+    try {
+      const popped = await this.asked[0].notice!;
+      this.asked.shift();
+      const counters = this.asked[0]?.counters;
+      if (counters) {
+        this.asked.shift();
+        this.applyCounters(await counters.catch(() => undefined));
+      }
+      return popped?.[1] ?? null;
+    } catch (e) {
+      // ioredis fails every command in flight on the connection with it.
+      this.asked = [];
+      throw e;
+    }
+  }
+
+  private askNotices(n: number, wait: number): void {
+    const { keys, blocking } = this.o;
+    // Each reply is awaited in turn; until then a failure must not count as unhandled.
+    const handled = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => {});
+      return p;
+    };
+    const stream = blocking.status === "ready" ? blocking.stream : undefined;
+    stream?.cork();
+    try {
+      for (let i = 0; i < n; i++)
+        this.asked.push({ notice: handled(blocking.blpopBuffer(keys.notices, wait)) });
+      this.asked.push({ counters: handled(blocking.hgetall(keys.counters)) });
+    } finally {
+      stream?.uncork();
     }
   }
 
   /**
    * Duplicate and stale results are counted by the workers' submit script
-   * in Redis; a Redis that restarted empty starts them from zero again, so
-   * what was counted before is kept as a base.
+   * in Redis (read with a step's last notice, see nextNotice); a Redis that
+   * restarted empty starts them from zero again, so what was counted before
+   * is kept as a base.
    */
-  private async readCounters(): Promise<void> {
-    const c = await this.o.redis.hgetall(this.o.keys.counters).catch(() => undefined);
+  private applyCounters(c: Record<string, string> | null | undefined): void {
     if (!c) return;
     const dup = Number(c.duplicate ?? 0);
     const stale = Number(c.stale ?? 0);
@@ -258,11 +402,16 @@ export class ClusterExecutor implements GradientExecutor {
     if (version === this.publishedVersion) return;
     const { keys, redis } = this.o;
     const bytes = Buffer.from(params.buffer, params.byteOffset, params.byteLength);
-    const m = redis.multi().set(keys.weights(version), bytes, "EX", 86_400).set(keys.version, String(version));
-    if (version >= 2) m.del(keys.weights(version - 2));
-    if (version >= 1) for (let s = 0; s < this.o.config.shards; s++) m.del(keys.result(version - 1, s));
+    const m = redis
+      .multi()
+      .set(keys.weights(version), bytes, "EX", 86_400)
+      .set(keys.version, String(version));
+    const old: string[] = [];
+    if (version >= 2) old.push(keys.weights(version - 2));
+    if (version >= 1) for (let s = 0; s < this.o.config.shards; s++) old.push(keys.result(version - 1, s));
+    if (old.length) m.unlink(...old);
     m.publish(keys.versionChannel, String(version));
-    await m.exec();
+    execReplies(await m.exec());
     this.publishedVersion = version;
     this.publishedParams = params;
   }
@@ -285,18 +434,25 @@ export class ClusterExecutor implements GradientExecutor {
     );
   }
 
-  /** Reads and validates a shard's result; undefined (with p.lastReason set) when refused. */
-  private async readResult(p: PendingShard): Promise<ResultFrame | undefined> {
+  /**
+   * Validates a shard's result — the bytes its notice carried, or (for a
+   * text notice) those under its key; undefined (with p.lastReason set) when
+   * refused. A refused result's key is deleted, so that a recompute can win.
+   */
+  private async readResult(
+    p: PendingShard,
+    bytes: Uint8Array | null | undefined,
+  ): Promise<ResultFrame | undefined> {
     const { keys, redis, log } = this.o;
     const key = keys.result(p.job.version, p.job.shard);
-    const bytes = await redis.getBuffer(key);
+    if (bytes === undefined) bytes = await redis.getBuffer(key);
     if (!bytes) {
       p.lastReason = "missing_result";
       return undefined;
     }
     let frame: ResultFrame;
     try {
-      frame = decodeResult(bytes, this.spec.paramCount);
+      frame = decodeResult(bytes, this.spec.paramCount, this.gradBuffer(p.job.shard));
     } catch (e) {
       const reason = e instanceof ResultError ? e.reason : "decode";
       if (reason === "non_finite" && p.nonFinite) {
@@ -308,13 +464,20 @@ export class ClusterExecutor implements GradientExecutor {
       }
       if (reason === "non_finite") p.nonFinite = true;
       this.stats.countRejected(reason);
-      log.warn({ step: p.job.step, shard: p.job.shard, reason, err: (e as Error).message }, "refused a result");
+      log.warn(
+        { step: p.job.step, shard: p.job.shard, reason, err: (e as Error).message },
+        "refused a result",
+      );
       p.lastReason = reason;
       await redis.del(key);
       return undefined;
     }
     const expected = p.range.end - p.range.start;
-    if (frame.session !== this.spec.session || frame.version !== p.job.version || frame.shard !== p.job.shard) {
+    if (
+      frame.session !== this.spec.session ||
+      frame.version !== p.job.version ||
+      frame.shard !== p.job.shard
+    ) {
       p.lastReason = "spec_mismatch";
     } else if (frame.count !== expected) {
       p.lastReason = "wrong_shard";
@@ -322,9 +485,22 @@ export class ClusterExecutor implements GradientExecutor {
       return frame;
     }
     this.stats.countRejected(p.lastReason);
-    log.warn({ step: p.job.step, shard: p.job.shard, reason: p.lastReason, worker: frame.workerId }, "refused a result");
+    log.warn(
+      { step: p.job.step, shard: p.job.shard, reason: p.lastReason, worker: frame.workerId },
+      "refused a result",
+    );
     await redis.del(key);
     return undefined;
+  }
+
+  /** The reusable gradient buffer of a shard. */
+  private gradBuffer(shard: number): Float32Array {
+    let b = this.gradBuffers[shard];
+    if (!b) {
+      b = new Float32Array(this.spec.paramCount);
+      this.gradBuffers[shard] = b;
+    }
+    return b;
   }
 
   private async reject(p: PendingShard, reason: string, pending: Map<number, PendingShard>): Promise<void> {
@@ -343,10 +519,27 @@ export class ClusterExecutor implements GradientExecutor {
   }
 
   /** Re-enqueues shards whose job was taken but produced nothing in time. */
-  private async checkDeadlines(pending: Map<number, PendingShard>, timeoutMs: number): Promise<void> {
+  private async checkDeadlines(
+    req: StepRequest,
+    pending: Map<number, PendingShard>,
+    done: Map<number, ResultFrame>,
+    timeoutMs: number,
+  ): Promise<void> {
     const now = Date.now();
-    for (const p of pending.values()) {
+    for (const p of [...pending.values()]) {
       if (now < p.deadline) continue;
+      // The notice may be what went missing (a reply lost with a connection):
+      // a result under the shard's key is as good as its notice. Without
+      // this look, the shard's recompute would only ever be a duplicate.
+      const bytes = await this.o.redis.getBuffer(this.o.keys.result(req.version, p.job.shard));
+      if (bytes) {
+        this.o.log.warn(
+          { step: p.job.step, shard: p.job.shard },
+          "found a shard's result without its notice",
+        );
+        await this.settle(p, bytes, pending, done);
+        continue;
+      }
       const state = await this.queue.getJobState(shardJobId(p.job, p.attempt)).catch(() => "unknown");
       if (state === "waiting" || state === "prioritized" || state === "delayed") {
         // Nobody has picked it up yet (no free worker): waiting longer is all we can do.
@@ -354,7 +547,10 @@ export class ClusterExecutor implements GradientExecutor {
         this.o.log.warn({ step: p.job.step, shard: p.job.shard }, "shard still waiting for a free worker");
         continue;
       }
-      this.o.log.warn({ step: p.job.step, shard: p.job.shard, state }, "shard deadline passed; enqueueing it again");
+      this.o.log.warn(
+        { step: p.job.step, shard: p.job.shard, state },
+        "shard deadline passed; enqueueing it again",
+      );
       p.attempt++;
       this.stats.retriedShards++;
       await this.enqueue([p]);
@@ -390,6 +586,21 @@ export function isConnectionError(e: unknown): boolean {
   return /Connection is closed|Stream isn't writeable|max retries per request|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|LOADING|Connection timeout|Socket closed/i.test(
     msg,
   );
+}
+
+/** Awaits every promise (so none is left unhandled), then throws the first failure. */
+async function settleAll(ps: (Promise<unknown> | undefined)[]): Promise<void> {
+  const out = await Promise.allSettled(ps);
+  for (const r of out) if (r.status === "rejected") throw r.reason;
+}
+
+/** The replies of a MULTI; throws the first command's error (ioredis reports them per command). */
+function execReplies(res: [Error | null, unknown][] | null): unknown[] {
+  if (!res) throw new Error("Redis aborted a transaction (EXEC returned nil)");
+  return res.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
 }
 
 function minDeadline(pending: Map<number, PendingShard>): number {

@@ -33,7 +33,10 @@ export interface RunKeys {
   allWeights: string;
   /** Glob of every result key (cleared when a session starts). */
   allResults: string;
-  /** List the coordinator blocks on: one notice per result written or refused. */
+  /**
+   * List the coordinator blocks on: one notice per result accepted by the
+   * submit script (carrying the result frame itself) or refused by a worker.
+   */
   notices: string;
   /** Hash of counters written by workers' scripts (duplicate, stale results). */
   counters: string;

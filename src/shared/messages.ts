@@ -3,10 +3,13 @@
  *
  * - shard job data (BullMQ stores it as JSON: only small integers and ids,
  *   never tensors), validated with a strict schema by the worker;
- * - the result frame a worker writes under `keys.result(v, s)`: a msgpackr
+ * - the result frame a worker writes under `keys.result(v, s)`: a msgpack
  *   array `[tag, session, version, shard, workerId, cost, count, seconds, grad]`
- *   whose last element is the raw little-endian float32 gradient sum;
- * - the notices pushed on `keys.notices` to wake the coordinator.
+ *   whose last element is the raw little-endian float32 gradient sum
+ *   (encoded by hand, decoded by msgpackr after the scan below);
+ * - the notices pushed on `keys.notices` to wake the coordinator: a result's
+ *   notice carries the result frame itself (see SUBMIT_RESULT), a refusal's
+ *   is text.
  *
  * Decoding a result never runs code nor builds prototypes from the data:
  * before msgpackr sees the bytes, {@link scanResultFrame} walks them token by
@@ -61,10 +64,107 @@ export interface ResultFrame {
 // Plain msgpack: no records, no structured clone, float64 numbers kept exact.
 const packr = new Packr({ useRecords: false, structuredClone: false, moreTypes: false, useFloat32: 0 });
 
-/** Encodes a result frame. */
+/**
+ * Encodes a result frame into a new buffer. Plain msgpack, written by hand
+ * rather than by msgpackr: the gradient is copied once, straight into place.
+ */
 export function encodeResult(r: ResultFrame): Buffer {
-  const grad = Buffer.from(r.grad.buffer, r.grad.byteOffset, r.grad.byteLength);
-  return packr.pack([RESULT_TAG, r.session, r.version, r.shard, r.workerId, r.cost, r.count, r.computeSeconds, grad]);
+  return encodeResultInto(r, Buffer.allocUnsafe(resultFrameSize(r)));
+}
+
+/** Bytes that {@link encodeResult} needs for `r`. */
+export function resultFrameSize(r: ResultFrame): number {
+  return (
+    1 +
+    strSize(RESULT_TAG) +
+    strSize(r.session) +
+    numberSize(r.version) +
+    numberSize(r.shard) +
+    strSize(r.workerId) +
+    9 +
+    numberSize(r.count) +
+    9 +
+    binSize(r.grad.byteLength)
+  );
+}
+
+/**
+ * Encodes a result frame into `out` (at least {@link resultFrameSize} bytes,
+ * e.g. a buffer reused from job to job) and returns the view of it that
+ * holds the frame.
+ */
+export function encodeResultInto(r: ResultFrame, out: Buffer): Buffer {
+  const size = resultFrameSize(r);
+  if (out.length < size)
+    throw new RangeError(`encodeResultInto: the frame needs ${size} bytes, out has ${out.length}`);
+  let p = 0;
+  out[p++] = 0x99; // fixarray of 9
+  p = writeStr(out, p, RESULT_TAG);
+  p = writeStr(out, p, r.session);
+  p = writeNumber(out, p, r.version);
+  p = writeNumber(out, p, r.shard);
+  p = writeStr(out, p, r.workerId);
+  p = writeFloat(out, p, r.cost);
+  p = writeNumber(out, p, r.count);
+  p = writeFloat(out, p, r.computeSeconds);
+  const n = r.grad.byteLength;
+  if (n < 0x100) {
+    out[p++] = 0xc4;
+    out[p++] = n;
+  } else if (n < 0x10000) {
+    out[p++] = 0xc5;
+    p = out.writeUInt16BE(n, p);
+  } else {
+    out[p++] = 0xc6;
+    p = out.writeUInt32BE(n, p);
+  }
+  out.set(new Uint8Array(r.grad.buffer, r.grad.byteOffset, n), p);
+  return out.subarray(0, p + n);
+}
+
+function strSize(s: string): number {
+  const n = Buffer.byteLength(s);
+  return n + (n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5);
+}
+
+function binSize(n: number): number {
+  return n + (n < 0x100 ? 2 : n < 0x10000 ? 3 : 5);
+}
+
+function writeStr(out: Buffer, p: number, s: string): number {
+  const n = Buffer.byteLength(s);
+  if (n < 32) out[p++] = 0xa0 | n;
+  else if (n < 0x100) {
+    out[p++] = 0xd9;
+    out[p++] = n;
+  } else if (n < 0x10000) {
+    out[p++] = 0xda;
+    p = out.writeUInt16BE(n, p);
+  } else {
+    out[p++] = 0xdb;
+    p = out.writeUInt32BE(n, p);
+  }
+  return p + out.write(s, p, "utf8");
+}
+
+function isUint32(x: number): boolean {
+  return Number.isInteger(x) && x >= 0 && x <= 0xffffffff;
+}
+
+function numberSize(x: number): number {
+  return isUint32(x) ? 5 : 9;
+}
+
+/** A non-negative integer as a uint32, anything else as a float64. */
+function writeNumber(out: Buffer, p: number, x: number): number {
+  if (!isUint32(x)) return writeFloat(out, p, x);
+  out[p++] = 0xce;
+  return out.writeUInt32BE(x, p);
+}
+
+function writeFloat(out: Buffer, p: number, x: number): number {
+  out[p++] = 0xcb;
+  return out.writeDoubleBE(x, p);
 }
 
 /** Why a result was refused; also the `reason` label of the rejection metric. */
@@ -85,8 +185,12 @@ export class ResultError extends Error {
  * Decodes and checks a result frame: shape, tag, gradient length (must be
  * `paramCount` floats) and finiteness. It does not check the session,
  * version or shard against expectations: the caller does.
+ *
+ * The gradient is copied into `out` when given (a buffer reused from step to
+ * step: no allocation per result; on a refusal it holds garbage), else into
+ * a new Float32Array.
  */
-export function decodeResult(bytes: Uint8Array, paramCount: number): ResultFrame {
+export function decodeResult(bytes: Uint8Array, paramCount: number, out?: Float32Array): ResultFrame {
   const why = scanResultFrame(bytes);
   if (why) throw new ResultError("decode", `result does not decode: ${why}`);
   let v: unknown[];
@@ -115,9 +219,12 @@ export function decodeResult(bytes: Uint8Array, paramCount: number): ResultFrame
       `gradient has ${grad.byteLength} bytes, the model needs ${paramCount * 4} (${paramCount} float32)`,
     );
   }
+  if (out && out.length !== paramCount) {
+    throw new RangeError(`decodeResult: out has ${out.length} floats, the model needs ${paramCount}`);
+  }
   // Copy into an aligned buffer (the blob may sit at any offset of the frame).
-  const g = new Float32Array(paramCount);
-  new Uint8Array(g.buffer).set(grad);
+  const g = out ?? new Float32Array(paramCount);
+  new Uint8Array(g.buffer, g.byteOffset, g.byteLength).set(grad);
   if (!Number.isFinite(cost)) throw new ResultError("non_finite", "cost is not finite");
   for (let i = 0; i < g.length; i++) {
     if (!Number.isFinite(g[i])) throw new ResultError("non_finite", `gradient value ${i} is ${g[i]}`);
@@ -175,12 +282,40 @@ export function scanResultFrame(b: Uint8Array): string | undefined {
   return undefined;
 }
 
-/** A notice on `keys.notices`: `<version>:<shard>:ok` or `<version>:<shard>:refused:<reason>`. */
+/**
+ * A notice on `keys.notices`:
+ * - `<version>:<shard>:frame:<result frame bytes>` — pushed by the submit
+ *   script with the result it accepted (`frame` holds those bytes);
+ * - `<version>:<shard>:ok` — a result is stored under its key (read it there);
+ * - `<version>:<shard>:refused:<reason>` — a worker refused the shard.
+ */
 export interface Notice {
   version: number;
   shard: number;
   kind: "ok" | "refused";
   reason?: string;
+  /** The result frame, when the notice carries it. */
+  frame?: Uint8Array;
+}
+
+const FRAME_NOTICE = /^(\d{1,10}):(\d{1,4}):frame:/;
+/** Longer than any text notice (digits, colons, a 32-letter reason). */
+const MAX_TEXT_NOTICE = 64;
+
+/**
+ * Parses a notice as popped from the list (bytes: a frame notice is binary);
+ * undefined for anything malformed (a rogue client's noise). The frame is a
+ * view into `b`, not checked here: it is a result like any other, for
+ * {@link decodeResult}.
+ */
+export function parseNoticeBytes(b: Uint8Array): Notice | undefined {
+  const head = Buffer.from(b.buffer, b.byteOffset, Math.min(b.byteLength, 24)).toString("latin1");
+  const m = FRAME_NOTICE.exec(head);
+  if (m) {
+    return { version: Number(m[1]), shard: Number(m[2]), kind: "ok", frame: b.subarray(m[0].length) };
+  }
+  if (b.byteLength > MAX_TEXT_NOTICE) return undefined;
+  return parseNotice(Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1"));
 }
 
 /** Formats a refusal notice (results' ok notices are pushed by the submit script). */

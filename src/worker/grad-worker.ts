@@ -8,21 +8,44 @@
  * list and in its log — any job whose run it cannot compute faithfully: a
  * spec it cannot parse, a different data fingerprint, a job that does not
  * match the shard plan.
+ *
+ * Per job it makes one round trip of its own, at most: a shard computes in
+ * well under a millisecond, so round trips are what a job costs.
+ * - No read of the current version before computing: the submit script
+ *   checks it atomically anyway (a result for an old version is dropped and
+ *   counted as stale). Only when a job's weights are gone does the worker ask
+ *   whether the run moved on (then the job is stale and skipped quietly).
+ * - Weights are fetched when the coordinator announces a version on the
+ *   run's channel, while its jobs are still being enqueued, and kept by
+ *   version; a job's own fetch joins the one in flight.
+ * - The result is submitted on BullMQ's own connection, without waiting for
+ *   the reply: the job's completion, which BullMQ sends right after on that
+ *   connection, is served by Redis after the submit script, so the result is
+ *   still written before the job counts as done.
  */
 import { type Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
-import type { DataBundle } from "../core/dataset.js";
 import { loadDataset } from "../core/data/index.js";
+import type { DataBundle } from "../core/dataset.js";
 import { type Kernel, makeKernel } from "../core/kernel.js";
 import { shardRanges, stepsPerEpoch } from "../core/plan.js";
 import { epochPermutation } from "../core/prng.js";
-import { type RunKeys, QUEUE_NAME, runKeys } from "../shared/keys.js";
+import { QUEUE_NAME, type RunKeys, runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
-import { encodeResult, refusedNotice, type ShardJob, shardJobSchema } from "../shared/messages.js";
+import {
+  encodeResultInto,
+  type ResultFrame,
+  refusedNotice,
+  resultFrameSize,
+  type ShardJob,
+  shardJobSchema,
+} from "../shared/messages.js";
 import { connectRedis, waitForRedis } from "../shared/redis.js";
 import { decodeRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { SUBMIT_RESULT } from "../shared/scripts.js";
 
+/** Result frame buffers kept for reuse (one per submit that may be in flight). */
+const MAX_SPARE_FRAME_BUFFERS = 4;
 /** How long a result stays in Redis if the coordinator never reads it. */
 const RESULT_TTL_SECONDS = 600;
 /** Heartbeat period into the run's live-workers set. */
@@ -63,7 +86,8 @@ interface SessionState {
   data: DataBundle;
   kernel: Kernel;
   perm?: { epoch: number; perm: Uint32Array };
-  weights: Map<number, Float32Array>;
+  /** Weights by version, fetched or being fetched (null: not in Redis when asked). */
+  weights: Map<number, Promise<Float32Array | null>>;
   grad: Float32Array;
 }
 
@@ -84,9 +108,14 @@ export class GradWorker {
   private worker?: Worker;
   /** The connection BullMQ blocks on; BullMQ does not close connections it was given. */
   private workerConnection?: Redis;
+  /** Subscribed to the run's version announcements (to prefetch weights). */
+  private subscriber?: Redis;
+  /** Result frame buffers free for the next job. */
+  private readonly frameBuffers: Buffer[] = [];
   private session?: SessionState;
   private sessionLoading?: Promise<SessionState>;
   private heartbeat?: NodeJS.Timeout;
+  private closing = false;
   private readonly datasets = new Map<string, Promise<DataBundle>>();
   /** Number of shards this worker completed (any outcome). */
   jobsDone = 0;
@@ -98,7 +127,11 @@ export class GradWorker {
 
   constructor(private readonly opts: GradWorkerOptions) {
     this.keys = runKeys(opts.runId);
-    this.redis = connectRedis(opts.redisUrl, { role: "worker", caFile: opts.redisCa, name: `gf-worker-${opts.workerId}` });
+    this.redis = connectRedis(opts.redisUrl, {
+      role: "worker",
+      caFile: opts.redisCa,
+      name: `gf-worker-${opts.workerId}`,
+    });
     this.redis.on("error", (e) => opts.log.warn({ err: e.message }, "redis connection error"));
   }
 
@@ -109,9 +142,15 @@ export class GradWorker {
     // Preload the default dataset so the first shard is not slowed by it.
     await this.dataset(null, null);
     this.workerConnection = this.redis.duplicate();
+    this.subscriber = this.redis.duplicate();
+    this.subscriber.on("error", (e) => o.log.debug({ err: e.message }, "redis subscriber connection error"));
+    this.subscriber.on("message", (_channel: string, message: string) => this.announced(message));
+    await this.subscriber.subscribe(this.keys.versionChannel);
     this.worker = new Worker(QUEUE_NAME, (job) => this.process(job as Job<unknown>), {
       connection: this.workerConnection,
       prefix: this.keys.queuePrefix,
+      // Recorded on every job it takes (BullMQ's processedBy): who holds which shard.
+      name: o.workerId,
       concurrency: o.concurrency,
       lockDuration: o.lockDuration ?? 30_000,
       stalledInterval: o.stalledInterval ?? 5_000,
@@ -122,7 +161,10 @@ export class GradWorker {
     this.worker.on("error", (e) => o.log.warn({ err: e.message }, "bullmq worker error"));
     this.worker.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, "shard job failed"));
     this.beat();
-    this.heartbeat = setInterval(() => this.beat(), HEARTBEAT_MS);
+    this.heartbeat = setInterval(() => {
+      this.beat();
+      this.watchdog();
+    }, HEARTBEAT_MS);
     o.observer?.onReady?.(true);
     o.log.info({ run: o.runId, concurrency: o.concurrency }, "worker ready");
   }
@@ -138,14 +180,30 @@ export class GradWorker {
         await waitForRedis(this.redis, REDIS_WAIT_LOG_MS);
         return;
       } catch (e) {
-        if (this.redis.status === "end" || /\b(WRONGPASS|NOAUTH|NOPERM)\b/.test((e as Error).message)) throw e;
+        if (this.redis.status === "end" || /\b(WRONGPASS|NOAUTH|NOPERM)\b/.test((e as Error).message))
+          throw e;
         this.opts.log.warn({ err: (e as Error).message }, "still waiting for Redis");
       }
     }
   }
 
   /** Graceful stop: finishes the shard in hand, then disconnects. */
+  /**
+   * BullMQ workers have been seen to stop taking jobs after their Redis
+   * restarted (taskforcesh/bullmq issues 648, 2466, 2964): its main loop ends
+   * on an error and is not restarted. Restart it ourselves.
+   */
+  private watchdog(): void {
+    const w = this.worker;
+    if (!w || this.closing || w.isRunning() || w.closing) return;
+    this.opts.log.warn("the BullMQ worker stopped taking jobs (Redis restarted?); restarting it");
+    w.run().catch((e) =>
+      this.opts.log.warn({ err: (e as Error).message }, "restarting the BullMQ worker failed"),
+    );
+  }
+
   async close(graceMs = 10_000): Promise<void> {
+    this.closing = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.opts.observer?.onReady?.(false);
     // Graceful: BullMQ waits for the shard in hand. With Redis gone that wait
@@ -161,12 +219,16 @@ export class GradWorker {
     ]);
     clearTimeout(timer);
     if (timedOut) {
-      this.opts.log.warn({ graceMs }, "could not finish the shard in hand in time (Redis unreachable?); closing anyway");
+      this.opts.log.warn(
+        { graceMs },
+        "could not finish the shard in hand in time (Redis unreachable?); closing anyway",
+      );
       await this.worker?.close(true).catch(() => {});
     } else {
       await this.redis.zrem(this.keys.workers, this.opts.workerId).catch(() => {});
     }
     this.workerConnection?.disconnect();
+    this.subscriber?.disconnect();
     this.redis.disconnect();
   }
 
@@ -184,26 +246,33 @@ export class GradWorker {
     if (!parsed.success) {
       // Not a job we can even attribute to a shard: log and drop it.
       const issue = parsed.error.issues[0];
-      this.opts.log.error({ job: job.id, field: issue.path.join("."), why: issue.message }, "refused invalid job data");
+      this.opts.log.error(
+        { job: job.id, field: issue.path.join("."), why: issue.message },
+        "refused invalid job data",
+      );
       this.opts.observer?.onShard?.("refused", 0, 0);
       return "refused";
     }
     const j = parsed.data;
     try {
-      // A job for an old version is already superseded: skip the compute.
-      const current = await this.redis.get(this.keys.version);
-      if (current !== String(j.version)) {
-        this.opts.observer?.onShard?.("stale", 0, 0);
-        return "stale";
-      }
       const s = await this.sessionFor(j.session);
       this.checkPlan(s.spec, j);
       const params = await this.weights(s, j.version);
+      if (!params) {
+        // The coordinator deletes a version's weights once the run is two
+        // versions past it: then the job is stale, and not worth a word.
+        if ((await this.redis.get(this.keys.version)) !== String(j.version)) {
+          this.opts.observer?.onShard?.("stale", 0, 0);
+          return "stale";
+        }
+        throw new Refusal("missing_weights", `weights version ${j.version} are missing from Redis`);
+      }
       const perm = this.permutation(s, j.epoch);
       const t0 = performance.now();
       const { cost, count } = s.kernel.gradSum(params, s.data.train, perm, j.start, j.end, s.grad);
       const seconds = (performance.now() - t0) / 1000;
-      const payload = encodeResult({
+      // Encoded before any await: s.grad is the next job's output buffer.
+      const frame: ResultFrame = {
         session: j.session,
         version: j.version,
         shard: j.shard,
@@ -212,8 +281,16 @@ export class GradWorker {
         count,
         computeSeconds: seconds,
         grad: s.grad,
-      });
-      const outcome = (await this.redis.eval(
+      };
+      // A frame buffer is reused once its submit has been answered (until
+      // then ioredis may still need it, to send the command again after a
+      // reconnect).
+      const size = resultFrameSize(frame);
+      let buffer = this.frameBuffers.pop();
+      if (!buffer || buffer.length < size) buffer = Buffer.allocUnsafe(size);
+      const payload = encodeResultInto(frame, buffer);
+      // On BullMQ's connection and not awaited: see the module comment.
+      const submitted = this.workerConnection!.eval(
         SUBMIT_RESULT,
         4,
         this.keys.result(j.version, j.shard),
@@ -224,27 +301,49 @@ export class GradWorker {
         String(j.shard),
         payload,
         String(RESULT_TTL_SECONDS),
-      )) as "ok" | "duplicate" | "stale";
-      this.jobsDone++;
-      this.opts.observer?.onShard?.(outcome, seconds, payload.length);
-      return outcome;
+      ) as Promise<"ok" | "duplicate" | "stale">;
+      submitted.then(
+        (outcome) => {
+          this.jobsDone++;
+          this.opts.observer?.onShard?.(outcome, seconds, payload.length);
+          this.releaseFrameBuffer(buffer);
+        },
+        (e: unknown) => {
+          this.releaseFrameBuffer(buffer);
+          return this.failed(job, j, e);
+        },
+      );
+      return "submitted";
     } catch (e) {
       if (e instanceof Refusal) {
         this.opts.log.error({ job: job.id, reason: e.reason, step: j.step, shard: j.shard }, e.message);
-        await this.redis.rpush(this.keys.notices, refusedNotice(j.version, j.shard, e.reason)).catch(() => {});
+        await this.redis
+          .rpush(this.keys.notices, refusedNotice(j.version, j.shard, e.reason))
+          .catch(() => {});
         await this.redis.hincrby(this.keys.counters, `refused_${e.reason}`, 1).catch(() => {});
         this.opts.observer?.onShard?.("refused", 0, 0);
         return "refused";
       }
-      // A bug or a broken kernel here: tell the coordinator at once (it
-      // counts the refusal and enqueues the shard again, and stops the run
-      // if the shard keeps failing) instead of leaving it to the deadline.
-      this.opts.log.error({ job: job.id, step: j.step, shard: j.shard, err: (e as Error).stack }, "shard computation failed");
-      await this.redis.rpush(this.keys.notices, refusedNotice(j.version, j.shard, "worker_error")).catch(() => {});
-      await this.redis.hincrby(this.keys.counters, "refused_worker_error", 1).catch(() => {});
-      this.opts.observer?.onShard?.("error", 0, 0);
+      await this.failed(job, j, e);
       return "error";
     }
+  }
+
+  /**
+   * A bug, a broken kernel or a failed submit: tell the coordinator at once
+   * (it counts the refusal and enqueues the shard again, and stops the run if
+   * the shard keeps failing) instead of leaving it to the deadline.
+   */
+  private async failed(job: Job<unknown>, j: ShardJob, e: unknown): Promise<void> {
+    this.opts.log.error(
+      { job: job.id, step: j.step, shard: j.shard, err: (e as Error).stack },
+      "shard computation failed",
+    );
+    await this.redis
+      .rpush(this.keys.notices, refusedNotice(j.version, j.shard, "worker_error"))
+      .catch(() => {});
+    await this.redis.hincrby(this.keys.counters, "refused_worker_error", 1).catch(() => {});
+    this.opts.observer?.onShard?.("error", 0, 0);
   }
 
   /** The session's spec, dataset and kernel, loaded once per session. */
@@ -257,7 +356,10 @@ export class GradWorker {
     }
     const s = await this.sessionLoading;
     if (s.spec.session !== session) {
-      throw new Refusal("spec_mismatch", `job is for session ${session}, the published run spec is ${s.spec.session}`);
+      throw new Refusal(
+        "spec_mismatch",
+        `job is for session ${session}, the published run spec is ${s.spec.session}`,
+      );
     }
     return s;
   }
@@ -272,7 +374,10 @@ export class GradWorker {
       throw new Refusal("spec_mismatch", (e as Error).message);
     }
     if (spec.runId !== this.opts.runId) {
-      throw new Refusal("spec_mismatch", `the spec is for run ${spec.runId}, this worker serves ${this.opts.runId}`);
+      throw new Refusal(
+        "spec_mismatch",
+        `the spec is for run ${spec.runId}, this worker serves ${this.opts.runId}`,
+      );
     }
     const data = await this.dataset(spec.data.trainLimit, spec.data.testLimit);
     if (data.fingerprint !== spec.data.fingerprint) {
@@ -283,7 +388,10 @@ export class GradWorker {
       );
     }
     if (spec.config.spec.layers[0] !== data.train.pixels) {
-      throw new Refusal("spec_mismatch", `the model takes ${spec.config.spec.layers[0]} inputs, the data has ${data.train.pixels}`);
+      throw new Refusal(
+        "spec_mismatch",
+        `the model takes ${spec.config.spec.layers[0]} inputs, the data has ${data.train.pixels}`,
+      );
     }
     const kernel = makeKernel(spec.config.kernel, spec.config.spec);
     this.session = { spec, data, kernel, weights: new Map(), grad: new Float32Array(spec.paramCount) };
@@ -314,7 +422,10 @@ export class GradWorker {
     const ranges = shardRanges(spec.data.trainN, c.batch, c.shards, j.step);
     const r = ranges.find((x) => x.shard === j.shard);
     if (!r || r.start !== j.start || r.end !== j.end || j.epoch >= c.epochs) {
-      throw new Refusal("bad_job", `job epoch ${j.epoch} step ${j.step} shard ${j.shard} [${j.start}, ${j.end}) is not in the run's shard plan`);
+      throw new Refusal(
+        "bad_job",
+        `job epoch ${j.epoch} step ${j.step} shard ${j.shard} [${j.start}, ${j.end}) is not in the run's shard plan`,
+      );
     }
     // Weights version v are the weights after v updates, one per step: a job
     // naming another step's samples under version v would have its gradient
@@ -328,21 +439,47 @@ export class GradWorker {
     }
   }
 
-  private async weights(s: SessionState, version: number): Promise<Float32Array> {
-    const cached = s.weights.get(version);
-    if (cached) return cached;
+  private releaseFrameBuffer(b: Buffer): void {
+    if (this.frameBuffers.length < MAX_SPARE_FRAME_BUFFERS) this.frameBuffers.push(b);
+  }
+
+  /** A version was announced: fetch its weights now, before its jobs arrive. */
+  private announced(message: string): void {
+    const version = Number(message);
+    if (!this.session || !Number.isSafeInteger(version) || version < 0) return;
+    // A failure here is the job's to report, when it awaits the same fetch.
+    this.weights(this.session, version).catch(() => {});
+  }
+
+  /** Weights version `version` (null when Redis has none), fetched once per version. */
+  private weights(s: SessionState, version: number): Promise<Float32Array | null> {
+    let p = s.weights.get(version);
+    if (p) return p;
+    p = this.fetchWeights(s, version);
+    s.weights.set(version, p);
+    // Keep the newest two versions: the current step's and possibly the next.
+    for (const v of s.weights.keys()) if (v < version - 1) s.weights.delete(v);
+    // A miss or a failure is not kept: the weights may be published (again) later.
+    const forget = () => {
+      if (s.weights.get(version) === p) s.weights.delete(version);
+    };
+    p.then((w) => w || forget(), forget);
+    return p;
+  }
+
+  private async fetchWeights(s: SessionState, version: number): Promise<Float32Array | null> {
     const t0 = performance.now();
     const buf = await this.redis.getBuffer(this.keys.weights(version));
-    if (buf === null) throw new Refusal("missing_weights", `weights version ${version} are missing from Redis`);
+    if (buf === null) return null;
     if (buf.length !== s.spec.paramCount * 4) {
-      throw new Refusal("spec_mismatch", `weights version ${version} have ${buf.length} bytes, expected ${s.spec.paramCount * 4}`);
+      throw new Refusal(
+        "spec_mismatch",
+        `weights version ${version} have ${buf.length} bytes, expected ${s.spec.paramCount * 4}`,
+      );
     }
     const params = new Float32Array(s.spec.paramCount);
     new Uint8Array(params.buffer).set(buf);
     this.opts.observer?.onWeightsFetch?.((performance.now() - t0) / 1000, buf.length);
-    // Keep the newest two versions: the current step's and possibly the next.
-    for (const v of s.weights.keys()) if (v < version - 1) s.weights.delete(v);
-    s.weights.set(version, params);
     return params;
   }
 
