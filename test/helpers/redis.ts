@@ -16,9 +16,10 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { homedir, userInfo } from "node:os";
 import { delimiter, join } from "node:path";
+import { freePort } from "../../src/shared/local-redis.js";
 
 /** A Redis server owned by one test (or shared, for kind `REDIS_URL`). */
 export interface TestRedis {
@@ -55,19 +56,8 @@ function logOnce(kind: Kind, detail: string): void {
   console.log(`[test-redis] using ${detail}`);
 }
 
-/** A port that was free a moment ago: bind port 0, read it, close. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** A port that was free a moment ago (the same helper the quick start uses). */
+export { freePort };
 
 /** The absolute path of `cmd` on PATH, or undefined. */
 function findOnPath(cmd: string): string | undefined {
