@@ -22,7 +22,7 @@ import {
   observeHistogram,
   setGauge,
 } from "../shared/metrics-registry.js";
-import { type MetricsServer, type Readiness, startMetricsServer } from "../shared/metrics-server.js";
+import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
 import type { ClusterExecutor } from "./cluster-executor.js";
 
 /** A worker counts as live when its last heartbeat is at most this old (it beats every 2 s). */
@@ -79,15 +79,15 @@ interface ClusterSource {
 }
 
 /** The coordinator's metrics; see the module comment. */
-export class CoordinatorMetrics {
-  readonly registry: Registry;
+export class CoordinatorMetrics extends ServedMetrics {
+  override readonly registry: Registry;
   /** Feed it to the run (trainAndReport / runCoordinator). */
   readonly observer: RunObserver;
   private source?: ClusterSource;
-  private server?: MetricsServer;
 
   /** @param opts.cluster whether this is a cluster run (adds the cluster metrics; readiness needs Redis). */
   constructor(private readonly opts: { cluster: boolean }) {
+    super();
     const registry = createRegistry();
     this.registry = registry;
     const reg = [registry];
@@ -242,29 +242,11 @@ export class CoordinatorMetrics {
   }
 
   /** Ready when training can proceed: in-process always; a cluster run once published and while Redis is connected. */
-  readiness(): Readiness {
+  override readiness(): Readiness {
     if (!this.opts.cluster) return { ready: true };
     if (!this.source) return { ready: false, reason: "connecting to Redis and publishing the run" };
     const status = this.source.redis.status;
     return status === "ready" ? { ready: true } : { ready: false, reason: `Redis connection is ${status}` };
-  }
-
-  /** Serves the metrics on host:port (see metrics-server.ts). */
-  async serve(host: string, port: number, log?: Logger): Promise<MetricsServer> {
-    this.server = await startMetricsServer({
-      registry: this.registry,
-      host,
-      port,
-      readiness: () => this.readiness(),
-      log,
-    });
-    return this.server;
-  }
-
-  /** Stops the server, if any. */
-  async close(): Promise<void> {
-    await this.server?.close();
-    this.server = undefined;
   }
 }
 

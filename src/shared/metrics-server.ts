@@ -117,3 +117,33 @@ function send(res: ServerResponse, status: number, body: string, type = "text/pl
   res.writeHead(status, { "Content-Type": type, "Cache-Control": "no-store" });
   res.end(res.req.method === "HEAD" ? undefined : body);
 }
+
+/**
+ * A process's metrics with its HTTP endpoint: subclasses provide the
+ * registry and the readiness rule, this serves them and closes the server.
+ */
+export abstract class ServedMetrics {
+  abstract readonly registry: Registry;
+  private server?: MetricsServer;
+
+  /** Whether the process can work now (drives /readyz). */
+  abstract readiness(): Readiness;
+
+  /** Serves the metrics on host:port (see startMetricsServer). */
+  async serve(host: string, port: number, log?: Logger): Promise<MetricsServer> {
+    this.server = await startMetricsServer({
+      registry: this.registry,
+      host,
+      port,
+      readiness: () => this.readiness(),
+      log,
+    });
+    return this.server;
+  }
+
+  /** Stops the server, if any. */
+  async close(): Promise<void> {
+    await this.server?.close();
+    this.server = undefined;
+  }
+}

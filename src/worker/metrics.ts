@@ -8,7 +8,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../shared/log.js";
 import { createRegistry, incCounter, observeHistogram } from "../shared/metrics-registry.js";
-import { type MetricsServer, type Readiness, startMetricsServer } from "../shared/metrics-server.js";
+import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
 import type { ShardOutcome, WorkerObserver } from "./grad-worker.js";
 
 /** Values of the `outcome` label of `gradfleet_worker_shards_total`. */
@@ -27,15 +27,15 @@ export interface RedisLink {
 }
 
 /** A worker's metrics; see the module comment. */
-export class WorkerMetrics {
-  readonly registry: Registry;
+export class WorkerMetrics extends ServedMetrics {
+  override readonly registry: Registry;
   /** Pass it to the GradWorker. */
   readonly observer: WorkerObserver;
   private started = false;
   private link?: RedisLink;
-  private server?: MetricsServer;
 
   constructor(workerId: string) {
+    super();
     const registry = createRegistry({ worker: workerId });
     this.registry = registry;
     const reg = [registry];
@@ -100,28 +100,10 @@ export class WorkerMetrics {
   }
 
   /** Ready while the Redis connection is up, once the worker has started (dataset loaded) and until it stops. */
-  readiness(): Readiness {
+  override readiness(): Readiness {
     if (!this.link?.redisConnected) return { ready: false, reason: "Redis is not connected" };
     if (!this.started) return { ready: false, reason: "loading the dataset, or stopping" };
     return { ready: true };
-  }
-
-  /** Serves the metrics on host:port (see metrics-server.ts). */
-  async serve(host: string, port: number, log?: Logger): Promise<MetricsServer> {
-    this.server = await startMetricsServer({
-      registry: this.registry,
-      host,
-      port,
-      readiness: () => this.readiness(),
-      log,
-    });
-    return this.server;
-  }
-
-  /** Stops the server, if any. */
-  async close(): Promise<void> {
-    await this.server?.close();
-    this.server = undefined;
   }
 }
 
