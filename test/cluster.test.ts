@@ -105,7 +105,7 @@ describe("same bits as one process", () => {
       // live-workers set (it expires) and BullMQ's queue meta and stalled-check keys.
       const client = new Redis(redis.url);
       const keys = await client.keys(`gf:{${runId}}:*`);
-      const idleWorkerKeys = /:(workers|grad:meta|grad:stalled-check)$/;
+      const idleWorkerKeys = /:(workers|(grad|lanes):(meta|stalled-check))$/;
       expect(keys.filter((k) => !idleWorkerKeys.test(k))).toEqual([]);
       expect(await client.pttl(`gf:{${runId}}:workers`)).not.toBe(-1);
       client.disconnect();
@@ -136,6 +136,8 @@ describe("elastic workers", () => {
       expect(r.code, r.stderr).toBe(0);
       expect(r.json!.workersSeen).toBe(2);
       expect(r.json!.samples).toBe(3 * 6000);
+      // Leaving gracefully, a worker computes what it claimed: no shard waits for a deadline.
+      expect(r.json!.retriedShards).toBe(0);
       // Bit-identical to in-process training of the same config.
       const ref = await runCli(["train", ...RUN, "--epochs", "3", "--workers", "0"]);
       expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
@@ -216,6 +218,9 @@ describe("exactly once", () => {
       const r = await runCli([
         "coordinator",
         ...RUN,
+        // The worker above is played through BullMQ shard jobs.
+        "--dispatch",
+        "jobs",
         "--epochs",
         "1",
         "--redis-url",

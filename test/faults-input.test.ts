@@ -15,7 +15,7 @@ import type { DataBundle } from "../src/core/dataset.js";
 import { type Kernel, makeKernel } from "../src/core/kernel.js";
 import { shardRanges } from "../src/core/plan.js";
 import { epochPermutation } from "../src/core/prng.js";
-import { QUEUE_NAME, runKeys } from "../src/shared/keys.js";
+import { LANES_QUEUE_NAME, QUEUE_NAME, runKeys } from "../src/shared/keys.js";
 import {
   encodeResult,
   RESULT_TAG,
@@ -359,6 +359,9 @@ describe("rogue results", () => {
       const r = await procs.run([
         "coordinator",
         ...RUN,
+        // The worker above is played through BullMQ shard jobs.
+        "--dispatch",
+        "jobs",
         "--redis-url",
         redis.url,
         "--run-id",
@@ -409,9 +412,11 @@ describe("rogue jobs", () => {
     const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
     const client = new Redis(redis.url);
     const queue = new Queue(QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
+    const lanes = new Queue(LANES_QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
     // No worker yet: the coordinator publishes step 0 and waits, so the rogue
     // jobs (added LIFO, ahead of the real ones) meet the current version.
-    const coord = procs.start(["coordinator", ...RUN, ...args]);
+    // Shard jobs, so that there are real jobs to copy and to race.
+    const coord = procs.start(["coordinator", ...RUN, "--dispatch", "jobs", ...args]);
     let worker: CliProcess | undefined;
     try {
       await waitFor(async () => (await queue.getWaitingCount()) === 4, 30_000);
@@ -459,7 +464,21 @@ describe("rogue jobs", () => {
       // A copy of a real job (first added, so processed last of the rogue jobs): computed, the
       // same bits; the real job's result is then a duplicate.
       await queue.add("shard", real[1], { jobId: "replayed", lifo: true });
+      // Lane jobs: invalid data is refused; a lane beyond the run is refused
+      // (it would hold the worker's seat for nothing); a lane of another
+      // session ends quietly (a dead coordinator's leftover).
+      const invalidLanes: unknown[] = [
+        {},
+        { session, from: 5, to: 2 },
+        { session, from: -1, to: 3 },
+        { session, from: 0, to: 64, evil: "x" },
+        { session: "zzzzzzzzzzzzzzzz", from: 0, to: 64 },
+        "lane",
+      ];
+      const beyondRun = [{ session, from: 1_000_000, to: 1_000_064 }];
       let n = 0;
+      for (const d of [...invalidLanes, ...beyondRun, { session: "0123456789abcdef", from: 0, to: 64 }])
+        await lanes.add("lane", d, { jobId: `rogue-lane-${n++}` });
       for (const [, d] of offPlan) await queue.add("shard", d, { jobId: `offplan-${n++}`, lifo: true });
       for (const [, d] of invalid) await queue.add("shard", d, { jobId: `invalid-${n++}`, lifo: true });
       worker = procs.start(["worker", ...args, "--worker-id", "real"]);
@@ -472,6 +491,8 @@ describe("rogue jobs", () => {
       expect(w.code, w.stderr).toBe(0);
       const s = r.json!;
       const refusedInvalid = linesWith(w.stderr, '"msg":"refused invalid job data"');
+      const refusedInvalidLanes = linesWith(w.stderr, '"msg":"refused invalid lane job data"');
+      const refusedBeyondRun = linesWith(w.stderr, '"msg":"refused a lane outside the run\'s plan"');
       const refusedBadJob = linesWith(w.stderr, '"reason":"bad_job"');
       const refusedSession = linesWith(w.stderr, '"reason":"spec_mismatch"');
       const expected: Record<string, number> = {};
@@ -479,13 +500,17 @@ describe("rogue jobs", () => {
         if (pending) expected[`refused_${reason}`] = (expected[`refused_${reason}`] ?? 0) + 1;
       }
       console.log(
-        `[faults] rogue jobs: invalid data ${2 * invalid.length} (worker refused ${refusedInvalid}); off-plan ${offPlan.length} ` +
+        `[faults] rogue jobs: invalid data ${2 * invalid.length} (worker refused ${refusedInvalid}); ` +
+          `invalid lanes ${invalidLanes.length} (refused ${refusedInvalidLanes}), lanes beyond the run ${beyondRun.length} ` +
+          `(refused ${refusedBeyondRun}); off-plan ${offPlan.length} ` +
           `(worker refused bad_job ${refusedBadJob}, spec_mismatch ${refusedSession}); replayed 1; ` +
           `coordinator rejectedByReason=${JSON.stringify(s.rejectedByReason)} retriedShards=${s.retriedShards} ` +
           `duplicateResults=${s.duplicateResults} staleResults=${s.staleResults} samples=${s.samples}/${TRAIN} ` +
           `sameBits=${s.weightsSha256 === baseline.weightsSha256}`,
       );
       expect(refusedInvalid).toBe(2 * invalid.length);
+      expect(refusedInvalidLanes).toBe(invalidLanes.length);
+      expect(refusedBeyondRun).toBe(beyondRun.length);
       expect(refusedBadJob).toBe(offPlan.filter((o) => o[2] === "bad_job").length);
       expect(refusedSession).toBe(offPlan.filter((o) => o[2] === "spec_mismatch").length);
       expect(s.rejectedByReason).toEqual(expected);
@@ -500,6 +525,7 @@ describe("rogue jobs", () => {
       if (worker) await stopCli(worker, "SIGKILL");
       await stopCli(coord, "SIGKILL");
       await queue.close();
+      await lanes.close();
       client.disconnect();
     }
   });

@@ -67,6 +67,7 @@ describe("defaults", () => {
       resume: false,
       redisUrl: "redis://127.0.0.1:6379",
       stepTimeout: 30,
+      dispatch: "lanes",
       metricsPort: 0,
       metricsHost: "127.0.0.1",
       uiPort: 0,
@@ -166,6 +167,7 @@ describe("the option table", () => {
         dryRun: true,
         workers: true,
         stepTimeout: true,
+        dispatch: true,
         targetsFile: true,
         uiPort: true,
         uiHost: true,
@@ -202,6 +204,7 @@ describe("the option table", () => {
         uiHost: true,
         dryRun: true,
         stepTimeout: true,
+        dispatch: true,
       },
       worker: {
         redisUrl: true,

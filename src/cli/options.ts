@@ -17,6 +17,7 @@ import { OPTIMIZERS, type OptimizerName } from "../core/optimizer.js";
 import { KERNELS, type KernelName } from "../core/run-config.js";
 import type { CostName, HiddenActivation, OutputActivation } from "../core/spec.js";
 import { COSTS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
+import { DISPATCHES, type Dispatch } from "../shared/dispatch.js";
 import { RUN_ID_PATTERN } from "../shared/keys.js";
 
 export { KERNELS, type KernelName, OPTIMIZERS, type OptimizerName };
@@ -478,6 +479,16 @@ export const OPTIONS: readonly OptionDef[] = [
     default: 30,
   },
   {
+    name: "dispatch",
+    kind: "enum",
+    commands: RUNNERS,
+    group: "Cluster",
+    description:
+      "lanes: workers hold a seat for 64 steps and claim shards (no BullMQ job per step); jobs: a BullMQ job per shard per step. Same bits either way",
+    values: DISPATCHES,
+    default: "lanes",
+  },
+  {
     name: "concurrency",
     kind: "int",
     commands: ["worker"],
@@ -643,12 +654,14 @@ export interface ClusterOptions {
 export interface TrainOptions extends RunOptions, ClusterOptions {
   workers: number;
   stepTimeout: number;
+  dispatch: Dispatch;
   targetsFile?: string;
 }
 
 export interface CoordinatorOptions extends RunOptions, ClusterOptions {
   runId: string;
   stepTimeout: number;
+  dispatch: Dispatch;
 }
 
 export interface WorkerOptions extends ClusterOptions {

@@ -1,15 +1,22 @@
 /**
  * The cluster GradientExecutor: computes a step's shards on worker
- * processes through a BullMQ queue on Redis.
+ * processes through BullMQ queues on Redis.
  *
- * Per step: the weights of the step's version are stored as bytes BEFORE
- * the jobs that need them are enqueued; one job per shard is enqueued; the
- * coordinator then blocks on the run's notices list (no polling) and reads
- * each shard's result by (version, shard) — never from BullMQ return values
- * or events, which may be lost or repeated. Results are validated; a bad one
- * is counted by reason, deleted and its shard enqueued again. A shard whose
- * job was picked up but has no result by the deadline is enqueued again too
- * (first valid result wins, the late one is dropped as a duplicate).
+ * Per step: the weights of the step's version are stored as bytes, and
+ * announced with the bytes, BEFORE any work that needs them is handed out.
+ * Work goes out one of two ways (`--dispatch`, see docs/design-notes.md):
+ * - lanes (the default): workers hold lane jobs, each a seat at a range of
+ *   versions (LANE_STEPS of them); in a lane a worker claims shards of the
+ *   announced version one by one (an INCR per claim). A step costs no BullMQ
+ *   job; lanes for the next range are added a range ahead.
+ * - jobs: one BullMQ job per shard per step.
+ * Either way the coordinator then blocks on the run's notices list (no
+ * polling) and reads each shard's result by (version, shard) — never from
+ * BullMQ return values or events, which may be lost or repeated. Results are
+ * validated; a bad one is counted by reason, deleted and its shard enqueued
+ * again as a shard job. A shard that was claimed or picked up but has no
+ * result by the deadline is enqueued again too (first valid result wins, the
+ * late one is dropped as a duplicate).
  *
  * Round trips are what a step costs (a shard computes in well under a
  * millisecond), so a step makes as few as the protocol allows:
@@ -30,6 +37,7 @@ import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
 import type { ShardRange } from "../core/plan.js";
+import { stepsPerEpoch } from "../core/plan.js";
 import type { RunConfig } from "../core/run-config.js";
 import {
   type GradientExecutor,
@@ -37,10 +45,14 @@ import {
   StepAbortedError,
   type StepRequest,
 } from "../core/trainer.js";
-import { QUEUE_NAME, type RunKeys } from "../shared/keys.js";
+import type { Dispatch } from "../shared/dispatch.js";
+import { LANES_QUEUE_NAME, QUEUE_NAME, type RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
   decodeResult,
+  encodeWeightsAnnouncement,
+  type LaneJob,
+  laneJobId,
   parseNoticeBytes,
   ResultError,
   type ResultFrame,
@@ -56,6 +68,17 @@ const MAX_REJECTIONS_PER_SHARD = 6;
 const MAX_WAIT_SECONDS = 0.5;
 /** Most BLPOPs in flight at once (see nextNotice). */
 const MAX_NOTICES_ASKED = 64;
+/**
+ * Weights versions per lane job. A lane costs a BullMQ job (a few ms of CPU
+ * all told) per worker per LANE_STEPS steps, instead of one per shard per
+ * step; a worker that stops or joins changes the lanes' sharing of the work
+ * at the latest this many steps later.
+ */
+export const LANE_STEPS = 64;
+/** How long stored weights live, should the coordinator never delete them. */
+const WEIGHTS_TTL_SECONDS = 86_400;
+/** Most lanes per range: more workers than shards could not share a step. */
+const MAX_LANES = 64;
 
 /** Settings of the cluster executor. */
 export interface ClusterExecutorOptions {
@@ -72,6 +95,8 @@ export interface ClusterExecutorOptions {
   log: Logger;
   /** Seconds a picked-up shard may take before it is enqueued again. */
   stepTimeoutSeconds: number;
+  /** Lanes (default) or a job per shard. */
+  dispatch?: Dispatch;
   stats?: ClusterStats;
 }
 
@@ -83,6 +108,8 @@ interface Asked {
 
 interface PendingShard {
   range: ShardRange;
+  /** Position among the step's non-empty shards: the claim that takes it (lanes). */
+  index: number;
   job: ShardJob;
   attempt: number;
   rejections: number;
@@ -96,6 +123,12 @@ export class ClusterExecutor implements GradientExecutor {
   readonly spec: RunSpec;
   readonly stats: ClusterStats;
   private readonly queue: Queue;
+  private readonly lanesQueue: Queue;
+  private readonly dispatch: Dispatch;
+  /** Ranges (of LANE_STEPS versions) whose lane jobs were added. */
+  private readonly lanesAdded = new Set<number>();
+  /** Weights versions of the whole run: epochs × steps per epoch. */
+  private readonly totalVersions: number;
   private publishedVersion = -1;
   private lastCounters = { duplicate: 0, stale: 0 };
   /** When a stop was requested, the time after which an unfinished step is given up. */
@@ -136,6 +169,14 @@ export class ClusterExecutor implements GradientExecutor {
       defaultJobOptions: { removeOnComplete: true, removeOnFail: 100, attempts: 1 },
     });
     this.queue.on("error", (e) => o.log.warn({ err: e.message }, "bullmq queue error"));
+    this.lanesQueue = new Queue(LANES_QUEUE_NAME, {
+      connection: o.redis,
+      prefix: o.keys.queuePrefix,
+      defaultJobOptions: { removeOnComplete: true, removeOnFail: 100, attempts: 1 },
+    });
+    this.lanesQueue.on("error", (e) => o.log.warn({ err: e.message }, "bullmq lanes queue error"));
+    this.dispatch = o.dispatch ?? "lanes";
+    this.totalVersions = o.config.epochs * stepsPerEpoch(o.data.train.n, o.config.batch);
   }
 
   /** Publishes the run spec and clears what an earlier session of this run id left. */
@@ -145,7 +186,9 @@ export class ClusterExecutor implements GradientExecutor {
     // may have left jobs, weights and first-writer-wins results for the very
     // versions this session is about to compute: clear them all.
     await this.queue.drain(true);
+    await this.lanesQueue.drain(true);
     await deleteRunKeys(redis, keys.allResults);
+    await deleteRunKeys(redis, keys.allClaims);
     await deleteRunKeys(redis, keys.allWeights);
     await redis.del(keys.notices, keys.counters, keys.version);
     await redis.set(keys.spec, JSON.stringify(this.spec));
@@ -159,7 +202,7 @@ export class ClusterExecutor implements GradientExecutor {
   async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {
     const timeoutMs = this.o.stepTimeoutSeconds * 1000;
     const pending = new Map<number, PendingShard>();
-    for (const range of req.shards) {
+    for (const [index, range] of req.shards.entries()) {
       const job: ShardJob = {
         session: this.spec.session,
         version: req.version,
@@ -171,6 +214,7 @@ export class ClusterExecutor implements GradientExecutor {
       };
       pending.set(range.shard, {
         range,
+        index,
         job,
         attempt: 0,
         rejections: 0,
@@ -183,15 +227,18 @@ export class ClusterExecutor implements GradientExecutor {
     // the run: wait for Redis, publish again what it may have lost, enqueue
     // the shards still missing and carry on. Accepted results stay accepted;
     // first-writer-wins on (version, shard) keeps late copies out.
-    for (let enqueued = false; ; ) {
+    for (let recovering = false; ; ) {
       try {
-        // Not awaited one after the other: both go out on the producer
-        // connection, in this order (see the module comment).
+        // Not awaited one after the other: they go out on the producer
+        // connection, in this order (see the module comment). After a lost
+        // connection the missing shards go out as shard jobs whatever the
+        // dispatch: lanes may have been lost with Redis.
         await settleAll([
           this.publishWeights(req.version, req.params),
-          enqueued ? undefined : this.enqueue([...pending.values()]),
+          this.dispatch === "lanes" ? this.addLanes(req.version, recovering) : undefined,
+          this.dispatch === "jobs" || recovering ? this.enqueue([...pending.values()]) : undefined,
         ]);
-        enqueued = true;
+        recovering = false;
         await this.collect(req, pending, done, timeoutMs);
         break;
       } catch (e) {
@@ -203,16 +250,18 @@ export class ClusterExecutor implements GradientExecutor {
         await this.recoverResults(req, pending, done);
         for (const p of pending.values()) p.attempt++;
         this.stats.retriedShards += pending.size;
-        enqueued = false;
+        recovering = true;
       }
     }
-    let computeSeconds = 0;
+    // The step's compute is its busiest worker's: a worker with several
+    // shards computes them one after another.
+    const perWorker = new Map<string, number>();
     const results = req.shards.map((r) => {
       const f = done.get(r.shard)!;
-      computeSeconds = Math.max(computeSeconds, f.computeSeconds);
+      perWorker.set(f.workerId, (perWorker.get(f.workerId) ?? 0) + f.computeSeconds);
       return { shard: r.shard, grad: f.grad, cost: f.cost, count: f.count };
     });
-    return { results, computeSeconds };
+    return { results, computeSeconds: Math.max(0, ...perWorker.values()) };
   }
 
   /**
@@ -404,13 +453,19 @@ export class ClusterExecutor implements GradientExecutor {
     const bytes = Buffer.from(params.buffer, params.byteOffset, params.byteLength);
     const m = redis
       .multi()
-      .set(keys.weights(version), bytes, "EX", 86_400)
+      .set(keys.weights(version), bytes, "EX", WEIGHTS_TTL_SECONDS)
       .set(keys.version, String(version));
     const old: string[] = [];
     if (version >= 2) old.push(keys.weights(version - 2));
-    if (version >= 1) for (let s = 0; s < this.o.config.shards; s++) old.push(keys.result(version - 1, s));
+    if (version >= 1) {
+      for (let s = 0; s < this.o.config.shards; s++) old.push(keys.result(version - 1, s));
+      old.push(keys.claim(version - 1));
+    }
     if (old.length) m.unlink(...old);
-    m.publish(keys.versionChannel, String(version));
+    // The announcement carries the bytes: workers need no GET to start the
+    // step. (Stored and announced in one Lua script, the bytes would cross
+    // the socket once instead of twice, but measured slower: Lua copies them.)
+    m.publish(keys.versionChannel, encodeWeightsAnnouncement(this.spec.session, version, params));
     execReplies(await m.exec());
     this.publishedVersion = version;
     this.publishedParams = params;
@@ -424,6 +479,31 @@ export class ClusterExecutor implements GradientExecutor {
     await redis.set(keys.spec, JSON.stringify(this.spec));
     this.publishedVersion = -1;
     await this.publishWeights(req.version, this.publishedParams ?? req.params);
+  }
+
+  /**
+   * Adds the lane jobs of the range holding `version` and of the next one,
+   * unless added before (`again`: after a lost connection, which may have
+   * lost them with Redis; their fixed job ids keep a lane that still exists
+   * from being added twice).
+   */
+  private async addLanes(version: number, again: boolean): Promise<void> {
+    if (again) this.lanesAdded.clear();
+    const range = Math.floor(version / LANE_STEPS);
+    const lanes: { name: string; data: LaneJob; opts: { jobId: string } }[] = [];
+    for (const r of [range, range + 1]) {
+      const from = r * LANE_STEPS;
+      if (this.lanesAdded.has(r) || from >= this.totalVersions) continue;
+      this.lanesAdded.add(r);
+      const data: LaneJob = {
+        session: this.spec.session,
+        from,
+        to: Math.min(from + LANE_STEPS, this.totalVersions),
+      };
+      for (let i = 0; i < Math.min(this.o.config.shards, MAX_LANES); i++)
+        lanes.push({ name: "lane", data, opts: { jobId: laneJobId(this.spec.session, r, i) } });
+    }
+    if (lanes.length) await this.lanesQueue.addBulk(lanes);
   }
 
   private async enqueue(ps: PendingShard[]): Promise<void> {
@@ -540,7 +620,15 @@ export class ClusterExecutor implements GradientExecutor {
         await this.settle(p, bytes, pending, done);
         continue;
       }
-      const state = await this.queue.getJobState(shardJobId(p.job, p.attempt)).catch(() => "unknown");
+      let state: string;
+      let holder: string | null = null;
+      if (p.attempt === 0 && this.dispatch === "lanes") {
+        // No job: the shard was either claimed in a lane or not yet.
+        holder = await this.o.redis.hget(this.o.keys.claim(req.version), String(p.index));
+        state = holder === null ? "waiting" : "claimed";
+      } else {
+        state = await this.queue.getJobState(shardJobId(p.job, p.attempt)).catch(() => "unknown");
+      }
       if (state === "waiting" || state === "prioritized" || state === "delayed") {
         // Nobody has picked it up yet (no free worker): waiting longer is all we can do.
         p.deadline = now + timeoutMs;
@@ -548,7 +636,7 @@ export class ClusterExecutor implements GradientExecutor {
         continue;
       }
       this.o.log.warn(
-        { step: p.job.step, shard: p.job.shard, state },
+        { step: p.job.step, shard: p.job.shard, state, worker: holder ?? undefined },
         "shard deadline passed; enqueueing it again",
       );
       p.attempt++;
@@ -562,9 +650,11 @@ export class ClusterExecutor implements GradientExecutor {
     const { keys, redis } = this.o;
     if (cleanup) {
       await this.queue.obliterate({ force: true }).catch(() => {});
+      await this.lanesQueue.obliterate({ force: true }).catch(() => {});
       await deleteRunKeys(redis, keys.all).catch(() => {});
     }
     await this.queue.close();
+    await this.lanesQueue.close();
   }
 }
 

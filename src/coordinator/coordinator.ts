@@ -11,6 +11,7 @@ import { type RunObserver, trainAndReport } from "../cli/train-run.js";
 import type { DataBundle } from "../core/dataset.js";
 import type { RunConfig } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
+import type { Dispatch } from "../shared/dispatch.js";
 import { runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import { checkRedisConfig, connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
@@ -20,7 +21,13 @@ import { Lease } from "./lease.js";
 
 /** Everything a coordinator run needs. */
 export interface CoordinatorRun {
-  options: RunOptions & { redisUrl: string; redisCa?: string; runId: string; stepTimeout: number };
+  options: RunOptions & {
+    redisUrl: string;
+    redisCa?: string;
+    runId: string;
+    stepTimeout: number;
+    dispatch: Dispatch;
+  };
   config: RunConfig;
   data: DataBundle;
   state?: TrainState;
@@ -72,6 +79,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       testLimit: o.testLimit ?? null,
       log,
       stepTimeoutSeconds: o.stepTimeout,
+      dispatch: o.dispatch,
       stats,
     });
     await executor.open();

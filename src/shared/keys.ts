@@ -10,6 +10,13 @@
 /** The BullMQ queue name of shard jobs (its keys are `<queuePrefix>:grad:*`). */
 export const QUEUE_NAME = "grad";
 
+/**
+ * The BullMQ queue name of lane jobs (keys `<queuePrefix>:lanes:*`): a lane
+ * is a worker's seat at a range of steps, during which it claims shards (see
+ * `claim`) instead of taking a job per shard.
+ */
+export const LANES_QUEUE_NAME = "lanes";
+
 /** Allowed run ids: safe in keys, metrics labels and file names. */
 export const RUN_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -29,6 +36,14 @@ export interface RunKeys {
   weights(version: number): string;
   /** A shard's result for a version (msgpackr frame, see messages.ts); first writer wins. */
   result(version: number, shard: number): string;
+  /**
+   * Claims of a version (a hash, see CLAIM_SHARD): field `n` counts them, the
+   * n-th claim takes the n-th non-empty shard of the step (so each shard is
+   * claimed once), and field `<index>` names the worker that took it.
+   */
+  claim(version: number): string;
+  /** Glob of every claim counter (cleared when a session starts). */
+  allClaims: string;
   /** Glob of every weights key (cleared when a session starts). */
   allWeights: string;
   /** Glob of every result key (cleared when a session starts). */
@@ -42,7 +57,11 @@ export interface RunKeys {
   counters: string;
   /** Sorted set of live workers: member = worker id, score = last heartbeat (ms). */
   workers: string;
-  /** Pub/sub channel: a new weights version is available (message = version). */
+  /**
+   * Pub/sub channel: a new weights version is available. The message carries
+   * the weights themselves (see messages.ts, weights announcement), so a
+   * worker in a lane needs no read to start the step.
+   */
   versionChannel: string;
 }
 
@@ -60,6 +79,8 @@ export function runKeys(runId: string): RunKeys {
     version: `${p}:version`,
     weights: (v) => `${p}:w:${v}`,
     result: (v, s) => `${p}:r:${v}:${s}`,
+    claim: (v) => `${p}:c:${v}`,
+    allClaims: `${p}:c:*`,
     allWeights: `${p}:w:*`,
     allResults: `${p}:r:*`,
     notices: `${p}:notices`,

@@ -1,8 +1,11 @@
 /**
  * Message formats between coordinator and workers, in one place:
  *
- * - shard job data (BullMQ stores it as JSON: only small integers and ids,
- *   never tensors), validated with a strict schema by the worker;
+ * - shard job and lane job data (BullMQ stores it as JSON: only small
+ *   integers and ids, never tensors), validated with a strict schema by the
+ *   worker;
+ * - the weights announcement published on `keys.versionChannel`:
+ *   `<session>:<version>:` followed by the raw float32 weights;
  * - the result frame a worker writes under `keys.result(v, s)`: a msgpack
  *   array `[tag, session, version, shard, workerId, cost, count, seconds, grad]`
  *   whose last element is the raw little-endian float32 gradient sum
@@ -45,6 +48,59 @@ export type ShardJob = z.infer<typeof shardJobSchema>;
 /** BullMQ job id of a shard attempt (unique per attempt, so a re-enqueue is a new job). */
 export function shardJobId(job: ShardJob, attempt: number): string {
   return `${job.session}-${job.version}-${job.shard}-${attempt}`;
+}
+
+/**
+ * Strict schema of a lane job's data: a seat at weights versions
+ * [from, to) of a session. The worker computes, for each version in turn,
+ * whatever shards it claims (see CLAIM_SHARD); it never names a shard itself,
+ * so a lane cannot steer a worker to samples outside the plan.
+ */
+export const laneJobSchema = z
+  .object({
+    session: z.string().regex(/^[0-9a-f]{16}$/),
+    from: z.number().int().min(0).max(MAX_INDEX),
+    to: z.number().int().min(1).max(MAX_INDEX),
+  })
+  .strict()
+  .refine((j) => j.to > j.from, { message: "to must be greater than from", path: ["to"] });
+
+/** A lane job: claim and compute shards of weights versions [from, to). */
+export type LaneJob = z.infer<typeof laneJobSchema>;
+
+/** BullMQ job id of lane `lane` of chunk `chunk` (fixed, so adding it twice adds it once). */
+export function laneJobId(session: string, chunk: number, lane: number): string {
+  return `${session}-lane-${chunk}-${lane}`;
+}
+
+/** A weights announcement: the weights of `version` in session `session`. */
+export interface WeightsAnnouncement {
+  session: string;
+  version: number;
+  /** Raw little-endian float32 bytes: a view into the message. */
+  bytes: Uint8Array;
+}
+
+const ANNOUNCEMENT_HEAD = /^([0-9a-f]{16}):(\d{1,10}):/;
+
+/** Formats the weights announcement of `version` (header + raw float32 bytes). */
+export function encodeWeightsAnnouncement(session: string, version: number, params: Float32Array): Buffer {
+  const head = Buffer.from(`${session}:${version}:`, "latin1");
+  const out = Buffer.allocUnsafe(head.length + params.byteLength);
+  head.copy(out, 0);
+  out.set(new Uint8Array(params.buffer, params.byteOffset, params.byteLength), head.length);
+  return out;
+}
+
+/**
+ * Parses a weights announcement; undefined when malformed. The byte count
+ * is for the caller to check against the run's parameter count.
+ */
+export function parseWeightsAnnouncement(b: Uint8Array): WeightsAnnouncement | undefined {
+  const head = Buffer.from(b.buffer, b.byteOffset, Math.min(b.byteLength, 32)).toString("latin1");
+  const m = ANNOUNCEMENT_HEAD.exec(head);
+  if (!m) return undefined;
+  return { session: m[1], version: Number(m[2]), bytes: b.subarray(m[0].length) };
 }
 
 /** A decoded result frame. */

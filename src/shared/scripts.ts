@@ -31,6 +31,35 @@ return 'duplicate'
 `;
 
 /**
+ * A worker in a lane claims the next shard of a version. KEYS: claims hash
+ * of the version, version. ARGV: version, ttl seconds, worker id. Returns the
+ * claim's index (0 for the first claim of the version: the first non-empty
+ * shard of the step), or -1 when the version is neither current nor the next
+ * one (a shard claimed then would only be dropped as stale). An index at or
+ * past the step's shard count means every shard is taken.
+ *
+ * The next version may be claimed before it exists: a worker that has done
+ * its part of a step reserves a shard of the next one, so that it can start
+ * computing the moment the weights are announced, with no round trip first.
+ *
+ * The hash holds `n` (claims so far) and, per claim index, the worker that
+ * took it: who holds which shard, as BullMQ's processedBy tells for a job.
+ */
+export const CLAIM_SHARD = `
+local cur = tonumber(redis.call('GET', KEYS[2]))
+local v = tonumber(ARGV[1])
+if cur == nil or (v ~= cur and v ~= cur + 1) then
+  return -1
+end
+local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+redis.call('HSET', KEYS[1], tostring(n - 1), ARGV[3])
+if n == 1 then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return n - 1
+`;
+
+/**
  * Renew the coordinator lease only if we still hold it. KEYS: lease.
  * ARGV: owner, ttl ms. Returns 1 when renewed, 0 when lost.
  */

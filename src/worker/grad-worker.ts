@@ -9,8 +9,19 @@
  * spec it cannot parse, a different data fingerprint, a job that does not
  * match the shard plan.
  *
- * Per job it makes one round trip of its own, at most: a shard computes in
- * well under a millisecond, so round trips are what a job costs.
+ * Two ways in, on two BullMQ queues (see docs/design-notes.md, "Lanes"):
+ * - a lane job (queue `lanes`, one at a time): a seat at a range of weights
+ *   versions. For each version the worker waits for its weights announcement
+ *   (which carries the weights), then claims shards one by one (CLAIM_SHARD)
+ *   and computes and submits each, until none is left; then the next version.
+ *   A step then costs no BullMQ job at all: a claim and a submit per shard.
+ * - a shard job (queue `grad`): one shard of one version. The coordinator
+ *   enqueues these when it dispatches by job (`--dispatch jobs`) and, in lane
+ *   mode, for a shard that was claimed but never came back (its worker died)
+ *   or whose result was refused.
+ *
+ * Per shard job it makes one round trip of its own, at most: a shard computes
+ * in well under a millisecond, so round trips are what a job costs.
  * - No read of the current version before computing: the submit script
  *   checks it atomically anyway (a result for an old version is dropped and
  *   counted as stale). Only when a job's weights are gone does the worker ask
@@ -30,10 +41,13 @@ import type { DataBundle } from "../core/dataset.js";
 import { type Kernel, makeKernel } from "../core/kernel.js";
 import { shardRanges, stepsPerEpoch } from "../core/plan.js";
 import { epochPermutation } from "../core/prng.js";
-import { QUEUE_NAME, type RunKeys, runKeys } from "../shared/keys.js";
+import { LANES_QUEUE_NAME, QUEUE_NAME, type RunKeys, runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
   encodeResultInto,
+  type LaneJob,
+  laneJobSchema,
+  parseWeightsAnnouncement,
   type ResultFrame,
   refusedNotice,
   resultFrameSize,
@@ -42,7 +56,7 @@ import {
 } from "../shared/messages.js";
 import { connectRedis, waitForRedis } from "../shared/redis.js";
 import { decodeRunSpec, type RunSpec } from "../shared/run-spec.js";
-import { SUBMIT_RESULT } from "../shared/scripts.js";
+import { CLAIM_SHARD, SUBMIT_RESULT } from "../shared/scripts.js";
 
 /** Result frame buffers kept for reuse (one per submit that may be in flight). */
 const MAX_SPARE_FRAME_BUFFERS = 4;
@@ -52,6 +66,14 @@ const RESULT_TTL_SECONDS = 600;
 const HEARTBEAT_MS = 2000;
 /** While Redis does not answer at start, say so this often. */
 const REDIS_WAIT_LOG_MS = 10_000;
+/**
+ * A worker in a lane with no announcement for this long reads the current
+ * version itself: an announcement can be missed (pub/sub keeps nothing for a
+ * subscriber that is reconnecting), and a lane must end when its run does.
+ */
+const LANE_POLL_MS = 250;
+/** Announced weights buffers per session (see SessionState.announcedBuffers). */
+const WEIGHT_BUFFERS = 4;
 
 /** Outcome of one job, for metrics. */
 export type ShardOutcome = "ok" | "duplicate" | "stale" | "refused" | "error";
@@ -88,6 +110,17 @@ interface SessionState {
   perm?: { epoch: number; perm: Uint32Array };
   /** Weights by version, fetched or being fetched (null: not in Redis when asked). */
   weights: Map<number, Promise<Float32Array | null>>;
+  /** Newest version known to be current (announced, or read from Redis). */
+  latest: number;
+  /**
+   * Buffers that announced weights are copied into, reused in turn (no 50 KB
+   * allocation per step). One is overwritten only WEIGHT_BUFFERS
+   * announcements later, when its version is long out of the cache: a shard
+   * computes on weights it holds only while their version is current, and
+   * the cache keeps the newest two versions.
+   */
+  announcedBuffers: Float32Array[];
+  nextBuffer: number;
   grad: Float32Array;
 }
 
@@ -108,8 +141,13 @@ export class GradWorker {
   private worker?: Worker;
   /** The connection BullMQ blocks on; BullMQ does not close connections it was given. */
   private workerConnection?: Redis;
-  /** Subscribed to the run's version announcements (to prefetch weights). */
+  /** Subscribed to the run's version announcements (they carry the weights). */
   private subscriber?: Redis;
+  /** BullMQ worker of the lanes queue, and the connection it blocks on. */
+  private laneWorker?: Worker;
+  private laneConnection?: Redis;
+  /** Lanes waiting for the next announcement. */
+  private readonly announcementWaiters = new Set<() => void>();
   /** Result frame buffers free for the next job. */
   private readonly frameBuffers: Buffer[] = [];
   private session?: SessionState;
@@ -144,7 +182,7 @@ export class GradWorker {
     this.workerConnection = this.redis.duplicate();
     this.subscriber = this.redis.duplicate();
     this.subscriber.on("error", (e) => o.log.debug({ err: e.message }, "redis subscriber connection error"));
-    this.subscriber.on("message", (_channel: string, message: string) => this.announced(message));
+    this.subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => this.announced(message));
     await this.subscriber.subscribe(this.keys.versionChannel);
     this.worker = new Worker(QUEUE_NAME, (job) => this.process(job as Job<unknown>), {
       connection: this.workerConnection,
@@ -160,6 +198,23 @@ export class GradWorker {
     });
     this.worker.on("error", (e) => o.log.warn({ err: e.message }, "bullmq worker error"));
     this.worker.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, "shard job failed"));
+    // One lane at a time: a lane computes whatever shards it can claim, so a
+    // second lane in the same process would only take a seat another
+    // process could use.
+    this.laneConnection = this.redis.duplicate();
+    this.laneWorker = new Worker(LANES_QUEUE_NAME, (job) => this.runLane(job as Job<unknown>), {
+      connection: this.laneConnection,
+      prefix: this.keys.queuePrefix,
+      name: o.workerId,
+      concurrency: 1,
+      lockDuration: o.lockDuration ?? 30_000,
+      stalledInterval: o.stalledInterval ?? 5_000,
+      maxStalledCount: 5,
+      removeOnComplete: { count: 0 },
+      removeOnFail: { count: 100 },
+    });
+    this.laneWorker.on("error", (e) => o.log.warn({ err: e.message }, "bullmq lane worker error"));
+    this.laneWorker.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, "lane job failed"));
     this.beat();
     this.heartbeat = setInterval(() => {
       this.beat();
@@ -194,12 +249,15 @@ export class GradWorker {
    * on an error and is not restarted. Restart it ourselves.
    */
   private watchdog(): void {
-    const w = this.worker;
-    if (!w || this.closing || w.isRunning() || w.closing) return;
-    this.opts.log.warn("the BullMQ worker stopped taking jobs (Redis restarted?); restarting it");
-    w.run().catch((e) =>
-      this.opts.log.warn({ err: (e as Error).message }, "restarting the BullMQ worker failed"),
-    );
+    for (const w of [this.worker, this.laneWorker]) {
+      if (!w || this.closing || w.isRunning() || w.closing) continue;
+      this.opts.log.warn(
+        `the BullMQ worker of queue ${w.name} stopped taking jobs (Redis restarted?); restarting it`,
+      );
+      w.run().catch((e) =>
+        this.opts.log.warn({ err: (e as Error).message }, "restarting the BullMQ worker failed"),
+      );
+    }
   }
 
   async close(graceMs = 10_000): Promise<void> {
@@ -210,7 +268,8 @@ export class GradWorker {
     // never ends (the result cannot be written), so it is bounded; the
     // coordinator re-enqueues a shard whose result never came.
     let timer: NodeJS.Timeout | undefined;
-    const graceful = this.worker?.close() ?? Promise.resolve();
+    this.wakeLanes();
+    const graceful = Promise.all([this.worker?.close(), this.laneWorker?.close()]);
     const timedOut = await Promise.race([
       graceful.then(() => false),
       new Promise<boolean>((r) => {
@@ -224,10 +283,12 @@ export class GradWorker {
         "could not finish the shard in hand in time (Redis unreachable?); closing anyway",
       );
       await this.worker?.close(true).catch(() => {});
+      await this.laneWorker?.close(true).catch(() => {});
     } else {
       await this.redis.zrem(this.keys.workers, this.opts.workerId).catch(() => {});
     }
     this.workerConnection?.disconnect();
+    this.laneConnection?.disconnect();
     this.subscriber?.disconnect();
     this.redis.disconnect();
   }
@@ -267,66 +328,90 @@ export class GradWorker {
         }
         throw new Refusal("missing_weights", `weights version ${j.version} are missing from Redis`);
       }
-      const perm = this.permutation(s, j.epoch);
-      const t0 = performance.now();
-      const { cost, count } = s.kernel.gradSum(params, s.data.train, perm, j.start, j.end, s.grad);
-      const seconds = (performance.now() - t0) / 1000;
-      // Encoded before any await: s.grad is the next job's output buffer.
-      const frame: ResultFrame = {
-        session: j.session,
-        version: j.version,
-        shard: j.shard,
-        workerId: this.opts.workerId,
-        cost,
-        count,
-        computeSeconds: seconds,
-        grad: s.grad,
-      };
-      // A frame buffer is reused once its submit has been answered (until
-      // then ioredis may still need it, to send the command again after a
-      // reconnect).
-      const size = resultFrameSize(frame);
-      let buffer = this.frameBuffers.pop();
-      if (!buffer || buffer.length < size) buffer = Buffer.allocUnsafe(size);
-      const payload = encodeResultInto(frame, buffer);
       // On BullMQ's connection and not awaited: see the module comment.
-      const submitted = this.workerConnection!.eval(
-        SUBMIT_RESULT,
-        4,
-        this.keys.result(j.version, j.shard),
-        this.keys.version,
-        this.keys.notices,
-        this.keys.counters,
-        String(j.version),
-        String(j.shard),
-        payload,
-        String(RESULT_TTL_SECONDS),
-      ) as Promise<"ok" | "duplicate" | "stale">;
-      submitted.then(
-        (outcome) => {
-          this.jobsDone++;
-          this.opts.observer?.onShard?.(outcome, seconds, payload.length);
-          this.releaseFrameBuffer(buffer);
-        },
-        (e: unknown) => {
-          this.releaseFrameBuffer(buffer);
-          return this.failed(job, j, e);
-        },
-      );
+      this.computeAndSubmit(s, j, params, this.workerConnection!, job.id);
       return "submitted";
     } catch (e) {
       if (e instanceof Refusal) {
-        this.opts.log.error({ job: job.id, reason: e.reason, step: j.step, shard: j.shard }, e.message);
-        await this.redis
-          .rpush(this.keys.notices, refusedNotice(j.version, j.shard, e.reason))
-          .catch(() => {});
-        await this.redis.hincrby(this.keys.counters, `refused_${e.reason}`, 1).catch(() => {});
-        this.opts.observer?.onShard?.("refused", 0, 0);
+        await this.refuse(e, j.version, j.shard, job.id, j.step);
         return "refused";
       }
-      await this.failed(job, j, e);
+      await this.failed(job.id, j, e);
       return "error";
     }
+  }
+
+  /**
+   * Computes shard `j` on `params` and sends its result frame through the
+   * submit script on `conn`, without waiting for the reply (a failed submit
+   * is reported like a failed computation). Synchronous up to the send, so
+   * that s.grad, the next shard's output buffer, is free when it returns.
+   */
+  private computeAndSubmit(
+    s: SessionState,
+    j: ShardJob,
+    params: Float32Array,
+    conn: Redis,
+    jobId: string | undefined,
+  ): void {
+    const perm = this.permutation(s, j.epoch);
+    const t0 = performance.now();
+    const { cost, count } = s.kernel.gradSum(params, s.data.train, perm, j.start, j.end, s.grad);
+    const seconds = (performance.now() - t0) / 1000;
+    const frame: ResultFrame = {
+      session: j.session,
+      version: j.version,
+      shard: j.shard,
+      workerId: this.opts.workerId,
+      cost,
+      count,
+      computeSeconds: seconds,
+      grad: s.grad,
+    };
+    // A frame buffer is reused once its submit has been answered (until
+    // then ioredis may still need it, to send the command again after a
+    // reconnect).
+    const size = resultFrameSize(frame);
+    let buffer = this.frameBuffers.pop();
+    if (!buffer || buffer.length < size) buffer = Buffer.allocUnsafe(size);
+    const payload = encodeResultInto(frame, buffer);
+    const submitted = conn.eval(
+      SUBMIT_RESULT,
+      4,
+      this.keys.result(j.version, j.shard),
+      this.keys.version,
+      this.keys.notices,
+      this.keys.counters,
+      String(j.version),
+      String(j.shard),
+      payload,
+      String(RESULT_TTL_SECONDS),
+    ) as Promise<"ok" | "duplicate" | "stale">;
+    submitted.then(
+      (outcome) => {
+        this.jobsDone++;
+        this.opts.observer?.onShard?.(outcome, seconds, payload.length);
+        this.releaseFrameBuffer(buffer);
+      },
+      (e: unknown) => {
+        this.releaseFrameBuffer(buffer);
+        return this.failed(jobId, j, e);
+      },
+    );
+  }
+
+  /** Says why a shard is refused: in the log, on the notices list and in the counters. */
+  private async refuse(
+    e: Refusal,
+    version: number,
+    shard: number,
+    jobId: string | undefined,
+    step?: number,
+  ): Promise<void> {
+    this.opts.log.error({ job: jobId, reason: e.reason, version, step, shard }, e.message);
+    await this.redis.rpush(this.keys.notices, refusedNotice(version, shard, e.reason)).catch(() => {});
+    await this.redis.hincrby(this.keys.counters, `refused_${e.reason}`, 1).catch(() => {});
+    this.opts.observer?.onShard?.("refused", 0, 0);
   }
 
   /**
@@ -334,9 +419,9 @@ export class GradWorker {
    * (it counts the refusal and enqueues the shard again, and stops the run if
    * the shard keeps failing) instead of leaving it to the deadline.
    */
-  private async failed(job: Job<unknown>, j: ShardJob, e: unknown): Promise<void> {
+  private async failed(jobId: string | undefined, j: ShardJob, e: unknown): Promise<void> {
     this.opts.log.error(
-      { job: job.id, step: j.step, shard: j.shard, err: (e as Error).stack },
+      { job: jobId, step: j.step, shard: j.shard, err: (e as Error).stack },
       "shard computation failed",
     );
     await this.redis
@@ -344,6 +429,189 @@ export class GradWorker {
       .catch(() => {});
     await this.redis.hincrby(this.keys.counters, "refused_worker_error", 1).catch(() => {});
     this.opts.observer?.onShard?.("error", 0, 0);
+  }
+
+  /**
+   * Runs a lane job: for each weights version from the lane's start (or the
+   * current one, if the run is already past it) to its end, claims and
+   * computes shards until the version has none left. Ends early when the
+   * worker closes, the run ends or another session takes over.
+   */
+  private async runLane(job: Job<unknown>): Promise<string> {
+    const parsed = laneJobSchema.safeParse(job.data);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      this.opts.log.error(
+        { job: job.id, field: issue.path.join("."), why: issue.message },
+        "refused invalid lane job data",
+      );
+      return "refused";
+    }
+    const lane = parsed.data;
+    let s: SessionState;
+    try {
+      s = await this.sessionFor(lane.session);
+    } catch (e) {
+      if (!(e instanceof Refusal)) throw e;
+      // A lane of a session that is over: nothing to say.
+      if (this.session && this.session.spec.session !== lane.session) return "stale";
+      await this.refuseLane(e);
+      return "refused";
+    }
+    const c = s.spec.config;
+    const versions = c.epochs * stepsPerEpoch(s.spec.data.trainN, c.batch);
+    if (lane.to > versions) {
+      this.opts.log.error(
+        { job: job.id, from: lane.from, to: lane.to, versions },
+        "refused a lane outside the run's plan",
+      );
+      return "refused";
+    }
+    let shards = 0;
+    // A claim on the next version's first shard, made as soon as this worker
+    // has done its part of a step (see CLAIM_SHARD).
+    let reserved: { version: number; claim: Promise<number> } | undefined;
+    for (let want = lane.from; ; ) {
+      const v = await this.nextVersion(s, want, lane, reserved?.version === want);
+      if (v === undefined) break;
+      const first = reserved?.version === v ? reserved.claim : undefined;
+      shards += await this.workVersion(s, v, first, job.id);
+      reserved = undefined;
+      if (!this.closing && v + 1 < lane.to) {
+        // A failed claim is a claim not made: nothing to report.
+        reserved = { version: v + 1, claim: this.claim(v + 1).catch(() => -1) };
+      }
+      want = v + 1;
+    }
+    return `lane done: ${shards} shard(s)`;
+  }
+
+  /**
+   * The next version for a lane to work on: `want`, or a later one if the
+   * run is already past it; waits for its announcement. Undefined when the
+   * lane is over (its range ends, the worker closes, the run ended or another
+   * session took over). A worker that holds a claim on `want` (`reserved`)
+   * computes it even when closing: else the step would wait for a deadline.
+   */
+  private async nextVersion(
+    s: SessionState,
+    want: number,
+    lane: LaneJob,
+    reserved: boolean,
+  ): Promise<number | undefined> {
+    // A lane just taken reads the current version at once: the step it
+    // joins may have been announced before it subscribed.
+    let ask = true;
+    for (;;) {
+      if ((this.closing && !reserved) || this.session !== s) return undefined;
+      const v = Math.max(want, s.latest);
+      if (v >= lane.to) return undefined;
+      if (s.latest >= v) return v;
+      if (ask) {
+        const [cur, spec] = await this.redis.mget(this.keys.version, this.keys.spec);
+        // The run is over, another session took over, or Redis lost the
+        // run's keys: the lane ends (after a Redis restart the coordinator
+        // publishes everything again, lanes included).
+        if (spec === null || !spec.includes(`"session":"${s.spec.session}"`)) return undefined;
+        const n = Number(cur);
+        if (cur !== null && Number.isSafeInteger(n) && n > s.latest) s.latest = n;
+        if (s.latest >= v) continue;
+      }
+      ask = !(await this.nextAnnouncement(LANE_POLL_MS));
+    }
+  }
+
+  /** Resolves true at the next weights announcement, false after `ms`. */
+  private nextAnnouncement(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.announcementWaiters.delete(wake);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.announcementWaiters.delete(wake);
+        resolve(false);
+      }, ms);
+      this.announcementWaiters.add(wake);
+    });
+  }
+
+  private wakeLanes(): void {
+    for (const wake of [...this.announcementWaiters]) wake();
+  }
+
+  /**
+   * Claims and computes shards of version `v` until none is left; returns
+   * how many it computed. `first` is a claim made ahead (a reservation). A
+   * shard's next claim is sent before the shard computes, so its reply is
+   * there when the shard is done: one claim ahead, never more, so that
+   * workers share a step evenly.
+   */
+  private async workVersion(
+    s: SessionState,
+    v: number,
+    first: Promise<number> | undefined,
+    jobId: string | undefined,
+  ): Promise<number> {
+    const c = s.spec.config;
+    const perEpoch = stepsPerEpoch(s.spec.data.trainN, c.batch);
+    const epoch = Math.floor(v / perEpoch);
+    const step = v % perEpoch;
+    if (epoch >= c.epochs) return 0;
+    const ranges = shardRanges(s.spec.data.trainN, c.batch, c.shards, step);
+    let params: Float32Array | null;
+    try {
+      params = await this.weights(s, v);
+    } catch {
+      return 0; // the weights had the wrong size: the next claim would only be refused
+    }
+    if (!params) return 0; // gone from Redis: the run moved on
+    let done = 0;
+    let next = first ?? this.claim(v);
+    for (;;) {
+      const k = await next;
+      if (k < 0 || k >= ranges.length) return done;
+      // A closing worker computes what it claimed, and claims no more.
+      next = this.closing ? Promise.resolve(-1) : this.claim(v);
+      const r = ranges[k];
+      const j: ShardJob = { session: s.spec.session, version: v, epoch, step, ...r };
+      try {
+        this.computeAndSubmit(s, j, params, this.redis, jobId);
+      } catch (e) {
+        await this.failed(jobId, j, e);
+      }
+      done++;
+    }
+  }
+
+  /** Claims the next shard of version v (see CLAIM_SHARD): its index, or -1 when v is not current. */
+  private async claim(v: number): Promise<number> {
+    const n = await this.redis.eval(
+      CLAIM_SHARD,
+      2,
+      this.keys.claim(v),
+      this.keys.version,
+      String(v),
+      String(RESULT_TTL_SECONDS),
+      this.opts.workerId,
+    );
+    return Number(n);
+  }
+
+  /**
+   * This worker cannot serve the run (its data or spec do not match): claim a
+   * shard of the current step and refuse it, so that the coordinator hears of
+   * it at once and, if no worker can serve the run, stops it with the reason.
+   */
+  private async refuseLane(e: Refusal): Promise<void> {
+    const cur = Number(await this.redis.get(this.keys.version));
+    if (!Number.isSafeInteger(cur)) return;
+    const k = await this.claim(cur);
+    if (k < 0) return;
+    // Without a spec the shard order is unknown: claim k is shard k when no
+    // shard of the step is empty, as in every step but maybe an epoch's last.
+    await this.refuse(e, cur, k, undefined);
   }
 
   /** The session's spec, dataset and kernel, loaded once per session. */
@@ -394,7 +662,16 @@ export class GradWorker {
       );
     }
     const kernel = makeKernel(spec.config.kernel, spec.config.spec);
-    this.session = { spec, data, kernel, weights: new Map(), grad: new Float32Array(spec.paramCount) };
+    this.session = {
+      spec,
+      data,
+      kernel,
+      weights: new Map(),
+      latest: -1,
+      announcedBuffers: Array.from({ length: WEIGHT_BUFFERS }, () => new Float32Array(spec.paramCount)),
+      nextBuffer: 0,
+      grad: new Float32Array(spec.paramCount),
+    };
     this.opts.log.info({ session: spec.session, config: spec.config }, "joined run session");
     return this.session;
   }
@@ -443,19 +720,40 @@ export class GradWorker {
     if (this.frameBuffers.length < MAX_SPARE_FRAME_BUFFERS) this.frameBuffers.push(b);
   }
 
-  /** A version was announced: fetch its weights now, before its jobs arrive. */
-  private announced(message: string): void {
-    const version = Number(message);
-    if (!this.session || !Number.isSafeInteger(version) || version < 0) return;
-    // A failure here is the job's to report, when it awaits the same fetch.
-    this.weights(this.session, version).catch(() => {});
+  /**
+   * A version was announced with its weights: keep them for the jobs and
+   * lanes that need them, and wake the lanes waiting for it. An announcement
+   * of another session, or of the wrong size, is ignored (a job that needs
+   * those weights reads them from their key, and refuses them there).
+   */
+  private announced(message: Buffer): void {
+    const s = this.session;
+    const a = parseWeightsAnnouncement(message);
+    if (!s || !a || a.session !== s.spec.session || a.bytes.byteLength !== s.spec.paramCount * 4) return;
+    if (!s.weights.has(a.version)) {
+      const params = s.announcedBuffers[s.nextBuffer];
+      s.nextBuffer = (s.nextBuffer + 1) % s.announcedBuffers.length;
+      new Uint8Array(params.buffer).set(a.bytes);
+      this.keepWeights(s, a.version, Promise.resolve(params));
+      this.opts.observer?.onWeightsFetch?.(0, a.bytes.byteLength);
+    }
+    if (a.version > s.latest) s.latest = a.version;
+    this.wakeLanes();
   }
 
   /** Weights version `version` (null when Redis has none), fetched once per version. */
   private weights(s: SessionState, version: number): Promise<Float32Array | null> {
-    let p = s.weights.get(version);
+    const p = s.weights.get(version);
     if (p) return p;
-    p = this.fetchWeights(s, version);
+    return this.keepWeights(s, version, this.fetchWeights(s, version));
+  }
+
+  /** Caches the weights of `version` (fetched, being fetched or announced). */
+  private keepWeights(
+    s: SessionState,
+    version: number,
+    p: Promise<Float32Array | null>,
+  ): Promise<Float32Array | null> {
     s.weights.set(version, p);
     // Keep the newest two versions: the current step's and possibly the next.
     for (const v of s.weights.keys()) if (v < version - 1) s.weights.delete(v);

@@ -36,7 +36,7 @@ export async function computing(pid: number): Promise<boolean> {
   return procState(pid) === "R";
 }
 
-/** A worker caught holding a shard job whose result is not written yet. */
+/** A worker caught holding a shard (a job, or a claim in a lane) whose result is not written yet. */
 export interface BusyWorker {
   worker: CliProcess;
   version: number;
@@ -99,10 +99,34 @@ export class Fleet {
   }
 
   /**
-   * Waits for a live worker in the middle of a shard: it holds (BullMQ's
-   * processedBy) an active job of the current version whose result is not
-   * written yet; with `mustCompute`, also {@link computing} (past the
-   * version check and the weights fetch). Undefined when `giveUp()` says so first.
+   * The shards of the current version that workers hold and have not
+   * delivered: active shard jobs (BullMQ's processedBy) and lane claims (the
+   * claims hash names the claimant of each claim index, which is the index
+   * of a non-empty shard: with full batches, the shard itself).
+   */
+  private async held(v: number): Promise<{ workerId: string; shard: number }[]> {
+    const out: { workerId: string; shard: number }[] = [];
+    for (const job of await this.queue.getActive()) {
+      const j = job.data as ShardJob;
+      if (job.processedBy === undefined) {
+        throw new Error(
+          "active jobs carry no processedBy: GradWorker must give BullMQ its worker id as `name`",
+        );
+      }
+      if (j.version === v) out.push({ workerId: job.processedBy, shard: j.shard });
+    }
+    const claims = await this.client.hgetall(this.keys.claim(v));
+    for (const [field, workerId] of Object.entries(claims)) {
+      if (/^\d+$/.test(field)) out.push({ workerId, shard: Number(field) });
+    }
+    return out;
+  }
+
+  /**
+   * Waits for a live worker in the middle of a shard: it holds a shard of
+   * the current version (see held) whose result is not written yet; with
+   * `mustCompute`, also {@link computing} (past the version check and the
+   * weights fetch). Undefined when `giveUp()` says so first.
    */
   async busyWorker(
     opts: { giveUp?: () => boolean; mustCompute?: boolean } = {},
@@ -113,18 +137,12 @@ export class Fleet {
       async () => {
         if (opts.giveUp?.()) return true;
         const v = await this.version();
-        for (const job of await this.queue.getActive()) {
-          const j = job.data as ShardJob;
-          if (job.processedBy === undefined) {
-            throw new Error(
-              "active jobs carry no processedBy: GradWorker must give BullMQ its worker id as `name`",
-            );
-          }
-          const w = this.ids.get(job.processedBy);
-          if (j.version !== v || !w || !this.live.includes(w)) continue;
-          if (await this.hasResult(v, j.shard)) continue;
+        for (const h of await this.held(v)) {
+          const w = this.ids.get(h.workerId);
+          if (!w || !this.live.includes(w)) continue;
+          if (await this.hasResult(v, h.shard)) continue;
           if (opts.mustCompute && !(await computing(w.child.pid!))) continue;
-          found = { worker: w, version: v, shard: j.shard };
+          found = { worker: w, version: v, shard: h.shard };
           return true;
         }
         return false;

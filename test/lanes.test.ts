@@ -1,0 +1,164 @@
+/**
+ * Lanes (`--dispatch lanes`, the default): workers hold a seat for a range of
+ * weights versions and claim shards, instead of taking a BullMQ job per shard
+ * (docs/design-notes.md, "Lanes"). Against a real Redis and real worker
+ * processes: the same bits as one process and as `--dispatch jobs` across
+ * several lane ranges and a final batch with empty shards; the claims record
+ * who took each shard; a worker that cannot serve the run refuses out loud.
+ */
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LANE_STEPS } from "../src/coordinator/cluster-executor.js";
+import { runKeys } from "../src/shared/keys.js";
+import { runCli, stopCli, waitFor } from "./helpers/cli.js";
+import { makeTinyDataset } from "./helpers/idx.js";
+import { startTestRedis, type TestRedis } from "./helpers/redis.js";
+import { Tracked } from "./helpers/tracked.js";
+
+// 41 steps per epoch, the last of 3 examples (so one of its 4 shards is
+// empty), and 4 epochs: 164 weights versions, three lane ranges of 64.
+const BATCH = 64;
+const TRAIN = 40 * BATCH + 3;
+const EPOCHS = 4;
+const RUN = [
+  "--train-limit",
+  String(TRAIN),
+  "--test-limit",
+  "500",
+  "--epochs",
+  String(EPOCHS),
+  "--batch",
+  String(BATCH),
+  "--shards",
+  "4",
+  "--json",
+];
+const VERSIONS = EPOCHS * Math.ceil(TRAIN / BATCH);
+
+const procs = new Tracked();
+let redis: TestRedis;
+let baseline: Record<string, unknown>;
+let tmp: string;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), "gradfleet-lanes-"));
+  redis = await startTestRedis();
+  const r = await runCli(["train", ...RUN, "--workers", "0"]);
+  expect(r.code, r.stderr).toBe(0);
+  baseline = r.json!;
+  expect(baseline.samples).toBe(EPOCHS * TRAIN);
+});
+
+afterAll(async () => {
+  await procs.killAll();
+  await redis?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+describe("lanes", () => {
+  it("the run spans several lane ranges and a step with an empty shard", () => {
+    expect(VERSIONS).toBeGreaterThan(2 * LANE_STEPS);
+    expect(TRAIN % BATCH).toBeLessThan(4);
+  });
+
+  for (const [dispatch, workers] of [
+    ["lanes", 2],
+    ["lanes", 3],
+    ["jobs", 2],
+  ] as const) {
+    it(`--dispatch ${dispatch} with ${workers} workers: same bits as one process, nothing retried`, async () => {
+      const r = await runCli([
+        "train",
+        ...RUN,
+        "--dispatch",
+        dispatch,
+        "--workers",
+        String(workers),
+        "--redis-url",
+        redis.url,
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      const s = r.json!;
+      expect(s.weightsSha256).toBe(baseline.weightsSha256);
+      expect(s.samples).toBe(EPOCHS * TRAIN);
+      expect(s.steps).toBe(VERSIONS);
+      expect(s.rejectedResults).toBe(0);
+      expect(s.retriedShards).toBe(0);
+      expect(s.duplicateResults).toBe(0);
+      expect(s.staleResults).toBe(0);
+      // Several workers shared the steps.
+      expect(Number(s.workersSeen)).toBeGreaterThanOrEqual(2);
+    });
+  }
+
+  it("each claim names the worker that took the shard; every shard of a step is claimed once", async () => {
+    const runId = "claims";
+    const keys = runKeys(runId);
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const client = new Redis(redis.url);
+    const workers = ["w1", "w2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+    const coord = procs.start(["coordinator", ...RUN, ...args]);
+    // Claims of the current version, read while the run goes on.
+    const seen: Record<string, string>[] = [];
+    try {
+      await waitFor(async () => {
+        const v = await client.get(keys.version);
+        if (v !== null) {
+          const c = await client.hgetall(keys.claim(Number(v)));
+          if (Number(c.n) >= 4) seen.push(c);
+        }
+        return seen.length >= 5 || coord.child.exitCode !== null;
+      }, 60_000);
+      const r = await coord.done;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
+      expect(seen.length).toBeGreaterThanOrEqual(5);
+      for (const c of seen) {
+        // Claims 0..3 take the step's 4 shards, each by a named worker;
+        // claims past them (a worker asking for more) take nothing.
+        for (let i = 0; i < 4; i++) expect(["w1", "w2"]).toContain(c[String(i)]);
+      }
+    } finally {
+      client.disconnect();
+      await Promise.all(workers.map((w) => stopCli(w)));
+    }
+  });
+
+  it("a worker with other data refuses in its lane; the run stops and names the reason", async () => {
+    const runId = "other-data";
+    const dirs = [join(tmp, "mine"), join(tmp, "theirs")];
+    await Promise.all(dirs.map((d) => mkdir(d)));
+    const mine = await makeTinyDataset(dirs[0], { trainN: 256, testN: 32, seed: 1 });
+    const theirs = await makeTinyDataset(dirs[1], { trainN: 256, testN: 32, seed: 2 });
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const worker = procs.start(["worker", ...args, "--data", theirs.dir, "--worker-id", "other"]);
+    try {
+      const r = await procs.run([
+        "coordinator",
+        "--data",
+        mine.dir,
+        "--layers",
+        "64,8,4",
+        "--batch",
+        "32",
+        "--shards",
+        "2",
+        "--epochs",
+        "1",
+        "--json",
+        ...args,
+      ]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/refused \d+ times \(last reason: data_mismatch\)/);
+      const w = await stopCli(worker);
+      // The worker said why, with both fingerprints' starts.
+      expect(w.stderr).toMatch(/"reason":"data_mismatch"/);
+      expect(w.stderr).toMatch(/has fingerprint [0-9a-f]{12}…, the run needs [0-9a-f]{12}…/);
+    } finally {
+      await stopCli(worker, "SIGKILL");
+    }
+  });
+});
