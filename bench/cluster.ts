@@ -5,12 +5,16 @@
  * for N = 1, 2, 4 at global batch 256 and 1024: 784-16-16-10, sigmoid +
  * quadratic cost, plain SGD, the fast kernel.
  *
+ * Both dispatch modes run, interleaved, cell by cell: `lanes` (the default:
+ * workers claim shards from a lane, no BullMQ job per step) and `jobs`
+ * (`--dispatch jobs`: a BullMQ job per shard per step, as DESIGN.md first had
+ * it), so the table compares them side by side on the same machine load.
+ *
  * Shards: 4 at both batch sizes, the same for every worker count (the bits
  * must not depend on it): enough for 4 workers to share a step, and no more,
- * since every shard costs a BullMQ job (a few hundred microseconds of CPU in
- * the worker, the coordinator and Redis each) while its compute is far
- * smaller (128 examples: about 0.3 ms). 1024 with 8 shards is measured too,
- * to show what each extra shard costs.
+ * since every shard costs a claim and a submit (a job, with `--dispatch
+ * jobs`) while its compute is small (256 examples: about 0.4 ms). 1024 with
+ * 8 shards is measured too, to show what each extra shard costs.
  *
  * Figures per cell:
  * - samples/s in the steady state: the epochs after the first. The first
@@ -20,10 +24,11 @@
  *   training time, from which each epoch's time is recovered.
  * - speed-up over 1 worker (steady samples/s);
  * - the step time split from the `--json` summary's `stepMs` (all steps):
- *   compute (the slowest shard's, as the worker measured it),
+ *   compute (the busiest worker's: the sum of its shards' compute, as it
+ *   measured them; a worker computes its shards one after another),
  *   communication (the rest of the wait for the shards), update (combine +
  *   optimizer), median and p95;
- * - coordination overhead per step = step time minus the slowest shard's
+ * - coordination overhead per step = step time minus the busiest worker's
  *   compute = communication + update (reported as the sum of their medians:
  *   the summary has per-phase percentiles only);
  * - CPU milliseconds per step of the coordinator, of all workers together
@@ -36,8 +41,9 @@
  *
  * Environment:
  * - GRADFLEET_BENCH_BASELINE=/path/to/other/bin/gradfleet.js runs every cell
- *   with that build too, interleaved with this one, and adds before/after
- *   rows (for measuring a change side by side on a noisy machine);
+ *   with that build too (its default dispatch), interleaved with this one,
+ *   and adds before/after rows (for measuring a change side by side on a
+ *   noisy machine);
  * - GRADFLEET_BENCH_REPS=n runs each cell n times and reports the run with
  *   the median steady samples/s (default 1, to stay within three minutes).
  */
@@ -81,7 +87,11 @@ interface Plan {
   epochs: number;
   reps: number;
 }
-const FULL: Plan = { workers: WORKERS, trainLimit: (b) => 24 * b, epochs: 3, reps: repsFromEnv() };
+/**
+ * 48 steps per epoch and 4 epochs: 144 steady steps per cell, a second or
+ * two (fewer were too noisy on a shared machine); the lanes cross ranges.
+ */
+const FULL: Plan = { workers: WORKERS, trainLimit: (b) => 48 * b, epochs: 4, reps: repsFromEnv() };
 const QUICK: Plan = { workers: [1, 2], trainLimit: (b) => 4 * b, epochs: 2, reps: 1 };
 /** GRADFLEET_BENCH_REPS: runs per cell (median reported); 1 by default, to stay within a few minutes. */
 function repsFromEnv(): number {
@@ -112,7 +122,8 @@ interface RunResult {
   wallSeconds: number;
 }
 
-type Build = { label: string; bin: string };
+/** A build and the flags it runs with (the dispatch mode). */
+type Build = { label: string; bin: string; args: string[] };
 
 export const clusterSection: Section = {
   name: "cluster",
@@ -122,9 +133,12 @@ export const clusterSection: Section = {
     const plan = opts.quick ? QUICK : FULL;
     const machine = machineLine();
     out.progress(`cluster: ${machine}`);
-    const builds: Build[] = [{ label: "this", bin: binPath() }];
+    const builds: Build[] = [
+      { label: "lanes", bin: binPath(), args: ["--dispatch", "lanes"] },
+      { label: "jobs", bin: binPath(), args: ["--dispatch", "jobs"] },
+    ];
     const baseline = process.env.GRADFLEET_BENCH_BASELINE;
-    if (baseline) builds.unshift({ label: "baseline", bin: baseline });
+    if (baseline) builds.unshift({ label: "baseline", bin: baseline, args: [] });
     const redis = await startPrivateRedis();
     const redisPid = childPids(process.pid).find((pid) => procComm(pid) === "redis-server");
     const t0 = performance.now();
@@ -140,7 +154,7 @@ export const clusterSection: Section = {
           for (let rep = 0; rep < plan.reps; rep++) {
             for (const b of builds) {
               const run = { ...cell, workers, trainLimit: plan.trainLimit(cell.batch), epochs: plan.epochs };
-              const r = await trainRun(b.bin, redis.url, redisPid, run);
+              const r = await trainRun(b, redis.url, redisPid, run);
               out.progress(
                 `cluster: ${b.label} batch ${cell.batch} workers ${workers}: ${fmt(r.steady)} samples/s steady ` +
                   `(${fmt(r.cli)} with start-up), step p50 ${fmt(r.stepMs.total.p50)} ms, ` +
@@ -155,7 +169,7 @@ export const clusterSection: Section = {
       }
       if (!opts.quick) {
         for (const b of builds) {
-          const r = await trainRun(b.bin, redis.url, redisPid, FULL_DATA);
+          const r = await trainRun(b, redis.url, redisPid, FULL_DATA);
           out.progress(`cluster: ${b.label} full MNIST: ${fmt(r.steady)} samples/s steady`);
           fullData.set(b.label, r);
         }
@@ -251,15 +265,16 @@ export const clusterSection: Section = {
           `"incl. start" is the CLI's samplesPerSecond over all epochs.`,
         `--train-limit ${CELLS.map((c) => plan.trainLimit(c.batch)).join(" / ")} per batch size, ` +
           `${plan.reps} run(s) per cell${plan.reps > 1 ? " (median)" : ""}.`,
-        "step ms: median / p95 over all steps of the `--json` summary's stepMs; compute = the slowest shard's " +
-          "compute as its worker measured it; communication = the rest of the wait for the shards; update = " +
-          "combine + optimizer.",
-        "overhead p50 = coordination overhead per step (step time minus the slowest shard's compute) = " +
-          "communication p50 + update p50. With fewer workers than shards a worker computes its shards one " +
-          "after another, so this also holds the compute of the shards queued behind the slowest.",
+        "step ms: median / p95 over all steps of the `--json` summary's stepMs; compute = the busiest " +
+          "worker's compute (its shards one after another, as it measured them); communication = the rest " +
+          "of the wait for the shards; update = combine + optimizer.",
+        "overhead p50 = coordination overhead per step (step time minus the busiest worker's compute) = " +
+          "communication p50 + update p50.",
+        "build: lanes = --dispatch lanes (the default: shards claimed in lanes), jobs = --dispatch jobs " +
+          "(a BullMQ job per shard per step).",
         "CPU ms/step c/w/r: CPU time per step (epochs 2..E) of the coordinator / all workers / redis-server.",
         "coord MB / worker MB: peak RSS (VmHWM) of the coordinator and of the largest worker (MiB).",
-        ...(baseline ? [`baseline: ${baseline}; this: ${binPath()}`] : []),
+        ...(baseline ? [`baseline: ${baseline}; lanes and jobs: ${binPath()}`] : []),
         `Machine: ${machine}. Section took ${seconds.toFixed(0)} s.`,
       ],
     );
@@ -312,15 +327,16 @@ function medianRun(runs: RunResult[]): RunResult {
 
 /** Runs `gradfleet train --workers N ... --json` and measures it. */
 async function trainRun(
-  bin: string,
+  build: Build,
   redisUrl: string,
   redisPid: number | undefined,
   run: TrainRun,
 ): Promise<RunResult> {
   const { trainLimit, epochs } = run;
   const args = [
-    bin,
+    build.bin,
     "train",
+    ...build.args,
     "--workers",
     String(run.workers),
     "--redis-url",

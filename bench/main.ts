@@ -17,6 +17,7 @@ import { Reporter, type Section } from "./report.js";
 const SECTIONS: Record<string, () => Promise<Section>> = {
   core: async () => (await import("./core.js")).coreSection,
   cluster: async () => (await import("./cluster.js")).clusterSection,
+  transport: async () => (await import("./transport.js")).transportSection,
 };
 
 async function main(): Promise<number> {
