@@ -231,6 +231,8 @@ describe("metrics of a coordinator and a worker (in this process)", () => {
     w.observer.onShard!("stale", 0, 0);
     w.observer.onWeightsFetch!(Number.NaN, -5);
     w.observer.onWeightsFetch!(0.001, 50880);
+    // Weights that came with their announcement: received, but not a read.
+    w.observer.onWeightsAnnounced!(50880);
     const text = await w.registry.metrics();
     expect(expositionProblems(text)).toEqual([]);
     expect(sampleValue(text, "gradfleet_worker_shards_total", { outcome: "ok" })).toBe(2);
@@ -238,7 +240,7 @@ describe("metrics of a coordinator and a worker (in this process)", () => {
     expect(sampleValue(text, "gradfleet_worker_shards_total", { outcome: "refused" })).toBe(0);
     expect(sampleValue(text, "gradfleet_worker_shard_compute_seconds_count")).toBe(1);
     expect(sampleValue(text, "gradfleet_worker_sent_bytes_total")).toBe(1000);
-    expect(sampleValue(text, "gradfleet_worker_received_bytes_total")).toBe(50880);
+    expect(sampleValue(text, "gradfleet_worker_received_bytes_total")).toBe(2 * 50880);
     expect(sampleValue(text, "gradfleet_worker_weights_fetch_seconds_count")).toBe(1);
     for (const f of parseExposition(text).values()) {
       for (const s of f.samples) expect(s.labels.worker, s.name).toBe("w-7");

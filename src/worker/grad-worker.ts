@@ -81,7 +81,10 @@ export type ShardOutcome = "ok" | "duplicate" | "stale" | "refused" | "error";
 /** Callbacks for metrics; all optional. */
 export interface WorkerObserver {
   onShard?(outcome: ShardOutcome, computeSeconds: number, bytesOut: number): void;
+  /** Weights read from their key (a job or a lane that missed the announcement). */
   onWeightsFetch?(seconds: number, bytes: number): void;
+  /** Weights received with their announcement. */
+  onWeightsAnnounced?(bytes: number): void;
   onReady?(ready: boolean): void;
 }
 
@@ -735,7 +738,7 @@ export class GradWorker {
       s.nextBuffer = (s.nextBuffer + 1) % s.announcedBuffers.length;
       new Uint8Array(params.buffer).set(a.bytes);
       this.keepWeights(s, a.version, Promise.resolve(params));
-      this.opts.observer?.onWeightsFetch?.(0, a.bytes.byteLength);
+      this.opts.observer?.onWeightsAnnounced?.(a.bytes.byteLength);
     }
     if (a.version > s.latest) s.latest = a.version;
     this.wakeLanes();

@@ -59,12 +59,12 @@ export class WorkerMetrics extends ServedMetrics {
     });
     const received = new Counter({
       name: "gradfleet_worker_received_bytes_total",
-      help: "Bytes of weights read from Redis",
+      help: "Bytes of weights received from Redis (with their announcement, or read from their key)",
       registers: reg,
     });
     const fetch = new Histogram({
       name: "gradfleet_worker_weights_fetch_seconds",
-      help: "Time to fetch one weights version from Redis (_count: the number of fetches)",
+      help: "Time to read one weights version from its Redis key, when its announcement was missed (_count: the number of reads)",
       buckets: FETCH_BUCKETS,
       registers: reg,
     });
@@ -88,6 +88,7 @@ export class WorkerMetrics extends ServedMetrics {
         observeHistogram(fetch, seconds);
         incCounter(received, bytes);
       },
+      onWeightsAnnounced: (bytes) => incCounter(received, bytes),
       onReady: (ready) => {
         this.started = ready;
       },
