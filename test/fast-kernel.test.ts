@@ -4,6 +4,7 @@ import type { Dataset } from "../src/core/dataset.js";
 import { FastKernel } from "../src/core/fast-kernel.js";
 import { makeKernel } from "../src/core/kernel.js";
 import { CHUNK, Network } from "../src/core/network.js";
+import { allocatePixels, pixelHomeOf, WORKSPACE_ROOM } from "../src/core/pixel-memory.js";
 import { Rng } from "../src/core/prng.js";
 import { referenceCost, referenceGradient } from "../src/core/reference.js";
 import { layoutOf, type ModelSpec } from "../src/core/spec.js";
@@ -206,6 +207,96 @@ describe("fast kernel determinism and bookkeeping", () => {
   it('makeKernel("fast") is this kernel and makeKernel("ref") the reference', () => {
     expect(makeKernel("fast", spec)).toBeInstanceOf(FastKernel);
     expect(makeKernel("ref", spec)).toBeInstanceOf(Network);
+  });
+});
+
+describe("fast kernel on pixels in a pixel home (where the loader puts training sets)", () => {
+  const spec: ModelSpec = {
+    layers: [784, 16, 16, 10],
+    hidden: "relu",
+    output: "softmax",
+    cost: "cross-entropy",
+  };
+  const other: ModelSpec = { layers: [784, 13, 10], hidden: "sigmoid", output: "sigmoid", cost: "quadratic" };
+  const plain = sparseData(784, 600, 10, 31);
+  const idx = shuffled(600);
+
+  /** The same dataset with its pixels in a pixel home, as loadDataset makes training sets. */
+  function inHome(data: Dataset): Dataset {
+    const images = allocatePixels(data.images.length);
+    images.set(data.images);
+    return { ...data, images };
+  }
+
+  /** Gradient bits and cost of shard [from, to) of `data`, from `kernel`. */
+  function shard(kernel: FastKernel, s: ModelSpec, data: Dataset, from: number, to: number) {
+    const grad = new Float32Array(layoutOf(s.layers).size);
+    const { cost } = kernel.gradSum(randomParams(s, 6), data, idx, from, to, grad);
+    return { bits: bits(grad), cost };
+  }
+
+  it("computes on the pixels in place and gives the bits of a copy", () => {
+    const data = inHome(plain);
+    const home = pixelHomeOf(data.images);
+    expect(home?.pixelsAt).toBe(WORKSPACE_ROOM);
+    expect(home?.tenant).toBeUndefined();
+    const got = shard(new FastKernel(spec), spec, data, 3, 550);
+    // The kernel laid its workspace out in the home's room: it did not copy the pixels.
+    expect(home?.tenant).toBeDefined();
+    expect(got).toEqual(shard(new FastKernel(spec), spec, plain, 3, 550));
+    // A limit's view of the first examples computes in place too.
+    const cut = (d: Dataset): Dataset => ({ ...d, n: 300, images: d.images.subarray(0, 300 * 784) });
+    const few = idx.filter((i) => i < 300);
+    const onCut = (d: Dataset) => {
+      const grad = new Float32Array(layoutOf(spec.layers).size);
+      new FastKernel(spec).gradSum(randomParams(spec, 6), cut(d), few, 0, few.length, grad);
+      return bits(grad);
+    };
+    expect(onCut(data)).toBe(onCut(plain));
+  });
+
+  it("kernels of different shapes taking turns in one home each keep their own bits", () => {
+    const data = inHome(plain);
+    const a = new FastKernel(spec);
+    const b = new FastKernel(other);
+    const wantA = shard(new FastKernel(spec), spec, plain, 0, 300);
+    const wantB = shard(new FastKernel(other), other, plain, 0, 300);
+    const wantEval = new FastKernel(spec).evaluate(randomParams(spec, 6), plain);
+    for (let round = 0; round < 2; round++) {
+      expect(shard(a, spec, data, 0, 300)).toEqual(wantA);
+      expect(shard(b, other, data, 0, 300)).toEqual(wantB);
+      expect(a.evaluate(randomParams(spec, 6), data)).toEqual(wantEval);
+    }
+  });
+
+  it("a kernel moves between homes and plain datasets, each time with the right pixels", () => {
+    const kernel = new FastKernel(spec);
+    const second = sparseData(784, 600, 10, 32);
+    const want = [plain, second].map((d) => shard(new FastKernel(spec), spec, d, 10, 400));
+    const homes = [inHome(plain), inHome(second)];
+    for (const [d, w] of [
+      [homes[0], want[0]],
+      [second, want[1]],
+      [plain, want[0]],
+      [homes[1], want[1]],
+      [homes[0], want[0]],
+      [plain, want[0]],
+    ] as const) {
+      expect(shard(kernel, spec, d, 10, 400)).toEqual(w);
+    }
+  });
+
+  it("a workspace too large for the room copies the pixels instead", () => {
+    const big: ModelSpec = {
+      layers: [784, 4096, 10],
+      hidden: "relu",
+      output: "softmax",
+      cost: "cross-entropy",
+    };
+    const data = inHome(plain);
+    const got = shard(new FastKernel(big), big, data, 0, 40);
+    expect(pixelHomeOf(data.images)?.tenant).toBeUndefined();
+    expect(got).toEqual(shard(new FastKernel(big), big, plain, 0, 40));
   });
 });
 

@@ -1,7 +1,10 @@
 /**
  * In-memory datasets. Pixels stay as bytes (one byte per pixel, row-major
  * images one after another) and are scaled to [0,1] only when a kernel reads
- * them, so full MNIST costs 55 MB rather than 220 MB of floats.
+ * them, so full MNIST costs 55 MB rather than 220 MB of floats. The loader
+ * puts training images inside a WebAssembly memory (pixel-memory.ts) so that
+ * the fast kernel computes on them in place rather than on a copy; to every
+ * other reader they are an ordinary Uint8Array.
  */
 
 /** One split (train or test) of an image-classification dataset. */

@@ -5,14 +5,18 @@
  * in float32.
  *
  * How it is fast:
- * - Everything lives in one WebAssembly memory sized once per spec; the hot
- *   path allocates nothing.
- * - The training set's pixel bytes are copied into that memory once (on the
- *   first gradSum that sees the dataset), so a shard costs no per-example
- *   copying: the kernel reads the examples where they are. Datasets are
- *   immutable in gradfleet; a dataset is recognised by its `images` array.
- *   The copy costs the dataset's size once more in memory (47 MB for MNIST);
- *   datasets over `maxResidentBytes` are instead copied example by example.
+ * - Everything lives in one WebAssembly memory, sized once and never grown;
+ *   the hot path allocates nothing.
+ * - The training set's pixel bytes are resident in that memory, so a shard
+ *   costs no per-example copying: the kernel reads the examples where they
+ *   are. The loader puts training images into a WebAssembly memory of their
+ *   own with room for a workspace in front (pixel-memory.ts): the kernel
+ *   then instantiates itself on that memory and uses the pixels in place, so
+ *   they are held once. Other datasets are copied into the kernel's own
+ *   memory once (on the first gradSum that sees them), which costs their
+ *   size once more (47 MB for MNIST); datasets over `maxResidentBytes` are
+ *   instead copied example by example. Datasets are immutable in gradfleet;
+ *   a dataset is recognised by its `images` array.
  *   A shard's examples are scattered over the dataset, so before the scan a
  *   pass of independent loads touches every cache line of them: the memory
  *   misses overlap instead of coming one row after another.
@@ -36,14 +40,23 @@
 import type { Dataset } from "./dataset.js";
 import type { Kernel } from "./kernel.js";
 import { CHUNK, type Evaluation, type ShardTotals, softplus } from "./network.js";
+import { type PixelHome, pixelHomeOf } from "./pixel-memory.js";
 import { type Layout, layoutOf, type ModelSpec, validateSpec } from "./spec.js";
-import { instantiateKernel, type KernelExports, type KernelMemory, WASM_PAGE } from "./wasm/module.js";
+import {
+  instantiateKernel,
+  type KernelExports,
+  type KernelMemory,
+  newKernelMemory,
+  WASM_PAGE,
+} from "./wasm/module.js";
 
 /** Options of {@link FastKernel}. */
 export interface FastKernelOptions {
   /**
-   * Largest training set (pixel bytes) kept resident in the kernel's memory;
-   * larger ones are copied example by example on every gradSum. Default 1 GiB.
+   * Largest training set (pixel bytes) copied into the kernel's memory to
+   * stay resident; larger ones are copied example by example on every
+   * gradSum. Pixels already in a pixel home (pixel-memory.ts) are used in
+   * place whatever their size. Default 1 GiB.
    */
   maxResidentBytes?: number;
 }
@@ -78,6 +91,9 @@ interface PaddedLayer {
   wt: number;
 }
 
+/** Ids of kernels, to tell which one's workspace a pixel home holds. */
+let kernelIds = 0;
+
 /**
  * The WebAssembly SIMD kernel bound to a spec. Not re-entrant: one instance
  * per thread of computation (as the reference kernel).
@@ -85,9 +101,14 @@ interface PaddedLayer {
 export class FastKernel implements Kernel {
   readonly spec: ModelSpec;
   readonly layout: Layout;
-  private readonly wasm: KernelExports;
-  private readonly memory: KernelMemory;
-  // Views of the memory; remade when it grows (see viewMemory).
+  private readonly id = ++kernelIds;
+  // The memory the kernel works in and its instance over it: its own, or a
+  // pixel home's (see makeResident). Both change only in bind.
+  private wasm!: KernelExports;
+  private memory!: KernelMemory;
+  /** The pixel home whose room holds the workspace, when the kernel works in one. */
+  private home: PixelHome | undefined;
+  // Views of the memory; remade when the kernel binds to another memory.
   private f32!: Float32Array;
   private f64!: Float64Array;
   private u8!: Uint8Array;
@@ -117,11 +138,13 @@ export class FastKernel implements Kernel {
   private readonly acts: number[];
   private readonly deltas: number[];
   private readonly zOut: number;
-  /** Where the resident dataset's bytes start (the end of the workspace). */
-  private readonly dataAt: number;
+  /** Bytes of the workspace (whole pages): where copied pixels start, and the room a pixel home must offer. */
+  private readonly workspaceEnd: number;
   private readonly maxResidentBytes: number;
-  /** The `images` array whose bytes are resident, if any. */
+  /** The `images` array whose bytes are resident in the current memory, if any. */
   private resident: Uint8Array | undefined;
+  /** Byte address of the resident array's first pixel. */
+  private residentAt = 0;
 
   constructor(spec: ModelSpec, opts: FastKernelOptions = {}) {
     validateSpec(spec);
@@ -169,18 +192,12 @@ export class FastKernel implements Kernel {
       this.deltas.push(arena.take(CHUNK * this.widthP[l] * 4));
     }
     this.zOut = arena.take(CHUNK * this.widthP[this.nLayers] * 4);
-    this.dataAt = roundUp(arena.size, WASM_PAGE);
-    if (this.dataAt > 2 ** 31) {
+    this.workspaceEnd = roundUp(arena.size, WASM_PAGE);
+    if (this.workspaceEnd > 2 ** 31) {
       throw new Error(`layers: the fast kernel's workspace for ${spec.layers.join(",")} exceeds 2 GiB`);
     }
     this.maxResidentBytes = opts.maxResidentBytes ?? 2 ** 30;
-    // Fresh memory is zero: padding lanes of weights, transposes and deltas stay zero for good.
-    const { exports, memory } = instantiateKernel(this.dataAt);
-    this.wasm = exports;
-    this.memory = memory;
-    this.viewMemory();
-    // Pixel byte -> value, as the reference scales it (v / 255), rounded to float32.
-    for (let v = 0; v < 256; v++) this.f32[(this.scale >> 2) + v] = v / 255;
+    this.bind(newKernelMemory(this.workspaceEnd));
   }
 
   /**
@@ -204,6 +221,7 @@ export class FastKernel implements Kernel {
       throw new Error(`shard range [${from}, ${to}) is not inside the ${idx.length} indices`);
     }
     const resident = this.makeResident(data);
+    this.claimWorkspace();
     this.loadParams(params);
     const f32 = this.f32;
     const g = this.grad >> 2;
@@ -236,6 +254,7 @@ export class FastKernel implements Kernel {
   /** Accuracy and mean cost of `params` on a whole dataset. */
   evaluate(params: Float32Array, data: Dataset): Evaluation {
     this.checkShapes(params, data);
+    this.claimWorkspace();
     this.loadParams(params);
     const px = data.pixels;
     const { nOut, nOutP } = this.pad[this.nLayers - 1];
@@ -261,7 +280,41 @@ export class FastKernel implements Kernel {
     return { accuracy: data.n ? correct / data.n : 0, cost: data.n ? cost / data.n : 0, correct, n: data.n };
   }
 
-  /** (Re)makes the typed views of the kernel's memory. */
+  /**
+   * Instantiates the kernel on `memory` (a pixel home's if `home` is given)
+   * and makes it the one the kernel works in; nothing is resident in it yet.
+   */
+  private bind(memory: KernelMemory, home?: PixelHome): void {
+    this.wasm = instantiateKernel(memory).exports;
+    this.memory = memory;
+    this.home = home;
+    this.resident = undefined;
+    this.viewMemory();
+    if (home) this.claimWorkspace();
+    // A memory of its own is fresh, hence zero: only the scale table to write.
+    else this.writeScale();
+  }
+
+  /**
+   * Makes sure the workspace is this kernel's before it computes. In a pixel
+   * home, another kernel (another session's, or of another spec) may have
+   * laid its own out in the room since; then the room is zeroed again, as
+   * the padding lanes of weights, transposes and deltas must be zero.
+   */
+  private claimWorkspace(): void {
+    const home = this.home;
+    if (!home || home.tenant === this.id) return;
+    if (home.tenant !== undefined) this.u8.fill(0, 0, this.workspaceEnd);
+    home.tenant = this.id;
+    this.writeScale();
+  }
+
+  /** Pixel byte -> value, as the reference scales it (v / 255), rounded to float32. */
+  private writeScale(): void {
+    for (let v = 0; v < 256; v++) this.f32[(this.scale >> 2) + v] = v / 255;
+  }
+
+  /** Makes the typed views of the current memory. */
   private viewMemory(): void {
     const buffer = this.memory.buffer;
     this.f32 = new Float32Array(buffer);
@@ -272,25 +325,37 @@ export class FastKernel implements Kernel {
   }
 
   /**
-   * Makes `data`'s pixel bytes resident (copying them in once, growing the
-   * memory if needed). Returns false when the dataset is over the limit.
+   * Makes `data`'s pixel bytes resident: in place if they are in a pixel
+   * home with room for the workspace, else copied once into the kernel's own
+   * memory. Returns false when they are not (over the limit, or no memory
+   * for the copy): then gradSum gathers example by example.
    */
   private makeResident(data: Dataset): boolean {
     if (this.resident === data.images) return true;
+    const home = pixelHomeOf(data.images);
+    if (home && this.workspaceEnd <= home.pixelsAt) {
+      if (this.home !== home) this.bind(home.memory, home);
+      this.resident = data.images;
+      this.residentAt = data.images.byteOffset;
+      return true;
+    }
     const bytes = data.images.length;
     if (bytes > this.maxResidentBytes) return false;
-    const need = this.dataAt + bytes;
-    const have = this.memory.buffer.byteLength;
-    if (need > have) {
+    const need = this.workspaceEnd + bytes;
+    // Never copied into a pixel home (its pixels are someone's dataset), and
+    // never by growing a memory: a fresh one is sized once for workspace and copy.
+    if (this.home || this.memory.buffer.byteLength < need) {
+      let memory: KernelMemory;
       try {
-        this.memory.grow(Math.ceil((need - have) / WASM_PAGE));
+        memory = newKernelMemory(need);
       } catch {
         return false; // no room for another copy: gather example by example instead
       }
-      this.viewMemory();
+      this.bind(memory);
     }
-    this.u8.set(data.images, this.dataAt);
+    this.u8.set(data.images, this.workspaceEnd);
     this.resident = data.images;
+    this.residentAt = this.workspaceEnd;
     return true;
   }
 
@@ -343,7 +408,7 @@ export class FastKernel implements Kernel {
     for (let r = 0; r < rows; r++) {
       const i = idx[s + r];
       if (i >= data.n) throw outside(i, s + r, data.n);
-      i32[ptr + r] = this.dataAt + i * px;
+      i32[ptr + r] = this.residentAt + i * px;
     }
   }
 

@@ -12,9 +12,9 @@
  * the datasets are distributed); they are recognised by a `.gz` name or by
  * the gzip magic bytes.
  */
-import { readFile } from "node:fs/promises";
-import { promisify } from "node:util";
-import { gunzip, gunzipSync } from "node:zlib";
+import { type FileHandle, open } from "node:fs/promises";
+import { pipeline } from "node:stream/promises";
+import { createGunzip, gunzipSync } from "node:zlib";
 
 /** A dataset file is missing, malformed or inconsistent. The message names the file. */
 export class DataError extends Error {
@@ -25,7 +25,10 @@ export class DataError extends Error {
 export interface IdxArray {
   /** Dimension sizes, outermost first (e.g. `[60000, 28, 28]`). */
   dims: number[];
-  /** product(dims) bytes, row-major. A view into the file's bytes, not a copy. */
+  /**
+   * product(dims) bytes, row-major: from {@link parseIdx} a view into the
+   * bytes parsed, from {@link readIdxFile} the array its `allocate` made.
+   */
   data: Uint8Array;
 }
 
@@ -43,7 +46,6 @@ const IDX_TYPES: Record<number, string> = {
 };
 
 const UBYTE = 0x08;
-const gunzipAsync = promisify(gunzip);
 // A corrupt or hostile .gz must not inflate without bound: the largest valid
 // IDX file is the item bound plus the largest possible header.
 const GUNZIP_LIMIT = { maxOutputLength: MAX_IDX_ITEMS + 4 + 4 * 255 };
@@ -94,37 +96,189 @@ export function parseIdx(bytes: Uint8Array, name: string, expectedDims?: number)
   return parseRawIdx(bytes, name, expectedDims);
 }
 
+/** Makes the array an IDX file's data is read into, given its length in bytes. */
+export type AllocateBytes = (bytes: number) => Uint8Array;
+
+const newBytes: AllocateBytes = (bytes) => new Uint8Array(bytes);
+
 /**
  * Reads and parses one IDX file, gunzipping it (off the main thread) if it
- * is gzipped.
+ * is gzipped. The data goes straight into its final array as the file is
+ * read or inflated: the file's bytes are never held whole a second time.
  *
  * @param path the file to read; it names the file in every error message
  * @param expectedDims if given, the number of dimensions the file must have
+ * @param allocate makes the array of the data (`data` of the result, whole);
+ *   a new Uint8Array by default
  * @throws DataError if the file cannot be read or is malformed
  */
-export async function readIdxFile(path: string, expectedDims?: number): Promise<IdxArray> {
-  let bytes: Uint8Array;
+export async function readIdxFile(
+  path: string,
+  expectedDims?: number,
+  allocate: AllocateBytes = newBytes,
+): Promise<IdxArray> {
+  let file: FileHandle;
   try {
-    bytes = await readFile(path);
+    file = await open(path, "r");
   } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    throw new DataError(`${path}: cannot read: ${why}`);
+    throw cannotRead(path, err);
   }
-  if (needsGunzip(bytes, path)) {
-    try {
-      bytes = await gunzipAsync(bytes, GUNZIP_LIMIT);
-    } catch (err) {
-      throw gunzipError(path, err);
+  try {
+    const into = new IdxAssembler(path, expectedDims, allocate);
+    // The gzip magic is 2 bytes; 4 show what the file starts with when it is not gzip after all.
+    const start = new Uint8Array(4);
+    const { bytesRead } = await file.read(start, 0, 4, 0).catch((err: unknown) => {
+      throw cannotRead(path, err);
+    });
+    if (needsGunzip(start.subarray(0, bytesRead), path)) await inflateFile(file, path, into);
+    else await readFileInto(file, path, into);
+    return into.finish();
+  } finally {
+    await file.close().catch(() => {});
+  }
+}
+
+/** Reads an uncompressed file straight into the assembler's arrays. */
+async function readFileInto(file: FileHandle, path: string, into: IdxAssembler): Promise<void> {
+  let position = 0;
+  try {
+    for (;;) {
+      const space = into.space();
+      if (space.length === 0) break;
+      const { bytesRead } = await file.read(space, 0, space.length, position);
+      if (bytesRead === 0) return; // end of file: finish tells what is missing
+      position += bytesRead;
+      into.received(bytesRead);
+    }
+    // Header and data are complete: whatever follows is counted, not read.
+    into.trailing(Math.max(0, (await file.stat()).size - position));
+  } catch (err) {
+    throw err instanceof DataError ? err : cannotRead(path, err);
+  }
+}
+
+/** Inflates a gzipped file chunk by chunk into the assembler's arrays. */
+async function inflateFile(file: FileHandle, path: string, into: IdxAssembler): Promise<void> {
+  // Large chunks: fewer (short-lived) chunk buffers for the same bytes.
+  const gunzip = createGunzip({ chunkSize: INFLATE_CHUNK });
+  const source = file.createReadStream({ start: 0, autoClose: false, highWaterMark: INFLATE_CHUNK });
+  let inflated = 0;
+  try {
+    await pipeline(source, gunzip, async (chunks: AsyncIterable<Buffer>) => {
+      for await (const chunk of chunks) {
+        inflated += chunk.length;
+        // As gunzip's maxOutputLength: a corrupt or hostile .gz must not inflate without bound.
+        if (inflated > GUNZIP_LIMIT.maxOutputLength) {
+          throw gunzipError(path, new Error(`inflates to over ${GUNZIP_LIMIT.maxOutputLength} bytes`));
+        }
+        into.push(chunk);
+      }
+    });
+  } catch (err) {
+    if (err instanceof DataError) throw err;
+    // zlib's errors carry a Z_* code; anything else came from reading the file.
+    const code = (err as { code?: unknown }).code;
+    throw typeof code === "string" && code.startsWith("Z_") ? gunzipError(path, err) : cannotRead(path, err);
+  }
+}
+
+/** Chunk size of reading and inflating a gzipped file. */
+const INFLATE_CHUNK = 1 << 20;
+
+function cannotRead(path: string, err: unknown): DataError {
+  const why = err instanceof Error ? err.message : String(err);
+  return new DataError(`${path}: cannot read: ${why}`);
+}
+
+/**
+ * Builds an {@link IdxArray} from a file's bytes as they come: the header
+ * into a small buffer, then, once the header is checked, the data straight
+ * into the array `allocate` makes. Bytes past the data are only counted.
+ * The checks and messages are {@link parseIdx}'s.
+ */
+class IdxAssembler {
+  /** Room for the largest header (4 + 4 * 255 bytes). */
+  private readonly header = new Uint8Array(4 + 4 * 255);
+  /** Header bytes needed so far: 4 until the number of dimensions is known. */
+  private headerLength = 4;
+  /** Bytes received into the header and the data. */
+  private got = 0;
+  private nDims = 0;
+  private dims: number[] = [];
+  private items = 0;
+  private data: Uint8Array | undefined;
+  private extra = 0;
+
+  constructor(
+    private readonly name: string,
+    private readonly expectedDims: number | undefined,
+    private readonly allocate: AllocateBytes,
+  ) {}
+
+  /** Where the next bytes go: the rest of the header or of the data; empty once both are complete. */
+  space(): Uint8Array {
+    if (!this.data) return this.header.subarray(this.got, this.headerLength);
+    return this.data.subarray(this.got - this.headerLength);
+  }
+
+  /** `n` bytes were written at the start of {@link space}. */
+  received(n: number): void {
+    this.got += n;
+    if (this.data || this.got < this.headerLength) return;
+    if (this.headerLength === 4) {
+      this.nDims = checkPrefix(this.header, this.name, this.expectedDims);
+      this.headerLength = 4 + 4 * this.nDims;
+    } else {
+      ({ dims: this.dims, items: this.items } = readDims(this.header, this.nDims, this.name));
+      this.data = this.allocate(this.items);
     }
   }
-  return parseRawIdx(bytes, path, expectedDims);
+
+  /** `n` bytes followed the data. */
+  trailing(n: number): void {
+    this.extra += n;
+  }
+
+  /** Takes the next bytes of the file, wherever they belong. */
+  push(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length) {
+      const space = this.space();
+      if (space.length === 0) {
+        this.trailing(chunk.length - at);
+        return;
+      }
+      const n = Math.min(space.length, chunk.length - at);
+      space.set(chunk.subarray(at, at + n));
+      this.received(n);
+      at += n;
+    }
+  }
+
+  /** The parsed file, once every byte has been received. */
+  finish(): IdxArray {
+    if (this.got < 4) throw truncatedMagic(this.name, this.got);
+    if (!this.data) throw truncatedHeader(this.name, this.nDims, this.headerLength, this.got);
+    checkDataLength(this.got - this.headerLength + this.extra, this.items, this.dims, this.name);
+    return { dims: this.dims, data: this.data };
+  }
 }
 
 /** Parses uncompressed IDX bytes; see {@link parseIdx}. */
 function parseRawIdx(bytes: Uint8Array, name: string, expectedDims?: number): IdxArray {
-  if (bytes.length < 4) {
-    throw new DataError(`${name}: truncated: ${bytes.length} bytes, shorter than the 4-byte IDX magic`);
-  }
+  if (bytes.length < 4) throw truncatedMagic(name, bytes.length);
+  const nDims = checkPrefix(bytes, name, expectedDims);
+  const headerLength = 4 + 4 * nDims;
+  if (bytes.length < headerLength) throw truncatedHeader(name, nDims, headerLength, bytes.length);
+  const { dims, items } = readDims(bytes, nDims, name);
+  checkDataLength(bytes.length - headerLength, items, dims, name);
+  // A plain Uint8Array view (not a Buffer subarray): consumers get one type.
+  const data = new Uint8Array(bytes.buffer, bytes.byteOffset + headerLength, items);
+  return { dims, data };
+}
+
+/** Checks the first 4 bytes (magic, type, number of dimensions); returns the number of dimensions. */
+function checkPrefix(bytes: Uint8Array, name: string, expectedDims: number | undefined): number {
   if (bytes[0] !== 0 || bytes[1] !== 0) {
     throw new DataError(
       `${name}: bad magic: an IDX file starts with 0x0000, this one with ${hexStart(bytes)} (not an IDX file?)`,
@@ -142,13 +296,12 @@ function parseRawIdx(bytes: Uint8Array, name: string, expectedDims?: number): Id
   if (expectedDims !== undefined && nDims !== expectedDims) {
     throw new DataError(`${name}: expected ${expectedDims} dimension(s), the header declares ${nDims}`);
   }
-  const headerLength = 4 + 4 * nDims;
-  if (bytes.length < headerLength) {
-    throw new DataError(
-      `${name}: truncated header: ${nDims} dimension(s) need ${headerLength} bytes, the file has ${bytes.length}`,
-    );
-  }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, headerLength);
+  return nDims;
+}
+
+/** Reads the dimension sizes of a complete header; checks each and their product. */
+function readDims(header: Uint8Array, nDims: number, name: string): { dims: number[]; items: number } {
+  const view = new DataView(header.buffer, header.byteOffset, 4 + 4 * nDims);
   const dims: number[] = [];
   let items = 1;
   for (let i = 0; i < nDims; i++) {
@@ -163,7 +316,11 @@ function parseRawIdx(bytes: Uint8Array, name: string, expectedDims?: number): Id
       );
     }
   }
-  const dataLength = bytes.length - headerLength;
+  return { dims, items };
+}
+
+/** The data must be exactly the header's number of items. */
+function checkDataLength(dataLength: number, items: number, dims: number[], name: string): void {
   if (dataLength < items) {
     throw new DataError(
       `${name}: truncated: header says ${items} items (dims ${formatDims(dims)}), file has ${dataLength} bytes of data`,
@@ -174,9 +331,16 @@ function parseRawIdx(bytes: Uint8Array, name: string, expectedDims?: number): Id
       `${name}: ${dataLength - items} trailing bytes: header says ${items} items (dims ${formatDims(dims)}), file has ${dataLength} bytes of data`,
     );
   }
-  // A plain Uint8Array view (not a Buffer subarray): consumers get one type.
-  const data = new Uint8Array(bytes.buffer, bytes.byteOffset + headerLength, items);
-  return { dims, data };
+}
+
+function truncatedMagic(name: string, length: number): DataError {
+  return new DataError(`${name}: truncated: ${length} bytes, shorter than the 4-byte IDX magic`);
+}
+
+function truncatedHeader(name: string, nDims: number, headerLength: number, length: number): DataError {
+  return new DataError(
+    `${name}: truncated header: ${nDims} dimension(s) need ${headerLength} bytes, the file has ${length}`,
+  );
 }
 
 function hex2(b: number): string {

@@ -9,7 +9,8 @@ import { stat } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import type { DataBundle, Dataset } from "../dataset.js";
-import { DataError, type IdxArray, readIdxFile } from "./idx.js";
+import { allocatePixels } from "../pixel-memory.js";
+import { type AllocateBytes, DataError, type IdxArray, readIdxFile } from "./idx.js";
 
 /** The standard file names of MNIST (and Fashion-MNIST); each may also end in `.gz`. */
 export const IDX_FILE_NAMES = {
@@ -55,8 +56,12 @@ export function defaultDataDir(): string {
  * [1, available]. `classes` is max label + 1 over both FULL splits (at least
  * 2), so that a limit never changes the shape of the model.
  *
- * Images and labels are views into the files' bytes (limits cut views, they
- * do not copy).
+ * Each file is read straight into the array that keeps it (limits cut
+ * views of it, they do not copy), or not read at all while an earlier load's
+ * bytes of the same file are still in use: the two share them (see
+ * {@link readShared}). The training images go into a WebAssembly memory laid
+ * out for the fast kernel (pixel-memory.ts), which then computes on them
+ * where they are instead of holding a copy of its own.
  *
  * @throws DataError naming the file, directory or option that is wrong
  */
@@ -73,10 +78,10 @@ export async function loadDataset(opts: LoadOptions = {}): Promise<DataBundle> {
     testLabels: await findFile(dir, IDX_FILE_NAMES.testLabels),
   };
   const [trainImages, trainLabels, testImages, testLabels] = await Promise.all([
-    readIdxFile(paths.trainImages, 3),
-    readIdxFile(paths.trainLabels, 1),
-    readIdxFile(paths.testImages, 3),
-    readIdxFile(paths.testLabels, 1),
+    readShared(paths.trainImages, 3, allocatePixels),
+    readShared(paths.trainLabels, 1),
+    readShared(paths.testImages, 3),
+    readShared(paths.testLabels, 1),
   ]);
   const fullTrain = toDataset(trainImages, trainLabels, paths.trainImages, paths.trainLabels);
   const fullTest = toDataset(testImages, testLabels, paths.testImages, paths.testLabels);
@@ -108,6 +113,59 @@ export function fingerprintData(train: Dataset, test: Dataset, classes: number):
     .update(test.images)
     .update(test.labels)
     .digest("hex");
+}
+
+/** What an earlier load read from a file, held weakly; see {@link readShared}. */
+interface ReadFile {
+  /** Identifies the file's content: size, times and inode, as stat gives them. */
+  version: string;
+  dims: number[];
+  /** The buffer holding the data, and where in it the data starts. */
+  buffer: WeakRef<ArrayBuffer>;
+  byteOffset: number;
+}
+
+/** Files read by earlier loads, by path. */
+const readFiles = new Map<string, ReadFile>();
+/** Drops the entry of a file whose bytes were freed (unless it was read anew since). */
+const freed = new FinalizationRegistry<string>((path) => {
+  if (readFiles.get(path)?.buffer.deref() === undefined) readFiles.delete(path);
+});
+
+/**
+ * {@link readIdxFile}, but sharing the bytes of an earlier read of the same
+ * unchanged file while they are still in use. A process may load a dataset
+ * more than once (a worker keeps the full dataset and loads the same files
+ * again for a run with --test-limit): without sharing it would hold every
+ * file once per load. Datasets are never written to, so sharing is safe;
+ * the reference is weak, so bytes nothing uses any more are freed as usual.
+ */
+async function readShared(path: string, expectedDims: number, allocate?: AllocateBytes): Promise<IdxArray> {
+  let version: string | undefined;
+  try {
+    const s = await stat(path);
+    version = `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
+  } catch {
+    // readIdxFile says what is wrong with the file.
+  }
+  const earlier = readFiles.get(path);
+  const buffer = earlier?.version === version ? earlier?.buffer.deref() : undefined;
+  if (earlier && buffer && earlier.dims.length === expectedDims) {
+    const items = earlier.dims.reduce((a, b) => a * b, 1);
+    return { dims: earlier.dims, data: new Uint8Array(buffer, earlier.byteOffset, items) };
+  }
+  const read = await readIdxFile(path, expectedDims, allocate);
+  if (version !== undefined) {
+    const buffer = read.data.buffer as ArrayBuffer;
+    readFiles.set(path, {
+      version,
+      dims: read.dims,
+      buffer: new WeakRef(buffer),
+      byteOffset: read.data.byteOffset,
+    });
+    freed.register(buffer, path);
+  }
+  return read;
 }
 
 async function checkDir(dir: string): Promise<void> {

@@ -115,11 +115,24 @@ function kernelModule(): object {
 export const WASM_PAGE = 65536;
 
 /**
- * A fresh kernel instance over a new zero-filled memory of `bytes` bytes
- * (rounded up to whole pages).
+ * A new zero-filled memory of `bytes` bytes (rounded up to whole pages) for
+ * the kernel. Its pages take RAM only once written.
+ *
+ * @throws RangeError if the engine cannot reserve it (over 4 GiB, or no address space left)
  */
-export function instantiateKernel(bytes: number): { exports: KernelExports; memory: KernelMemory } {
-  const memory = new wasmApi.Memory({ initial: Math.max(1, Math.ceil(bytes / WASM_PAGE)) });
-  const instance = new wasmApi.Instance(kernelModule(), { env: { memory } });
-  return { exports: instance.exports as KernelExports, memory };
+export function newKernelMemory(bytes: number): KernelMemory {
+  return new wasmApi.Memory({ initial: Math.max(1, Math.ceil(bytes / WASM_PAGE)) });
+}
+
+/**
+ * A kernel instance over `memory`, or over a new zero-filled memory of
+ * `memory` bytes (rounded up to whole pages) when given a number.
+ */
+export function instantiateKernel(memory: KernelMemory | number): {
+  exports: KernelExports;
+  memory: KernelMemory;
+} {
+  const mem = typeof memory === "number" ? newKernelMemory(memory) : memory;
+  const instance = new wasmApi.Instance(kernelModule(), { env: { memory: mem } });
+  return { exports: instance.exports as KernelExports, memory: mem };
 }
