@@ -194,9 +194,14 @@ export class ClusterExecutor implements GradientExecutor {
     await redis.set(keys.spec, JSON.stringify(this.spec));
   }
 
-  /** The BullMQ queue of this run (for metrics: job counts by state). */
+  /** The BullMQ queue of this run's shard jobs (for metrics: job counts by state). */
   get bullQueue(): Queue {
     return this.queue;
+  }
+
+  /** The BullMQ queue of this run's lane jobs (for metrics: active lanes = seated workers). */
+  get lanesBullQueue(): Queue {
+    return this.lanesQueue;
   }
 
   async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {

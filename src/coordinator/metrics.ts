@@ -187,15 +187,21 @@ export class CoordinatorMetrics extends ServedMetrics {
     });
     new Gauge({
       name: "gradfleet_queue_jobs",
-      help: "Shard jobs in the run's BullMQ queue by state",
-      labelNames: ["state"] as const,
+      help: "Jobs in the run's BullMQ queues by queue (grad: shard jobs, lanes: lane jobs) and state",
+      labelNames: ["queue", "state"] as const,
       registers: reg,
       async collect() {
         const s = self.source;
         if (!s) return;
-        const counts = await withTimeout(s.executor.bullQueue.getJobCounts(...QUEUE_STATES));
-        if (!counts) return;
-        for (const state of QUEUE_STATES) setGauge(this, counts[state] ?? 0, { state });
+        const queues = [
+          ["grad", s.executor.bullQueue],
+          ["lanes", s.executor.lanesBullQueue],
+        ] as const;
+        const all = await withTimeout(Promise.all(queues.map(([, q]) => q.getJobCounts(...QUEUE_STATES))));
+        if (!all) return;
+        for (const [i, [queue]] of queues.entries()) {
+          for (const state of QUEUE_STATES) setGauge(this, all[i][state] ?? 0, { queue, state });
+        }
       },
     });
     const retried = new MirroredCount();
