@@ -182,42 +182,21 @@ export class GradWorker {
     await this.waitForRedis();
     // Preload the default dataset so the first shard is not slowed by it.
     await this.dataset(null, null);
-    this.workerConnection = this.redis.duplicate();
     this.subscriber = this.redis.duplicate();
     this.subscriber.on("error", (e) => o.log.debug({ err: e.message }, "redis subscriber connection error"));
     this.subscriber.on("messageBuffer", (_channel: Buffer, message: Buffer) => this.announced(message));
     await this.subscriber.subscribe(this.keys.versionChannel);
-    this.worker = new Worker(QUEUE_NAME, (job) => this.process(job as Job<unknown>), {
-      connection: this.workerConnection,
-      prefix: this.keys.queuePrefix,
-      // Recorded on every job it takes (BullMQ's processedBy): who holds which shard.
-      name: o.workerId,
-      concurrency: o.concurrency,
-      lockDuration: o.lockDuration ?? 30_000,
-      stalledInterval: o.stalledInterval ?? 5_000,
-      maxStalledCount: 5,
-      removeOnComplete: { count: 0 },
-      removeOnFail: { count: 100 },
-    });
-    this.worker.on("error", (e) => o.log.warn({ err: e.message }, "bullmq worker error"));
-    this.worker.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, "shard job failed"));
+    this.workerConnection = this.redis.duplicate();
+    this.worker = this.bullWorker(QUEUE_NAME, this.workerConnection, o.concurrency, "shard job", (job) =>
+      this.process(job),
+    );
     // One lane at a time: a lane computes whatever shards it can claim, so a
     // second lane in the same process would only take a seat another
     // process could use.
     this.laneConnection = this.redis.duplicate();
-    this.laneWorker = new Worker(LANES_QUEUE_NAME, (job) => this.runLane(job as Job<unknown>), {
-      connection: this.laneConnection,
-      prefix: this.keys.queuePrefix,
-      name: o.workerId,
-      concurrency: 1,
-      lockDuration: o.lockDuration ?? 30_000,
-      stalledInterval: o.stalledInterval ?? 5_000,
-      maxStalledCount: 5,
-      removeOnComplete: { count: 0 },
-      removeOnFail: { count: 100 },
-    });
-    this.laneWorker.on("error", (e) => o.log.warn({ err: e.message }, "bullmq lane worker error"));
-    this.laneWorker.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, "lane job failed"));
+    this.laneWorker = this.bullWorker(LANES_QUEUE_NAME, this.laneConnection, 1, "lane job", (job) =>
+      this.runLane(job),
+    );
     this.beat();
     this.heartbeat = setInterval(() => {
       this.beat();
@@ -225,6 +204,35 @@ export class GradWorker {
     }, HEARTBEAT_MS);
     o.observer?.onReady?.(true);
     o.log.info({ run: o.runId, concurrency: o.concurrency }, "worker ready");
+  }
+
+  /**
+   * A BullMQ worker of this run's queue `queue`, blocking on `connection`.
+   * Its name is the worker id, which BullMQ records on every job it takes
+   * (processedBy): who holds which shard or lane.
+   */
+  private bullWorker(
+    queue: string,
+    connection: Redis,
+    concurrency: number,
+    what: string,
+    processor: (job: Job<unknown>) => Promise<string>,
+  ): Worker {
+    const o = this.opts;
+    const w = new Worker(queue, (job) => processor(job as Job<unknown>), {
+      connection,
+      prefix: this.keys.queuePrefix,
+      name: o.workerId,
+      concurrency,
+      lockDuration: o.lockDuration ?? 30_000,
+      stalledInterval: o.stalledInterval ?? 5_000,
+      maxStalledCount: 5,
+      removeOnComplete: { count: 0 },
+      removeOnFail: { count: 100 },
+    });
+    w.on("error", (e) => o.log.warn({ err: e.message, queue }, "bullmq worker error"));
+    w.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, `${what} failed`));
+    return w;
   }
 
   /**
