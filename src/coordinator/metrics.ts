@@ -135,7 +135,7 @@ export class CoordinatorMetrics extends ServedMetrics {
     });
     const stepSeconds = new Histogram({
       name: "gradfleet_step_duration_seconds",
-      help: "Time of a training step by phase: slowest shard's compute, communication (the rest of getting all shards), update (combine and optimizer), total",
+      help: "Time of a training step by phase: the busiest worker's compute, communication (the rest of getting all shards), update (combine and optimizer), total",
       labelNames: ["phase"] as const,
       buckets: STEP_BUCKETS,
       registers: reg,

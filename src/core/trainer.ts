@@ -52,7 +52,10 @@ export interface ShardResult {
 
 /** Seconds a step spent in each phase (the executor fills compute and communication). */
 export interface StepTiming {
-  /** Slowest shard's compute time. */
+  /**
+   * Compute time on the step's critical path: the busiest worker's (its
+   * shards computed one after another); in process, all shards'.
+   */
   compute: number;
   /** Step wall time up to having all shards, minus compute. */
   communication: number;
