@@ -82,7 +82,17 @@ const DEFAULT_TOTAL_GAUGES = new Set([
 ]);
 
 /** Label names a gradfleet metric may carry; each has a bounded set of values. */
-const ALLOWED_LABELS = new Set(["phase", "queue", "state", "reason", "outcome", "worker", "version", "node", "le"]);
+const ALLOWED_LABELS = new Set([
+  "phase",
+  "queue",
+  "state",
+  "reason",
+  "outcome",
+  "worker",
+  "version",
+  "node",
+  "le",
+]);
 
 /** Everything in an exposition that breaks the naming rules of the issue. */
 function expositionProblems(text: string): string[] {
