@@ -4,15 +4,19 @@
  * (docs/design-notes.md, "Lanes"). Against a real Redis and real worker
  * processes: the same bits as one process and as `--dispatch jobs` across
  * several lane ranges and a final batch with empty shards; the claims record
- * who took each shard; a worker that cannot serve the run refuses out loud.
+ * who took each shard; a worker that cannot serve the run refuses out loud;
+ * the run goes on when every worker is replaced, or the only one holding a
+ * lane of the current range is killed.
  */
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LANE_STEPS } from "../src/coordinator/cluster-executor.js";
-import { runKeys } from "../src/shared/keys.js";
+import { LANES_QUEUE_NAME, runKeys } from "../src/shared/keys.js";
+import type { LaneJob } from "../src/shared/messages.js";
 import { runCli, stopCli, waitFor } from "./helpers/cli.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
@@ -157,6 +161,99 @@ describe("lanes", () => {
       // The worker said why, with both fingerprints' starts.
       expect(w.stderr).toMatch(/"reason":"data_mismatch"/);
       expect(w.stderr).toMatch(/has fingerprint [0-9a-f]{12}…, the run needs [0-9a-f]{12}…/);
+    } finally {
+      await stopCli(worker, "SIGKILL");
+    }
+  });
+
+  it("every worker replaced gracefully mid-run: the new ones take seats at once, nothing is retried", async () => {
+    const runId = "replaced";
+    const keys = runKeys(runId);
+    const flags = [...RUN, "--shards", "2"];
+    const ref = await runCli(["train", ...flags, "--workers", "0"]);
+    expect(ref.code, ref.stderr).toBe(0);
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const client = new Redis(redis.url);
+    const first = ["a1", "a2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "5"]);
+    try {
+      // Past the first range: the lanes of the current range are held, the
+      // next range's wait. The leavers complete theirs.
+      await waitFor(async () => Number(await client.get(keys.version)) >= LANE_STEPS + 10, 60_000);
+      for (const w of first) expect((await stopCli(w, "SIGTERM")).code).toBe(0);
+      const second = ["b1", "b2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+      const r = await coord.done;
+      await Promise.all(second.map((w) => stopCli(w)));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+      expect(r.json!.samples).toBe(EPOCHS * TRAIN);
+      // Leavers finished what they claimed and reserved; newcomers needed no deadline.
+      expect(r.json!.retriedShards).toBe(0);
+      expect(r.json!.workersSeen).toBe(4);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it("one shard, the lane holder of the current range killed: the worker seated in the next range carries on, same bits", async () => {
+    const runId = "holder-killed";
+    const keys = runKeys(runId);
+    const flags = [...RUN, "--shards", "1"];
+    const ref = await runCli(["train", ...flags, "--workers", "0"]);
+    expect(ref.code, ref.stderr).toBe(0);
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const client = new Redis(redis.url);
+    const lanes = new Queue(LANES_QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
+    const ids = ["k1", "k2"];
+    const workers = new Map(ids.map((id) => [id, procs.start(["worker", ...args, "--worker-id", id])]));
+    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "1"]);
+    try {
+      // One lane per range: in the second range, one worker holds its lane
+      // and the other (having finished the first range's) the third range's,
+      // from which it works on the current version too; what the victim had
+      // claimed, if anything, goes out again as a shard job.
+      let holder: string | undefined;
+      await waitFor(async () => {
+        const v = Number(await client.get(keys.version));
+        if (v < LANE_STEPS + 5) return false;
+        for (const job of await lanes.getActive()) {
+          const d = job.data as LaneJob;
+          if (d.from <= v && v < d.to && job.processedBy) holder = job.processedBy;
+        }
+        return holder !== undefined;
+      }, 60_000);
+      const victim = workers.get(holder!)!;
+      victim.child.kill("SIGKILL");
+      await victim.done;
+      const r = await coord.done;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+      expect(r.json!.samples).toBe(EPOCHS * TRAIN);
+    } finally {
+      await lanes.close();
+      client.disconnect();
+      await Promise.all([...workers.values()].map((w) => stopCli(w, "SIGKILL")));
+    }
+  });
+
+  it("a worker still holding an earlier session, given a new one on other data, refuses out loud", async () => {
+    const runId = "new-data";
+    const dirs = [join(tmp, "first"), join(tmp, "second")];
+    await Promise.all(dirs.map((d) => mkdir(d)));
+    const a = await makeTinyDataset(dirs[0], { trainN: 256, testN: 32, seed: 3 });
+    const b = await makeTinyDataset(dirs[1], { trainN: 256, testN: 32, seed: 4 });
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const model = ["--layers", "64,8,4", "--batch", "32", "--shards", "2", "--epochs", "1", "--json"];
+    const worker = procs.start(["worker", ...args, "--data", a.dir, "--worker-id", "w"]);
+    try {
+      const ok = await procs.run(["coordinator", "--data", a.dir, ...model, ...args]);
+      expect(ok.code, ok.stderr).toBe(0);
+      // Same run id, other data: the worker still caches the first session.
+      const r = await procs.run(["coordinator", "--data", b.dir, ...model, ...args]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/last reason: data_mismatch/);
+      const w = await stopCli(worker);
+      expect(w.stderr).toMatch(/"reason":"data_mismatch"/);
     } finally {
       await stopCli(worker, "SIGKILL");
     }

@@ -3,12 +3,15 @@
  * processes through BullMQ queues on Redis.
  *
  * Per step: the weights of the step's version are stored as bytes, and
- * announced with the bytes, BEFORE any work that needs them is handed out.
- * Work goes out one of two ways (`--dispatch`, see docs/design-notes.md):
- * - lanes (the default): workers hold lane jobs, each a seat at a range of
- *   versions (LANE_STEPS of them); in a lane a worker claims shards of the
- *   announced version one by one (an INCR per claim). A step costs no BullMQ
- *   job; lanes for the next range are added a range ahead.
+ * announced with the bytes; no shard is computed before, since computing
+ * needs them. Work goes out one of two ways (`--dispatch`, see
+ * docs/design-notes.md):
+ * - lanes (the default): workers hold lane jobs, each a seat until a version
+ *   (ranges of LANE_STEPS versions, added a range ahead); seated, a worker
+ *   claims shards of the announced version one by one (the CLAIM_SHARD
+ *   script). A step costs no BullMQ job. A step that stalls adds its lanes
+ *   again (workers that left used theirs up), and a shard claimed but not
+ *   delivered, or claimed by nobody, by the deadline goes out as a shard job.
  * - jobs: one BullMQ job per shard per step.
  * Either way the coordinator then blocks on the run's notices list (no
  * polling) and reads each shard's result by (version, shard) — never from
@@ -20,10 +23,11 @@
  *
  * Round trips are what a step costs (a shard computes in well under a
  * millisecond), so a step makes as few as the protocol allows:
- * - the weights and the jobs go out together: the MULTI that stores the
- *   weights and the queue's job pipeline are written back to back on the same
- *   connection, which Redis serves in order, so the weights are still stored
- *   before any job exists, without waiting for the MULTI's reply first;
+ * - the weights and the jobs (or lanes) go out together: the MULTI that
+ *   stores the weights and the queue's job pipeline are written back to back
+ *   on the same connection, which Redis serves in order, so the weights are
+ *   still stored before any shard job exists, without waiting for the
+ *   MULTI's reply first;
  * - a result comes with its notice: the submit script pushes the bytes it
  *   accepted as first writer (see SUBMIT_RESULT), so one BLPOP per shard
  *   both wakes the coordinator and hands it the result. A text `ok` notice
@@ -77,6 +81,8 @@ const MAX_NOTICES_ASKED = 64;
 export const LANE_STEPS = 64;
 /** How long stored weights live, should the coordinator never delete them. */
 const WEIGHTS_TTL_SECONDS = 86_400;
+/** A step unfinished after this long adds its lanes again (see reseat). */
+const LANE_RESEAT_MS = 1000;
 /** Most lanes per range: more workers than shards could not share a step. */
 const MAX_LANES = 64;
 
@@ -127,6 +133,8 @@ export class ClusterExecutor implements GradientExecutor {
   private readonly dispatch: Dispatch;
   /** Ranges (of LANE_STEPS versions) whose lane jobs were added. */
   private readonly lanesAdded = new Set<number>();
+  /** The version whose lanes were last added again (see reseat). */
+  private reseatedVersion = -1;
   /** Weights versions of the whole run: epochs × steps per epoch. */
   private readonly totalVersions: number;
   private publishedVersion = -1;
@@ -185,12 +193,14 @@ export class ClusterExecutor implements GradientExecutor {
     // An earlier session of this run id (a crashed coordinator being resumed)
     // may have left jobs, weights and first-writer-wins results for the very
     // versions this session is about to compute: clear them all.
+    // The version first: with none current, a worker of the old session
+    // can neither claim (CLAIM_SHARD) nor submit (SUBMIT_RESULT) meanwhile.
+    await redis.del(keys.version, keys.notices, keys.counters);
     await this.queue.drain(true);
     await this.lanesQueue.drain(true);
     await deleteRunKeys(redis, keys.allResults);
     await deleteRunKeys(redis, keys.allClaims);
     await deleteRunKeys(redis, keys.allWeights);
-    await redis.del(keys.notices, keys.counters, keys.version);
     await redis.set(keys.spec, JSON.stringify(this.spec));
   }
 
@@ -286,6 +296,7 @@ export class ClusterExecutor implements GradientExecutor {
     timeoutMs: number,
   ): Promise<void> {
     const { log } = this.o;
+    const stepStart = Date.now();
     while (pending.size > 0) {
       if (this.drops !== this.dropsHandled) {
         // Redis may have restarted empty (jobs, weights and notices gone):
@@ -316,7 +327,22 @@ export class ClusterExecutor implements GradientExecutor {
         }
       }
       await this.checkDeadlines(req, pending, done, timeoutMs);
+      await this.reseat(req, stepStart);
     }
+  }
+
+  /**
+   * Lanes only: a step still unfinished after LANE_RESEAT_MS adds its
+   * range's lanes again, once. Lanes are used up when their workers leave
+   * gracefully or refuse; a worker that joins then finds a seat at once
+   * instead of after a step deadline. Lanes still held or waiting are not
+   * added twice (fixed job ids).
+   */
+  private async reseat(req: StepRequest, stepStart: number): Promise<void> {
+    if (this.dispatch !== "lanes" || this.reseatedVersion === req.version) return;
+    if (Date.now() - stepStart < LANE_RESEAT_MS) return;
+    this.reseatedVersion = req.version;
+    await this.addLanes(req.version, true);
   }
 
   /**
@@ -603,7 +629,10 @@ export class ClusterExecutor implements GradientExecutor {
     await this.enqueue([p]);
   }
 
-  /** Re-enqueues shards whose job was taken but produced nothing in time. */
+  /**
+   * Re-enqueues shards whose job was taken (or, in a lane, that were claimed
+   * or not claimed at all) but produced nothing in time.
+   */
   private async checkDeadlines(
     req: StepRequest,
     pending: Map<number, PendingShard>,
@@ -628,9 +657,15 @@ export class ClusterExecutor implements GradientExecutor {
       let state: string;
       let holder: string | null = null;
       if (p.attempt === 0 && this.dispatch === "lanes") {
-        // No job: the shard was either claimed in a lane or not yet.
+        // No job: the shard was claimed in a lane and not delivered (its
+        // worker died or hangs), or nobody claimed it: no worker is seated
+        // (lanes used up by workers that left, or refused). Either way it
+        // goes out as a shard job, which any worker's shard-job side takes
+        // even while its lane waits; and lanes are added again for whoever
+        // comes next.
         holder = await this.o.redis.hget(this.o.keys.claim(req.version), String(p.index));
-        state = holder === null ? "waiting" : "claimed";
+        state = holder === null ? "unclaimed" : "claimed";
+        await this.addLanes(req.version, true);
       } else {
         state = await this.queue.getJobState(shardJobId(p.job, p.attempt)).catch(() => "unknown");
       }

@@ -51,10 +51,11 @@ export function shardJobId(job: ShardJob, attempt: number): string {
 }
 
 /**
- * Strict schema of a lane job's data: a seat at weights versions
- * [from, to) of a session. The worker computes, for each version in turn,
- * whatever shards it claims (see CLAIM_SHARD); it never names a shard itself,
- * so a lane cannot steer a worker to samples outside the plan.
+ * Strict schema of a lane job's data: a seat in a session until weights
+ * version `to` (exclusive); `from` is where its range starts. The worker
+ * computes, for each version from the current one on, whatever shards it
+ * claims (see CLAIM_SHARD); it never names a shard itself, so a lane cannot
+ * steer a worker to samples outside the plan.
  */
 export const laneJobSchema = z
   .object({
@@ -68,9 +69,12 @@ export const laneJobSchema = z
 /** A lane job: claim and compute shards of weights versions [from, to). */
 export type LaneJob = z.infer<typeof laneJobSchema>;
 
-/** BullMQ job id of lane `lane` of chunk `chunk` (fixed, so adding it twice adds it once). */
-export function laneJobId(session: string, chunk: number, lane: number): string {
-  return `${session}-lane-${chunk}-${lane}`;
+/**
+ * BullMQ job id of lane `lane` of range `range` (versions from
+ * range·LANE_STEPS): fixed, so adding a lane that exists adds nothing.
+ */
+export function laneJobId(session: string, range: number, lane: number): string {
+  return `${session}-lane-${range}-${lane}`;
 }
 
 /** A weights announcement: the weights of `version` in session `session`. */

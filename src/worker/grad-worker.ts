@@ -10,11 +10,12 @@
  * match the shard plan.
  *
  * Two ways in, on two BullMQ queues (see docs/design-notes.md, "Lanes"):
- * - a lane job (queue `lanes`, one at a time): a seat at a range of weights
- *   versions. For each version the worker waits for its weights announcement
- *   (which carries the weights), then claims shards one by one (CLAIM_SHARD)
- *   and computes and submits each, until none is left; then the next version.
- *   A step then costs no BullMQ job at all: a claim and a submit per shard.
+ * - a lane job (queue `lanes`, one at a time): a seat until a weights
+ *   version. For each version from the current one on, the worker waits for
+ *   its announcement (which carries the weights), then claims shards one by
+ *   one (CLAIM_SHARD) and computes and submits each, until none is left;
+ *   then the next version. A step then costs no BullMQ job at all: a claim
+ *   and a submit per shard.
  * - a shard job (queue `grad`): one shard of one version. The coordinator
  *   enqueues these when it dispatches by job (`--dispatch jobs`) and, in lane
  *   mode, for a shard that was claimed but never came back (its worker died)
@@ -26,9 +27,9 @@
  *   checks it atomically anyway (a result for an old version is dropped and
  *   counted as stale). Only when a job's weights are gone does the worker ask
  *   whether the run moved on (then the job is stale and skipped quietly).
- * - Weights are fetched when the coordinator announces a version on the
- *   run's channel, while its jobs are still being enqueued, and kept by
- *   version; a job's own fetch joins the one in flight.
+ * - Weights come with the coordinator's announcement of their version on
+ *   the run's channel, and are kept by version; a job or lane that missed
+ *   the announcement reads them from their key (one read per version).
  * - The result is submitted on BullMQ's own connection, without waiting for
  *   the reply: the job's completion, which BullMQ sends right after on that
  *   connection, is served by Redis after the submit script, so the result is
@@ -117,10 +118,13 @@ interface SessionState {
   latest: number;
   /**
    * Buffers that announced weights are copied into, reused in turn (no 50 KB
-   * allocation per step). One is overwritten only WEIGHT_BUFFERS
-   * announcements later, when its version is long out of the cache: a shard
-   * computes on weights it holds only while their version is current, and
-   * the cache keeps the newest two versions.
+   * allocation per step). A shard computes synchronously, so no buffer
+   * changes under a computation; a lane holds its version's weights across
+   * claims, and a buffer is overwritten only WEIGHT_BUFFERS announcements
+   * later: should the run have moved that far on meanwhile (the lane's
+   * shards went out as shard jobs after a deadline), what the lane computes
+   * is for a version that is no longer current, and the submit script drops
+   * it as stale.
    */
   announcedBuffers: Float32Array[];
   nextBuffer: number;
@@ -134,6 +138,13 @@ class Refusal extends Error {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/** The work is for another session than the one published: a dead coordinator's leftover. */
+class OtherSession extends Refusal {
+  constructor(message: string) {
+    super("spec_mismatch", message);
   }
 }
 
@@ -253,7 +264,6 @@ export class GradWorker {
     }
   }
 
-  /** Graceful stop: finishes the shard in hand, then disconnects. */
   /**
    * BullMQ workers have been seen to stop taking jobs after their Redis
    * restarted (taskforcesh/bullmq issues 648, 2466, 2964): its main loop ends
@@ -271,6 +281,10 @@ export class GradWorker {
     }
   }
 
+  /**
+   * Graceful stop: finishes the shard in hand (and, in a lane, the shards it
+   * claimed or reserved), then disconnects; bounded by `graceMs`.
+   */
   async close(graceMs = 10_000): Promise<void> {
     this.closing = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
@@ -291,7 +305,7 @@ export class GradWorker {
     if (timedOut) {
       this.opts.log.warn(
         { graceMs },
-        "could not finish the shard in hand in time (Redis unreachable?); closing anyway",
+        "could not finish the shards in hand in time (Redis unreachable, or the step that a reserved shard belongs to never started); closing anyway",
       );
       await this.worker?.close(true).catch(() => {});
       await this.laneWorker?.close(true).catch(() => {});
@@ -465,7 +479,7 @@ export class GradWorker {
     } catch (e) {
       if (!(e instanceof Refusal)) throw e;
       // A lane of a session that is over: nothing to say.
-      if (this.session && this.session.spec.session !== lane.session) return "stale";
+      if (e instanceof OtherSession) return "stale";
       await this.refuseLane(e);
       return "refused";
     }
@@ -482,15 +496,23 @@ export class GradWorker {
     // A claim on the next version's first shard, made as soon as this worker
     // has done its part of a step (see CLAIM_SHARD).
     let reserved: { version: number; claim: Promise<number> } | undefined;
-    for (let want = lane.from; ; ) {
+    // From the current version on, whatever the lane's range: a worker that
+    // takes the next range's lane early (the lanes of the current range were
+    // used up by workers that left) works at once instead of waiting.
+    for (let want = 0; ; ) {
       const v = await this.nextVersion(s, want, lane, reserved?.version === want);
       if (v === undefined) break;
       const first = reserved?.version === v ? reserved.claim : undefined;
       shards += await this.workVersion(s, v, first, job.id);
       reserved = undefined;
       if (!this.closing && v + 1 < lane.to) {
-        // A failed claim is a claim not made: nothing to report.
-        reserved = { version: v + 1, claim: this.claim(v + 1).catch(() => -1) };
+        // A failed claim is a claim not made; the step's deadline covers
+        // the case where it was made and its reply lost.
+        const claim = this.claim(v + 1).catch((e: unknown) => {
+          this.opts.log.warn({ version: v + 1, err: (e as Error).message }, "could not reserve a shard");
+          return -1;
+        });
+        reserved = { version: v + 1, claim };
       }
       want = v + 1;
     }
@@ -574,8 +596,15 @@ export class GradWorker {
     let params: Float32Array | null;
     try {
       params = await this.weights(s, v);
-    } catch {
-      return 0; // the weights had the wrong size: the next claim would only be refused
+    } catch (e) {
+      // Weights of the wrong size under their key: say so, and leave the
+      // shards (a reserved one included) to the step's deadline, which
+      // sends them out as shard jobs.
+      this.opts.log.error(
+        { version: v, err: (e as Error).message },
+        "cannot use the weights of this version",
+      );
+      return 0;
     }
     if (!params) return 0; // gone from Redis: the run moved on
     let done = 0;
@@ -585,6 +614,9 @@ export class GradWorker {
       if (k < 0 || k >= ranges.length) return done;
       // A closing worker computes what it claimed, and claims no more.
       next = this.closing ? Promise.resolve(-1) : this.claim(v);
+      // Awaited at the top of the loop; until then a failure (Redis gone)
+      // must not count as an unhandled rejection, which would end the process.
+      next.catch(() => {});
       const r = ranges[k];
       const j: ShardJob = { session: s.spec.session, version: v, epoch, step, ...r };
       try {
@@ -613,16 +645,38 @@ export class GradWorker {
   /**
    * This worker cannot serve the run (its data or spec do not match): claim a
    * shard of the current step and refuse it, so that the coordinator hears of
-   * it at once and, if no worker can serve the run, stops it with the reason.
+   * it at once (and sends the shard out as a shard job) and, if no worker can
+   * serve the run, stops it with the reason. The lane is used up; the
+   * coordinator adds lanes again for a stalled step.
    */
   private async refuseLane(e: Refusal): Promise<void> {
-    const cur = Number(await this.redis.get(this.keys.version));
-    if (!Number.isSafeInteger(cur)) return;
-    const k = await this.claim(cur);
-    if (k < 0) return;
-    // Without a spec the shard order is unknown: claim k is shard k when no
-    // shard of the step is empty, as in every step but maybe an epoch's last.
-    await this.refuse(e, cur, k, undefined);
+    const [cur, json] = await this.redis.mget(this.keys.version, this.keys.spec);
+    const v = Number(cur);
+    if (cur === null || !Number.isSafeInteger(v)) {
+      this.opts.log.error({ reason: e.reason }, e.message);
+      return;
+    }
+    // Claim k is the step's k-th non-empty shard, which is shard k (empty
+    // shards come last, see shardRanges); the spec says how many there are.
+    let count = Number.POSITIVE_INFINITY;
+    try {
+      const spec = decodeRunSpec(json ?? "");
+      const c = spec.config;
+      count = shardRanges(
+        spec.data.trainN,
+        c.batch,
+        c.shards,
+        v % stepsPerEpoch(spec.data.trainN, c.batch),
+      ).length;
+    } catch {
+      // An unreadable spec: any claim may name a shard.
+    }
+    const k = await this.claim(v);
+    if (k < 0 || k >= count) {
+      this.opts.log.error({ reason: e.reason, version: v }, e.message);
+      return;
+    }
+    await this.refuse(e, v, k, undefined);
   }
 
   /** The session's spec, dataset and kernel, loaded once per session. */
@@ -635,10 +689,7 @@ export class GradWorker {
     }
     const s = await this.sessionLoading;
     if (s.spec.session !== session) {
-      throw new Refusal(
-        "spec_mismatch",
-        `job is for session ${session}, the published run spec is ${s.spec.session}`,
-      );
+      throw new OtherSession(`job is for session ${session}, the published run spec is ${s.spec.session}`);
     }
     return s;
   }
@@ -740,7 +791,14 @@ export class GradWorker {
   private announced(message: Buffer): void {
     const s = this.session;
     const a = parseWeightsAnnouncement(message);
-    if (!s || !a || a.session !== s.spec.session || a.bytes.byteLength !== s.spec.paramCount * 4) return;
+    if (!s || !a || a.session !== s.spec.session) return;
+    if (a.bytes.byteLength !== s.spec.paramCount * 4) {
+      this.opts.log.error(
+        { version: a.version, bytes: a.bytes.byteLength, expected: s.spec.paramCount * 4 },
+        "ignored a weights announcement of the wrong size",
+      );
+      return;
+    }
     if (!s.weights.has(a.version)) {
       const params = s.announcedBuffers[s.nextBuffer];
       s.nextBuffer = (s.nextBuffer + 1) % s.announcedBuffers.length;

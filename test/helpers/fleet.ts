@@ -6,8 +6,10 @@
 import { readFileSync } from "node:fs";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
+import { shardRanges, stepsPerEpoch } from "../../src/core/plan.js";
 import { QUEUE_NAME, type RunKeys, runKeys } from "../../src/shared/keys.js";
 import type { ShardJob } from "../../src/shared/messages.js";
+import { decodeRunSpec } from "../../src/shared/run-spec.js";
 import { type CliProcess, startCli, stopCli, waitFor } from "./cli.js";
 
 /**
@@ -115,9 +117,19 @@ export class Fleet {
       }
       if (j.version === v) out.push({ workerId: job.processedBy, shard: j.shard });
     }
+    // Claims past the step's shards (a worker asking for more when none
+    // was left) hold nothing.
+    const json = await this.client.get(this.keys.spec);
+    const spec = json ? decodeRunSpec(json) : undefined;
+    const c = spec?.config;
+    const count =
+      spec && c
+        ? shardRanges(spec.data.trainN, c.batch, c.shards, v % stepsPerEpoch(spec.data.trainN, c.batch))
+            .length
+        : 0;
     const claims = await this.client.hgetall(this.keys.claim(v));
     for (const [field, workerId] of Object.entries(claims)) {
-      if (/^\d+$/.test(field)) out.push({ workerId, shard: Number(field) });
+      if (/^\d+$/.test(field) && Number(field) < count) out.push({ workerId, shard: Number(field) });
     }
     return out;
   }
