@@ -332,8 +332,8 @@ export class ClusterExecutor implements GradientExecutor {
   }
 
   /**
-   * Lanes only: a step still unfinished after LANE_RESEAT_MS adds its
-   * range's lanes again, once. Lanes are used up when their workers leave
+   * Lanes only: a step still unfinished after LANE_RESEAT_MS, with a shard
+   * nobody claimed, adds its range's lanes again, once. Lanes are used up when their workers leave
    * gracefully or refuse; a worker that joins then finds a seat at once
    * instead of after a step deadline. Lanes still held or waiting are not
    * added twice (fixed job ids).
@@ -342,7 +342,9 @@ export class ClusterExecutor implements GradientExecutor {
     if (this.dispatch !== "lanes" || this.reseatedVersion === req.version) return;
     if (Date.now() - stepStart < LANE_RESEAT_MS) return;
     this.reseatedVersion = req.version;
-    await this.addLanes(req.version, true);
+    // A step that is merely long (a big model) has all its shards claimed.
+    const claims = Number((await this.o.redis.hget(this.o.keys.claim(req.version), "n")) ?? 0);
+    if (claims < req.shards.length) await this.addLanes(req.version, true);
   }
 
   /**
