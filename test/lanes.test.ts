@@ -258,4 +258,64 @@ describe("lanes", () => {
       await stopCli(worker, "SIGKILL");
     }
   });
+
+  it("a worker with other data does not stop a run that a good worker joining later can serve", async () => {
+    const runId = "bad-then-good";
+    const dir = join(tmp, "bad");
+    await mkdir(dir);
+    const bad = await makeTinyDataset(dir, { trainN: 256, testN: 32, seed: 5 });
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const badWorker = procs.start(["worker", ...args, "--data", bad.dir, "--worker-id", "bad"]);
+    const coord = procs.start(["coordinator", ...RUN, ...args, "--step-timeout", "2"]);
+    let good: ReturnType<typeof procs.start> | undefined;
+    try {
+      // The bad worker has refused (each refusal sends its shard out again
+      // as a shard job, which it would take again if it did not pause).
+      await waitFor(() => badWorker.stderr().includes('"reason":"data_mismatch"'), 30_000);
+      good = procs.start(["worker", ...args, "--worker-id", "good"]);
+      const r = await coord.done;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
+      expect(r.json!.samples).toBe(EPOCHS * TRAIN);
+      const refused = (r.json!.rejectedByReason as Record<string, number>).refused_data_mismatch;
+      expect(refused).toBeGreaterThanOrEqual(1);
+    } finally {
+      await stopCli(badWorker, "SIGKILL");
+      if (good) await stopCli(good, "SIGKILL");
+    }
+  });
+
+  it("every worker killed in the last lane range, new ones started: fresh lanes seat them after one deadline", async () => {
+    const runId = "killed-last";
+    const keys = runKeys(runId);
+    const flags = [...RUN, "--shards", "2"];
+    const ref = await runCli(["train", ...flags, "--workers", "0"]);
+    expect(ref.code, ref.stderr).toBe(0);
+    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const client = new Redis(redis.url);
+    const first = ["x1", "x2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "1"]);
+    let second: ReturnType<typeof procs.start>[] = [];
+    try {
+      // In the last range there is no next range's lane to take, and the
+      // killed workers' lanes stay active until their 30 s locks lapse.
+      const lastRange = Math.floor((VERSIONS - 1) / LANE_STEPS) * LANE_STEPS;
+      await waitFor(async () => Number(await client.get(keys.version)) >= lastRange + 2, 60_000);
+      for (const w of first) w.child.kill("SIGKILL");
+      await Promise.all(first.map((w) => w.done));
+      second = ["y1", "y2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+      const r = await coord.done;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+      expect(r.json!.samples).toBe(EPOCHS * TRAIN);
+      // The killed workers' claims, and the first stalled step's shards, went
+      // out again; every later step found seated workers (without fresh lanes,
+      // each of the ~30 remaining steps would wait for its deadline).
+      expect(Number(r.json!.retriedShards)).toBeGreaterThanOrEqual(1);
+      expect(Number(r.json!.retriedShards)).toBeLessThan(12);
+    } finally {
+      client.disconnect();
+      await Promise.all(second.map((w) => stopCli(w, "SIGKILL")));
+    }
+  });
 });

@@ -135,6 +135,8 @@ export class ClusterExecutor implements GradientExecutor {
   private readonly lanesAdded = new Set<number>();
   /** The version whose lanes were last added again (see reseat). */
   private reseatedVersion = -1;
+  /** The version whose deadline last renewed the lanes (see renewLanes). */
+  private renewedVersion = -1;
   /** Weights versions of the whole run: epochs × steps per epoch. */
   private readonly totalVersions: number;
   private publishedVersion = -1;
@@ -533,10 +535,42 @@ export class ClusterExecutor implements GradientExecutor {
         from,
         to: Math.min(from + LANE_STEPS, this.totalVersions),
       };
-      for (let i = 0; i < Math.min(this.o.config.shards, MAX_LANES); i++)
+      for (let i = 0; i < this.lanesPerRange; i++)
         lanes.push({ name: "lane", data, opts: { jobId: laneJobId(this.spec.session, r, i) } });
     }
     if (lanes.length) await this.lanesQueue.addBulk(lanes);
+  }
+
+  /**
+   * A step's deadline passed in lane mode: add its range's lanes again, and
+   * fresh ones (new job ids) to the end of the range. Lanes of workers that
+   * were killed stay active until BullMQ's lock on them lapses, and a lane
+   * that failed keeps its id: with fixed ids alone, workers started to
+   * replace killed ones could find no seat until the next range. At most
+   * once per version.
+   */
+  private async renewLanes(version: number): Promise<void> {
+    if (this.renewedVersion === version) return;
+    this.renewedVersion = version;
+    await this.addLanes(version, true);
+    const range = Math.floor(version / LANE_STEPS);
+    const data: LaneJob = {
+      session: this.spec.session,
+      from: version,
+      to: Math.min((range + 1) * LANE_STEPS, this.totalVersions),
+    };
+    await this.lanesQueue.addBulk(
+      Array.from({ length: this.lanesPerRange }, (_, i) => ({
+        name: "lane",
+        data,
+        opts: { jobId: laneJobId(this.spec.session, range, i, version) },
+      })),
+    );
+  }
+
+  /** Lanes per range: one per shard (more workers could not share a step). */
+  private get lanesPerRange(): number {
+    return Math.min(this.o.config.shards, MAX_LANES);
   }
 
   private async enqueue(ps: PendingShard[]): Promise<void> {
@@ -667,7 +701,7 @@ export class ClusterExecutor implements GradientExecutor {
         // comes next.
         holder = await this.o.redis.hget(this.o.keys.claim(req.version), String(p.index));
         state = holder === null ? "unclaimed" : "claimed";
-        await this.addLanes(req.version, true);
+        await this.renewLanes(req.version);
       } else {
         state = await this.queue.getJobState(shardJobId(p.job, p.attempt)).catch(() => "unknown");
       }

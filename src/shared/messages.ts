@@ -72,9 +72,10 @@ export type LaneJob = z.infer<typeof laneJobSchema>;
 /**
  * BullMQ job id of lane `lane` of range `range` (versions from
  * range·LANE_STEPS): fixed, so adding a lane that exists adds nothing.
+ * `renewal` (a version whose deadline passed) names an extra lane added then.
  */
-export function laneJobId(session: string, range: number, lane: number): string {
-  return `${session}-lane-${range}-${lane}`;
+export function laneJobId(session: string, range: number, lane: number, renewal?: number): string {
+  return `${session}-lane-${range}-${lane}${renewal === undefined ? "" : `-r${renewal}`}`;
 }
 
 /** A weights announcement: the weights of `version` in session `session`. */

@@ -37,7 +37,7 @@
  */
 import { type Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
-import { loadDataset } from "../core/data/index.js";
+import { DataError, loadDataset } from "../core/data/index.js";
 import type { DataBundle } from "../core/dataset.js";
 import { type Kernel, makeKernel } from "../core/kernel.js";
 import { shardRanges, stepsPerEpoch } from "../core/plan.js";
@@ -73,6 +73,10 @@ const REDIS_WAIT_LOG_MS = 10_000;
  * subscriber that is reconnecting), and a lane must end when its run does.
  */
 const LANE_POLL_MS = 250;
+/** Refusal reasons that mean "this worker cannot serve the session" (see refuse). */
+const CANNOT_SERVE = new Set(["data_mismatch", "spec_mismatch"]);
+/** How long a worker that cannot serve the session waits after each refusal (see refuse). */
+const REFUSAL_PAUSE_MS = 1000;
 /** Announced weights buffers per session (see SessionState.announcedBuffers). */
 const WEIGHT_BUFFERS = 4;
 
@@ -359,6 +363,7 @@ export class GradWorker {
     } catch (e) {
       if (e instanceof Refusal) {
         await this.refuse(e, j.version, j.shard, job.id, j.step);
+        await this.pauseIfCannotServe(e);
         return "refused";
       }
       await this.failed(job.id, j, e);
@@ -440,6 +445,19 @@ export class GradWorker {
   }
 
   /**
+   * After a refusal that means this worker cannot serve the run at all
+   * (other data, another spec), holds on before taking the next job or lane:
+   * the coordinator enqueues the shard again at once, and without a pause
+   * this worker would take it again, and again, and the run would stop for
+   * a refusal count that a good worker of the fleet never had a chance to
+   * spare it. A fleet of such workers still stops the run, seconds later.
+   */
+  private async pauseIfCannotServe(e: Refusal): Promise<void> {
+    if (!CANNOT_SERVE.has(e.reason) || e instanceof OtherSession) return;
+    await new Promise((r) => setTimeout(r, REFUSAL_PAUSE_MS));
+  }
+
+  /**
    * A bug, a broken kernel or a failed submit: tell the coordinator at once
    * (it counts the refusal and enqueues the shard again, and stops the run if
    * the shard keeps failing) instead of leaving it to the deadline.
@@ -481,6 +499,7 @@ export class GradWorker {
       // A lane of a session that is over: nothing to say.
       if (e instanceof OtherSession) return "stale";
       await this.refuseLane(e);
+      await this.pauseIfCannotServe(e);
       return "refused";
     }
     const c = s.spec.config;
@@ -709,7 +728,18 @@ export class GradWorker {
         `the spec is for run ${spec.runId}, this worker serves ${this.opts.runId}`,
       );
     }
-    const data = await this.dataset(spec.data.trainLimit, spec.data.testLimit);
+    // Work of an older session made us look: the published session may be
+    // the one already loaded, whose caches (weights, lanes' progress) stay.
+    if (this.session?.spec.session === spec.session) return this.session;
+    let data: DataBundle;
+    try {
+      data = await this.dataset(spec.data.trainLimit, spec.data.testLimit);
+    } catch (e) {
+      // This worker's data cannot give what the run needs (too few
+      // examples for its limits, unreadable files): it cannot serve the run.
+      if (e instanceof DataError) throw new Refusal("data_mismatch", e.message);
+      throw e;
+    }
     if (data.fingerprint !== spec.data.fingerprint) {
       throw new Refusal(
         "data_mismatch",
