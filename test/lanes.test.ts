@@ -153,10 +153,15 @@ describe("lanes", () => {
         "--epochs",
         "1",
         "--json",
+        "--step-timeout",
+        "2",
         ...args,
       ]);
       expect(r.code).not.toBe(0);
-      expect(r.stderr).toMatch(/refused \d+ times \(last reason: data_mismatch\)/);
+      // Every live worker refused the run for a whole step timeout.
+      expect(r.stderr).toMatch(
+        /no live worker can serve this run: the only one \(other\) refused it \(last reason: data_mismatch\)/,
+      );
       const w = await stopCli(worker);
       // The worker said why, with both fingerprints' starts.
       expect(w.stderr).toMatch(/"reason":"data_mismatch"/);
@@ -249,9 +254,9 @@ describe("lanes", () => {
       const ok = await procs.run(["coordinator", "--data", a.dir, ...model, ...args]);
       expect(ok.code, ok.stderr).toBe(0);
       // Same run id, other data: the worker still caches the first session.
-      const r = await procs.run(["coordinator", "--data", b.dir, ...model, ...args]);
+      const r = await procs.run(["coordinator", "--data", b.dir, ...model, ...args, "--step-timeout", "2"]);
       expect(r.code).not.toBe(0);
-      expect(r.stderr).toMatch(/last reason: data_mismatch/);
+      expect(r.stderr).toMatch(/no live worker can serve this run: .*last reason: data_mismatch/);
       const w = await stopCli(worker);
       expect(w.stderr).toMatch(/"reason":"data_mismatch"/);
     } finally {
@@ -265,7 +270,17 @@ describe("lanes", () => {
     await mkdir(dir);
     const bad = await makeTinyDataset(dir, { trainN: 256, testN: 32, seed: 5 });
     const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
-    const badWorker = procs.start(["worker", ...args, "--data", bad.dir, "--worker-id", "bad"]);
+    // Eight shard-job slots and a lane: still one refusal a second.
+    const badWorker = procs.start([
+      "worker",
+      ...args,
+      "--data",
+      bad.dir,
+      "--worker-id",
+      "bad",
+      "--concurrency",
+      "8",
+    ]);
     const coord = procs.start(["coordinator", ...RUN, ...args, "--step-timeout", "2"]);
     let good: ReturnType<typeof procs.start> | undefined;
     try {

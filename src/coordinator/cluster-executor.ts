@@ -50,9 +50,10 @@ import {
   type StepRequest,
 } from "../core/trainer.js";
 import type { Dispatch } from "../shared/dispatch.js";
-import { LANES_QUEUE_NAME, QUEUE_NAME, type RunKeys } from "../shared/keys.js";
+import { LANES_QUEUE_NAME, LIVE_WORKER_WINDOW_MS, QUEUE_NAME, type RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
+  CANNOT_SERVE_REASONS,
   decodeResult,
   encodeWeightsAnnouncement,
   type LaneJob,
@@ -81,6 +82,8 @@ const MAX_NOTICES_ASKED = 64;
 export const LANE_STEPS = 64;
 /** How long stored weights live, should the coordinator never delete them. */
 const WEIGHTS_TTL_SECONDS = 86_400;
+/** How often a step that collected "cannot serve" refusals looks at the live workers. */
+const FLEET_CHECK_MS = 500;
 /** A step unfinished after this long adds its lanes again (see reseat). */
 const LANE_RESEAT_MS = 1000;
 /** Most lanes per range: more workers than shards could not share a step. */
@@ -137,6 +140,11 @@ export class ClusterExecutor implements GradientExecutor {
   private reseatedVersion = -1;
   /** The version whose deadline last renewed the lanes (see renewLanes). */
   private renewedVersion = -1;
+  /** Workers that refused the run as one they cannot serve, and why (see checkRefusingFleet). */
+  private readonly refusing = new Map<string, string>();
+  /** Since when every live worker has refused the run, if they all have. */
+  private allRefusingSince: number | undefined;
+  private fleetCheckedAt = 0;
   /** Weights versions of the whole run: epochs × steps per epoch. */
   private readonly totalVersions: number;
   private publishedVersion = -1;
@@ -322,6 +330,8 @@ export class ClusterExecutor implements GradientExecutor {
           );
         } else if (n.kind === "refused") {
           this.stats.countRejected(`refused_${n.reason ?? "unknown"}`);
+          if (n.workerId && n.reason && CANNOT_SERVE_REASONS.has(n.reason))
+            this.refusing.set(n.workerId, n.reason);
           if (n.reason === "missing_spec" || n.reason === "missing_weights") await this.republish(req);
           await this.reject(p, n.reason ?? "refused", pending);
         } else {
@@ -330,7 +340,33 @@ export class ClusterExecutor implements GradientExecutor {
       }
       await this.checkDeadlines(req, pending, done, timeoutMs);
       await this.reseat(req, stepStart);
+      await this.checkRefusingFleet(timeoutMs);
     }
+  }
+
+  /**
+   * Stops the run when every live worker has refused it as one it cannot
+   * serve (other data, another spec) for a whole step timeout: no shard can
+   * be computed, and waiting would be silent. A worker that joins and can
+   * serve the run resets the wait; so does one that has not refused.
+   */
+  private async checkRefusingFleet(timeoutMs: number): Promise<void> {
+    if (this.refusing.size === 0 || Date.now() - this.fleetCheckedAt < FLEET_CHECK_MS) return;
+    this.fleetCheckedAt = Date.now();
+    const { redis, keys } = this.o;
+    const live = await redis.zrangebyscore(keys.workers, Date.now() - LIVE_WORKER_WINDOW_MS, "+inf");
+    if (live.length === 0 || !live.every((w) => this.refusing.has(w))) {
+      this.allRefusingSince = undefined;
+      return;
+    }
+    this.allRefusingSince ??= Date.now();
+    if (Date.now() - this.allRefusingSince < timeoutMs) return;
+    const reasons = [...new Set(live.map((w) => this.refusing.get(w)))].join(", ");
+    throw new Error(
+      `no live worker can serve this run: ${live.length === 1 ? "the only one" : `all ${live.length}`} ` +
+        `(${live.slice(0, 5).join(", ")}${live.length > 5 ? ", ..." : ""}) refused it (last reason: ${reasons}); ` +
+        "check the workers' logs (same dataset and --train-limit/--test-limit, same gradfleet version?)",
+    );
   }
 
   /**
@@ -393,6 +429,10 @@ export class ClusterExecutor implements GradientExecutor {
     pending.delete(p.range.shard);
     done.set(p.range.shard, frame);
     this.stats.workersSeen.add(frame.workerId);
+    // A worker that delivers serves the run (restarted with the right data
+    // under the same id, say); and the run is not stuck.
+    this.refusing.delete(frame.workerId);
+    this.allRefusingSince = undefined;
   }
 
   /**

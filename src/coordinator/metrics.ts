@@ -12,7 +12,7 @@
 import type { Redis } from "ioredis";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { RunObserver } from "../cli/train-run.js";
-import { runKeys } from "../shared/keys.js";
+import { LIVE_WORKER_WINDOW_MS, runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
   createRegistry,
@@ -25,8 +25,7 @@ import {
 import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
 import type { ClusterExecutor } from "./cluster-executor.js";
 
-/** A worker counts as live when its last heartbeat is at most this old (it beats every 2 s). */
-export const LIVE_WORKER_WINDOW_MS = 10_000;
+export { LIVE_WORKER_WINDOW_MS };
 
 /** The phases of a step, the `phase` label of `gradfleet_step_duration_seconds`. */
 export const STEP_PHASES = ["compute", "communication", "update", "total"] as const;

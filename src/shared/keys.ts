@@ -17,6 +17,9 @@ export const QUEUE_NAME = "grad";
  */
 export const LANES_QUEUE_NAME = "lanes";
 
+/** A worker counts as live when its last heartbeat in `workers` is at most this old (it beats every 2 s). */
+export const LIVE_WORKER_WINDOW_MS = 10_000;
+
 /** Allowed run ids: safe in keys, metrics labels and file names. */
 export const RUN_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 

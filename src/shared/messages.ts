@@ -348,20 +348,24 @@ export function scanResultFrame(b: Uint8Array): string | undefined {
  * - `<version>:<shard>:frame:<result frame bytes>` — pushed by the submit
  *   script with the result it accepted (`frame` holds those bytes);
  * - `<version>:<shard>:ok` — a result is stored under its key (read it there);
- * - `<version>:<shard>:refused:<reason>` — a worker refused the shard.
+ * - `<version>:<shard>:refused:<reason>[:<worker id>]` — a worker refused
+ *   the shard (the worker id, up to 128 characters without spaces, tells the
+ *   coordinator whether every live worker refuses the run).
  */
 export interface Notice {
   version: number;
   shard: number;
   kind: "ok" | "refused";
   reason?: string;
+  /** The refusing worker, when a refusal names it. */
+  workerId?: string;
   /** The result frame, when the notice carries it. */
   frame?: Uint8Array;
 }
 
 const FRAME_NOTICE = /^(\d{1,10}):(\d{1,4}):frame:/;
-/** Longer than any text notice (digits, colons, a 32-letter reason). */
-const MAX_TEXT_NOTICE = 64;
+/** Longer than any text notice (digits, colons, a 32-letter reason, a 128-character worker id). */
+const MAX_TEXT_NOTICE = 200;
 
 /**
  * Parses a notice as popped from the list (bytes: a frame notice is binary);
@@ -380,13 +384,27 @@ export function parseNoticeBytes(b: Uint8Array): Notice | undefined {
 }
 
 /** Formats a refusal notice (results' ok notices are pushed by the submit script). */
-export function refusedNotice(version: number, shard: number, reason: string): string {
-  return `${version}:${shard}:refused:${reason.replace(/[^a-z_]/g, "_").slice(0, 32)}`;
+export function refusedNotice(version: number, shard: number, reason: string, workerId?: string): string {
+  const r = reason.replace(/[^a-z_]/g, "_").slice(0, 32);
+  const w = workerId === undefined ? "" : `:${workerId.replace(/\s/g, "_").slice(0, 128)}`;
+  return `${version}:${shard}:refused:${r}${w}`;
 }
 
 /** Parses a notice; undefined for anything malformed (a rogue client's noise). */
 export function parseNotice(s: string): Notice | undefined {
-  const m = /^(\d{1,10}):(\d{1,4}):(ok|refused)(?::([a-z_]{1,32}))?$/.exec(s);
+  const m = /^(\d{1,10}):(\d{1,4}):(ok|refused)(?::([a-z_]{1,32})(?::(\S{1,128}))?)?$/.exec(s);
   if (!m) return undefined;
-  return { version: Number(m[1]), shard: Number(m[2]), kind: m[3] as Notice["kind"], reason: m[4] };
+  return {
+    version: Number(m[1]),
+    shard: Number(m[2]),
+    kind: m[3] as Notice["kind"],
+    reason: m[4],
+    ...(m[5] === undefined ? {} : { workerId: m[5] }),
+  };
 }
+
+/**
+ * Refusal reasons that mean "this worker cannot serve this run at all"
+ * (other data, a spec it cannot take): refusing again will not change.
+ */
+export const CANNOT_SERVE_REASONS: ReadonlySet<string> = new Set(["data_mismatch", "spec_mismatch"]);

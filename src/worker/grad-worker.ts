@@ -45,6 +45,7 @@ import { epochPermutation } from "../core/prng.js";
 import { LANES_QUEUE_NAME, QUEUE_NAME, type RunKeys, runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
+  CANNOT_SERVE_REASONS,
   encodeResultInto,
   type LaneJob,
   laneJobSchema,
@@ -73,9 +74,7 @@ const REDIS_WAIT_LOG_MS = 10_000;
  * subscriber that is reconnecting), and a lane must end when its run does.
  */
 const LANE_POLL_MS = 250;
-/** Refusal reasons that mean "this worker cannot serve the session" (see refuse). */
-const CANNOT_SERVE = new Set(["data_mismatch", "spec_mismatch"]);
-/** How long a worker that cannot serve the session waits after each refusal (see refuse). */
+/** Least time between two "cannot serve" refusals of one worker (see refusalTurn). */
 const REFUSAL_PAUSE_MS = 1000;
 /** Announced weights buffers per session (see SessionState.announcedBuffers). */
 const WEIGHT_BUFFERS = 4;
@@ -152,6 +151,11 @@ class OtherSession extends Refusal {
   }
 }
 
+/** Whether a refusal means this worker cannot serve the run at all (other data, another spec). */
+function cannotServe(e: Refusal): boolean {
+  return CANNOT_SERVE_REASONS.has(e.reason) && !(e instanceof OtherSession);
+}
+
 /** A worker process's connection to one run's queue. */
 export class GradWorker {
   private readonly keys: RunKeys;
@@ -166,6 +170,12 @@ export class GradWorker {
   private laneConnection?: Redis;
   /** Lanes waiting for the next announcement. */
   private readonly announcementWaiters = new Set<() => void>();
+  /** The end of the last "cannot serve" refusal's pause (see refusalTurn). */
+  private lastRefusal: Promise<void> = Promise.resolve();
+  /** Pauses in progress (see sleep), cut short by close. */
+  private readonly sleepers = new Set<() => void>();
+  /** A session this worker found it cannot serve, and why: not loaded again. */
+  private unservable?: { session: string; refusal: Refusal };
   /** Result frame buffers free for the next job. */
   private readonly frameBuffers: Buffer[] = [];
   private session?: SessionState;
@@ -298,6 +308,7 @@ export class GradWorker {
     // coordinator re-enqueues a shard whose result never came.
     let timer: NodeJS.Timeout | undefined;
     this.wakeLanes();
+    for (const wake of [...this.sleepers]) wake();
     const graceful = Promise.all([this.worker?.close(), this.laneWorker?.close()]);
     const timedOut = await Promise.race([
       graceful.then(() => false),
@@ -362,8 +373,8 @@ export class GradWorker {
       return "submitted";
     } catch (e) {
       if (e instanceof Refusal) {
+        if (cannotServe(e)) await this.refusalTurn();
         await this.refuse(e, j.version, j.shard, job.id, j.step);
-        await this.pauseIfCannotServe(e);
         return "refused";
       }
       await this.failed(job.id, j, e);
@@ -439,22 +450,41 @@ export class GradWorker {
     step?: number,
   ): Promise<void> {
     this.opts.log.error({ job: jobId, reason: e.reason, version, step, shard }, e.message);
-    await this.redis.rpush(this.keys.notices, refusedNotice(version, shard, e.reason)).catch(() => {});
+    await this.redis
+      .rpush(this.keys.notices, refusedNotice(version, shard, e.reason, this.opts.workerId))
+      .catch(() => {});
     await this.redis.hincrby(this.keys.counters, `refused_${e.reason}`, 1).catch(() => {});
     this.opts.observer?.onShard?.("refused", 0, 0);
   }
 
   /**
-   * After a refusal that means this worker cannot serve the run at all
-   * (other data, another spec), holds on before taking the next job or lane:
-   * the coordinator enqueues the shard again at once, and without a pause
-   * this worker would take it again, and again, and the run would stop for
-   * a refusal count that a good worker of the fleet never had a chance to
-   * spare it. A fleet of such workers still stops the run, seconds later.
+   * Waits for this worker's turn to send a "cannot serve" refusal: at most
+   * one per REFUSAL_PAUSE_MS, whatever its concurrency and both queues. The
+   * coordinator enqueues a refused shard again at once; a worker that took it
+   * straight back (or had other slots free) would refuse it again and again
+   * in milliseconds and stop, for a refusal count, a run that a good worker
+   * of the fleet could serve. The job waiting here keeps its slot, so the
+   * worker takes nothing meanwhile. The coordinator stops a run that every
+   * live worker refuses (see ClusterExecutor.checkRefusingFleet).
    */
-  private async pauseIfCannotServe(e: Refusal): Promise<void> {
-    if (!CANNOT_SERVE.has(e.reason) || e instanceof OtherSession) return;
-    await new Promise((r) => setTimeout(r, REFUSAL_PAUSE_MS));
+  private refusalTurn(): Promise<void> {
+    const mine = this.lastRefusal;
+    this.lastRefusal = mine.then(() => this.sleep(REFUSAL_PAUSE_MS));
+    return mine;
+  }
+
+  /** Resolves after `ms`, or at once when the worker closes. */
+  private sleep(ms: number): Promise<void> {
+    if (this.closing) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleepers.add(wake);
+    });
   }
 
   /**
@@ -468,7 +498,7 @@ export class GradWorker {
       "shard computation failed",
     );
     await this.redis
-      .rpush(this.keys.notices, refusedNotice(j.version, j.shard, "worker_error"))
+      .rpush(this.keys.notices, refusedNotice(j.version, j.shard, "worker_error", this.opts.workerId))
       .catch(() => {});
     await this.redis.hincrby(this.keys.counters, "refused_worker_error", 1).catch(() => {});
     this.opts.observer?.onShard?.("error", 0, 0);
@@ -498,8 +528,8 @@ export class GradWorker {
       if (!(e instanceof Refusal)) throw e;
       // A lane of a session that is over: nothing to say.
       if (e instanceof OtherSession) return "stale";
+      if (cannotServe(e)) await this.refusalTurn();
       await this.refuseLane(e);
-      await this.pauseIfCannotServe(e);
       return "refused";
     }
     const c = s.spec.config;
@@ -701,6 +731,7 @@ export class GradWorker {
   /** The session's spec, dataset and kernel, loaded once per session. */
   private async sessionFor(session: string): Promise<SessionState> {
     if (this.session?.spec.session === session) return this.session;
+    if (this.unservable?.session === session) throw this.unservable.refusal;
     if (!this.sessionLoading) {
       this.sessionLoading = this.loadSession().finally(() => {
         this.sessionLoading = undefined;
@@ -731,6 +762,18 @@ export class GradWorker {
     // Work of an older session made us look: the published session may be
     // the one already loaded, whose caches (weights, lanes' progress) stay.
     if (this.session?.spec.session === spec.session) return this.session;
+    try {
+      return await this.loadSessionOf(spec);
+    } catch (e) {
+      // Data and spec do not change under a session: remember the verdict
+      // instead of loading the dataset again for every job.
+      if (e instanceof Refusal && cannotServe(e)) this.unservable = { session: spec.session, refusal: e };
+      throw e;
+    }
+  }
+
+  /** Loads the dataset and kernel of a parsed run spec; refuses a spec this worker cannot serve. */
+  private async loadSessionOf(spec: RunSpec): Promise<SessionState> {
     let data: DataBundle;
     try {
       data = await this.dataset(spec.data.trainLimit, spec.data.testLimit);
