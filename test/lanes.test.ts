@@ -16,7 +16,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LANE_STEPS } from "../src/coordinator/cluster-executor.js";
 import { LANES_QUEUE_NAME, runKeys } from "../src/shared/keys.js";
-import type { LaneJob } from "../src/shared/messages.js";
+import { type LaneJob, parseNoticeBytes, refusedNotice } from "../src/shared/messages.js";
 import { runCli, stopCli, waitFor } from "./helpers/cli.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
@@ -160,7 +160,7 @@ describe("lanes", () => {
       expect(r.code).not.toBe(0);
       // Every live worker refused the run for a whole step timeout.
       expect(r.stderr).toMatch(
-        /no live worker can serve this run: the only one \(other\) refused it \(last reason: data_mismatch\)/,
+        /no live worker can serve this run: the only one \("other"\) refused it \(last reason: data_mismatch\)/,
       );
       const w = await stopCli(worker);
       // The worker said why, with both fingerprints' starts.
@@ -332,5 +332,33 @@ describe("lanes", () => {
       client.disconnect();
       await Promise.all(second.map((w) => stopCli(w, "SIGKILL")));
     }
+  });
+});
+
+describe("refusal notices", () => {
+  it("name the worker that cannot serve the run, whatever printable ASCII its id holds", () => {
+    for (const id of ["w1", "host:4242", "ok:refused:data_mismatch", "x".repeat(128)]) {
+      const n = parseNoticeBytes(Buffer.from(refusedNotice(4294967295, 4095, "data_mismatch", id), "latin1"));
+      expect(n).toEqual({
+        version: 4294967295,
+        shard: 4095,
+        kind: "refused",
+        reason: "data_mismatch",
+        workerId: id,
+      });
+    }
+    // Without an id: a refusal that says nothing about the worker as a whole.
+    expect(parseNoticeBytes(Buffer.from(refusedNotice(3, 1, "bad_job")))).toEqual({
+      version: 3,
+      shard: 1,
+      kind: "refused",
+      reason: "bad_job",
+    });
+  });
+
+  it("a worker id outside printable ASCII is refused at the command line", async () => {
+    const r = await runCli(["worker", "--worker-id", "wörker", "--dry-run"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--worker-id/);
   });
 });

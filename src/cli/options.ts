@@ -517,8 +517,9 @@ export const OPTIONS: readonly OptionDef[] = [
     group: "Cluster",
     description: "Name of this worker in logs and metrics",
     metavar: "ID",
-    pattern: /^\S{1,128}$/,
-    patternText: "1 to 128 characters without spaces",
+    // Printable ASCII: it travels in refusal notices and metric labels.
+    pattern: /^[\x21-\x7e]{1,128}$/,
+    patternText: "1 to 128 printable ASCII characters, no spaces",
     default: () => `${hostname()}-${process.pid}`,
     defaultText: "<hostname>-<pid>",
   },

@@ -271,6 +271,8 @@ export class ClusterExecutor implements GradientExecutor {
         this.o.log.warn({ err: (e as Error).message }, "lost the connection to Redis; waiting for it");
         await this.waitForRedis();
         this.dropsHandled = this.drops;
+        // Time without Redis is not time every worker spent refusing.
+        this.allRefusingSince = undefined;
         await this.republish(req);
         await this.recoverResults(req, pending, done);
         for (const p of pending.values()) p.attempt++;
@@ -355,6 +357,8 @@ export class ClusterExecutor implements GradientExecutor {
     this.fleetCheckedAt = Date.now();
     const { redis, keys } = this.o;
     const live = await redis.zrangebyscore(keys.workers, Date.now() - LIVE_WORKER_WINDOW_MS, "+inf");
+    // Workers gone (or ids no worker has, from forged notices) do not count.
+    for (const w of this.refusing.keys()) if (!live.includes(w)) this.refusing.delete(w);
     if (live.length === 0 || !live.every((w) => this.refusing.has(w))) {
       this.allRefusingSince = undefined;
       return;
@@ -364,7 +368,10 @@ export class ClusterExecutor implements GradientExecutor {
     const reasons = [...new Set(live.map((w) => this.refusing.get(w)))].join(", ");
     throw new Error(
       `no live worker can serve this run: ${live.length === 1 ? "the only one" : `all ${live.length}`} ` +
-        `(${live.slice(0, 5).join(", ")}${live.length > 5 ? ", ..." : ""}) refused it (last reason: ${reasons}); ` +
+        `(${live
+          .slice(0, 5)
+          .map((w) => JSON.stringify(w.slice(0, 64)))
+          .join(", ")}${live.length > 5 ? ", ..." : ""}) refused it (last reason: ${reasons}); ` +
         "check the workers' logs (same dataset and --train-limit/--test-limit, same gradfleet version?)",
     );
   }

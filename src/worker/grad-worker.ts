@@ -151,9 +151,21 @@ class OtherSession extends Refusal {
   }
 }
 
-/** Whether a refusal means this worker cannot serve the run at all (other data, another spec). */
+/**
+ * This worker cannot serve the published session at all (other data, a spec
+ * it cannot take): found when loading the session, and true for all its work.
+ * Only these refusals name the worker (see refuse), are paced (refusalTurn)
+ * and are remembered for the session.
+ */
+class CannotServe extends Refusal {
+  constructor(reason: "data_mismatch" | "spec_mismatch", message: string) {
+    super(reason, message);
+  }
+}
+
+/** Whether a refusal means this worker cannot serve the run at all. */
 function cannotServe(e: Refusal): boolean {
-  return CANNOT_SERVE_REASONS.has(e.reason) && !(e instanceof OtherSession);
+  return e instanceof CannotServe && CANNOT_SERVE_REASONS.has(e.reason);
 }
 
 /** A worker process's connection to one run's queue. */
@@ -205,6 +217,14 @@ export class GradWorker {
   async start(): Promise<void> {
     const o = this.opts;
     await this.waitForRedis();
+    // Live from now on (the heartbeat), while the dataset loads: a coordinator
+    // whose other workers all refuse the run waits for this one (see
+    // ClusterExecutor.checkRefusingFleet).
+    this.beat();
+    this.heartbeat = setInterval(() => {
+      this.beat();
+      this.watchdog();
+    }, HEARTBEAT_MS);
     // Preload the default dataset so the first shard is not slowed by it.
     await this.dataset(null, null);
     this.subscriber = this.redis.duplicate();
@@ -222,11 +242,6 @@ export class GradWorker {
     this.laneWorker = this.bullWorker(LANES_QUEUE_NAME, this.laneConnection, 1, "lane job", (job) =>
       this.runLane(job),
     );
-    this.beat();
-    this.heartbeat = setInterval(() => {
-      this.beat();
-      this.watchdog();
-    }, HEARTBEAT_MS);
     o.observer?.onReady?.(true);
     o.log.info({ run: o.runId, concurrency: o.concurrency }, "worker ready");
   }
@@ -450,9 +465,10 @@ export class GradWorker {
     step?: number,
   ): Promise<void> {
     this.opts.log.error({ job: jobId, reason: e.reason, version, step, shard }, e.message);
-    await this.redis
-      .rpush(this.keys.notices, refusedNotice(version, shard, e.reason, this.opts.workerId))
-      .catch(() => {});
+    // Naming the worker tells the coordinator this worker cannot serve the
+    // run at all (it stops a run that every live worker refuses so).
+    const who = cannotServe(e) ? this.opts.workerId : undefined;
+    await this.redis.rpush(this.keys.notices, refusedNotice(version, shard, e.reason, who)).catch(() => {});
     await this.redis.hincrby(this.keys.counters, `refused_${e.reason}`, 1).catch(() => {});
     this.opts.observer?.onShard?.("refused", 0, 0);
   }
@@ -463,9 +479,10 @@ export class GradWorker {
    * coordinator enqueues a refused shard again at once; a worker that took it
    * straight back (or had other slots free) would refuse it again and again
    * in milliseconds and stop, for a refusal count, a run that a good worker
-   * of the fleet could serve. The job waiting here keeps its slot, so the
-   * worker takes nothing meanwhile. The coordinator stops a run that every
-   * live worker refuses (see ClusterExecutor.checkRefusingFleet).
+   * of the fleet could serve. The job waiting here keeps its slot (with
+   * `--concurrency` N, up to N jobs may wait, each refused in its turn, or
+   * recomputed elsewhere at their deadline). The coordinator stops a run that
+   * every live worker refuses (see ClusterExecutor.checkRefusingFleet).
    */
   private refusalTurn(): Promise<void> {
     const mine = this.lastRefusal;
@@ -498,7 +515,7 @@ export class GradWorker {
       "shard computation failed",
     );
     await this.redis
-      .rpush(this.keys.notices, refusedNotice(j.version, j.shard, "worker_error", this.opts.workerId))
+      .rpush(this.keys.notices, refusedNotice(j.version, j.shard, "worker_error"))
       .catch(() => {});
     await this.redis.hincrby(this.keys.counters, "refused_worker_error", 1).catch(() => {});
     this.opts.observer?.onShard?.("error", 0, 0);
@@ -751,10 +768,10 @@ export class GradWorker {
     try {
       spec = decodeRunSpec(json);
     } catch (e) {
-      throw new Refusal("spec_mismatch", (e as Error).message);
+      throw new CannotServe("spec_mismatch", (e as Error).message);
     }
     if (spec.runId !== this.opts.runId) {
-      throw new Refusal(
+      throw new CannotServe(
         "spec_mismatch",
         `the spec is for run ${spec.runId}, this worker serves ${this.opts.runId}`,
       );
@@ -767,7 +784,7 @@ export class GradWorker {
     } catch (e) {
       // Data and spec do not change under a session: remember the verdict
       // instead of loading the dataset again for every job.
-      if (e instanceof Refusal && cannotServe(e)) this.unservable = { session: spec.session, refusal: e };
+      if (e instanceof CannotServe) this.unservable = { session: spec.session, refusal: e };
       throw e;
     }
   }
@@ -780,18 +797,18 @@ export class GradWorker {
     } catch (e) {
       // This worker's data cannot give what the run needs (too few
       // examples for its limits, unreadable files): it cannot serve the run.
-      if (e instanceof DataError) throw new Refusal("data_mismatch", e.message);
+      if (e instanceof DataError) throw new CannotServe("data_mismatch", e.message);
       throw e;
     }
     if (data.fingerprint !== spec.data.fingerprint) {
-      throw new Refusal(
+      throw new CannotServe(
         "data_mismatch",
         `dataset ${data.source} has fingerprint ${data.fingerprint.slice(0, 12)}…, the run needs ` +
           `${spec.data.fingerprint.slice(0, 12)}… (same files and --train-limit/--test-limit on every process?)`,
       );
     }
     if (spec.config.spec.layers[0] !== data.train.pixels) {
-      throw new Refusal(
+      throw new CannotServe(
         "spec_mismatch",
         `the model takes ${spec.config.spec.layers[0]} inputs, the data has ${data.train.pixels}`,
       );
