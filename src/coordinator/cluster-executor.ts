@@ -796,7 +796,9 @@ export async function deleteRunKeys(redis: Redis, pattern: string): Promise<numb
 /** Errors that mean "Redis is not reachable right now", as opposed to a bug or a refusal. */
 export function isConnectionError(e: unknown): boolean {
   const msg = e instanceof Error ? e.message : String(e);
-  return /Connection is closed|Stream isn't writeable|max retries per request|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|LOADING|Connection timeout|Socket closed/i.test(
+  // "Command aborted due to connection close": ioredis's AbortError for a
+  // pipeline or MULTI cut in half by the connection dropping.
+  return /Connection is closed|Stream isn't writeable|max retries per request|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|LOADING|Connection timeout|Socket closed|aborted due to connection close/i.test(
     msg,
   );
 }

@@ -34,9 +34,11 @@ return 'duplicate'
  * A worker in a lane claims the next shard of a version. KEYS: claims hash
  * of the version, version. ARGV: version, ttl seconds, worker id. Returns the
  * claim's index (0 for the first claim of the version: the first non-empty
- * shard of the step), or -1 when the version is neither current nor the next
- * one (a shard claimed then would only be dropped as stale). An index at or
- * past the step's shard count means every shard is taken.
+ * shard of the step), -1 when the version is neither current nor the next
+ * one (a shard claimed then would only be dropped as stale), or -2 when no
+ * version is current (Redis restarted empty and the coordinator has not
+ * published again yet: try again). An index at or past the step's shard
+ * count means every shard is taken.
  *
  * The next version may be claimed before it exists: a worker that has done
  * its part of a step reserves a shard of the next one, so that it can start
@@ -48,7 +50,10 @@ return 'duplicate'
 export const CLAIM_SHARD = `
 local cur = tonumber(redis.call('GET', KEYS[2]))
 local v = tonumber(ARGV[1])
-if cur == nil or (v ~= cur and v ~= cur + 1) then
+if cur == nil then
+  return -2
+end
+if v ~= cur and v ~= cur + 1 then
   return -1
 end
 local n = redis.call('HINCRBY', KEYS[1], 'n', 1)

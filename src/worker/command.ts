@@ -7,6 +7,9 @@ import { createLogger } from "../shared/log.js";
 import { GradWorker } from "./grad-worker.js";
 import { serveWorkerMetrics } from "./metrics.js";
 
+/** Longest a worker takes to stop after SIGINT/SIGTERM (its close waits 10 s for the shard in hand). */
+const STOP_LIMIT_MS = 20_000;
+
 /** Runs `worker` until a signal; returns the exit code. */
 export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
   const log = createLogger({
@@ -43,7 +46,17 @@ export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
     process.once("SIGTERM", () => resolve("SIGTERM"));
   });
   log.info({ signal, shards: worker.jobsDone }, "stopping: finishing the shard in hand");
-  await worker.close();
+  // close() bounds each of its waits; this bounds the whole, so that a stop
+  // signal always ends the process (a second signal ends it at once).
+  let timer: NodeJS.Timeout | undefined;
+  const closed = await Promise.race([
+    worker.close().then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), STOP_LIMIT_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!closed) log.warn({ ms: STOP_LIMIT_MS }, "stopping took too long; exiting anyway");
   await metrics?.close();
   return 0;
 }

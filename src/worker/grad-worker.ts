@@ -74,6 +74,10 @@ const REDIS_WAIT_LOG_MS = 10_000;
  * subscriber that is reconnecting), and a lane must end when its run does.
  */
 const LANE_POLL_MS = 250;
+/** How long a forced close, and the last words to Redis, may take. */
+const FORCE_CLOSE_MS = 3000;
+/** CLAIM_SHARD's answer when no version is current (Redis restarted empty). */
+const NO_VERSION = -2;
 /** Least time between two "cannot serve" refusals of one worker (see refusalTurn). */
 const REFUSAL_PAUSE_MS = 1000;
 /** Announced weights buffers per session (see SessionState.announcedBuffers). */
@@ -161,6 +165,18 @@ class CannotServe extends Refusal {
   constructor(reason: "data_mismatch" | "spec_mismatch", message: string) {
     super(reason, message);
   }
+}
+
+/** Waits for `p` (its failure ignored), but no longer than `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    p.catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** Whether a refusal means this worker cannot serve the run at all. */
@@ -337,10 +353,12 @@ export class GradWorker {
         { graceMs },
         "could not finish the shards in hand in time (Redis unreachable, or the step that a reserved shard belongs to never started); closing anyway",
       );
-      await this.worker?.close(true).catch(() => {});
-      await this.laneWorker?.close(true).catch(() => {});
+      // A forced close has been seen to wait for ever too (a BullMQ worker
+      // whose loop was restarted after Redis restarted): bounded as well.
+      await within(Promise.all([this.worker?.close(true), this.laneWorker?.close(true)]), FORCE_CLOSE_MS);
     } else {
-      await this.redis.zrem(this.keys.workers, this.opts.workerId).catch(() => {});
+      // Bounded: this connection waits for Redis for ever (workers' role).
+      await within(this.redis.zrem(this.keys.workers, this.opts.workerId), FORCE_CLOSE_MS);
     }
     this.workerConnection?.disconnect();
     this.laneConnection?.disconnect();
@@ -569,8 +587,24 @@ export class GradWorker {
       const v = await this.nextVersion(s, want, lane, reserved?.version === want);
       if (v === undefined) break;
       const first = reserved?.version === v ? reserved.claim : undefined;
-      shards += await this.workVersion(s, v, first, job.id);
+      const work = await this.workVersion(s, v, first, job.id);
+      shards += work.computed;
       reserved = undefined;
+      if (work.noVersion) {
+        // Redis lost the run's keys (restarted empty): the coordinator
+        // publishes this version again; claim it then, rather than move on
+        // to a version that waits for this one. If the session's spec is
+        // not published again, the lane ends (the coordinator is gone).
+        await this.nextAnnouncement(LANE_POLL_MS);
+        const spec = await this.redis.get(this.keys.spec);
+        if (spec === null || !spec.includes(`"session":"${s.spec.session}"`)) {
+          await this.nextAnnouncement(LANE_POLL_MS * 4);
+          const again = await this.redis.get(this.keys.spec);
+          if (again === null || !again.includes(`"session":"${s.spec.session}"`)) break;
+        }
+        want = v;
+        continue;
+      }
       if (!this.closing && v + 1 < lane.to) {
         // A failed claim is a claim not made; the step's deadline covers
         // the case where it was made and its reply lost.
@@ -652,12 +686,12 @@ export class GradWorker {
     v: number,
     first: Promise<number> | undefined,
     jobId: string | undefined,
-  ): Promise<number> {
+  ): Promise<{ computed: number; noVersion?: boolean }> {
     const c = s.spec.config;
     const perEpoch = stepsPerEpoch(s.spec.data.trainN, c.batch);
     const epoch = Math.floor(v / perEpoch);
     const step = v % perEpoch;
-    if (epoch >= c.epochs) return 0;
+    if (epoch >= c.epochs) return { computed: 0 };
     const ranges = shardRanges(s.spec.data.trainN, c.batch, c.shards, step);
     let params: Float32Array | null;
     try {
@@ -670,14 +704,15 @@ export class GradWorker {
         { version: v, err: (e as Error).message },
         "cannot use the weights of this version",
       );
-      return 0;
+      return { computed: 0 };
     }
-    if (!params) return 0; // gone from Redis: the run moved on
+    if (!params) return { computed: 0 }; // gone from Redis: the run moved on
     let done = 0;
     let next = first ?? this.claim(v);
     for (;;) {
       const k = await next;
-      if (k < 0 || k >= ranges.length) return done;
+      if (k === NO_VERSION) return { computed: done, noVersion: true };
+      if (k < 0 || k >= ranges.length) return { computed: done };
       // A closing worker computes what it claimed, and claims no more.
       next = this.closing ? Promise.resolve(-1) : this.claim(v);
       // Awaited at the top of the loop; until then a failure (Redis gone)
@@ -694,7 +729,10 @@ export class GradWorker {
     }
   }
 
-  /** Claims the next shard of version v (see CLAIM_SHARD): its index, or -1 when v is not current. */
+  /**
+   * Claims the next shard of version v (see CLAIM_SHARD): its index, -1 when
+   * v is not current, NO_VERSION when no version is.
+   */
   private async claim(v: number): Promise<number> {
     const n = await this.redis.eval(
       CLAIM_SHARD,
