@@ -56,6 +56,26 @@ beforeAll(async () => {
   expect(baseline.samples).toBe(EPOCHS * TRAIN);
 });
 
+/** The flags that put a process on this file's Redis, in run `runId`. */
+function clusterArgs(runId: string): string[] {
+  return ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+}
+
+const inProcess = new Map<string, Promise<string>>();
+/** weightsSha256 of in-process training with `flags` (each set trained once per file). */
+function inProcessSha(flags: string[]): Promise<string> {
+  const key = flags.join(" ");
+  let p = inProcess.get(key);
+  if (!p) {
+    p = runCli(["train", ...flags, "--workers", "0"]).then((r) => {
+      expect(r.code, r.stderr).toBe(0);
+      return String(r.json!.weightsSha256);
+    });
+    inProcess.set(key, p);
+  }
+  return p;
+}
+
 afterAll(async () => {
   await procs.killAll();
   await redis?.stop();
@@ -101,7 +121,7 @@ describe("lanes", () => {
   it("each claim names the worker that took the shard; every shard of a step is claimed once", async () => {
     const runId = "claims";
     const keys = runKeys(runId);
-    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const args = clusterArgs(runId);
     const client = new Redis(redis.url);
     const workers = ["w1", "w2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
     const coord = procs.start(["coordinator", ...RUN, ...args]);
@@ -137,7 +157,7 @@ describe("lanes", () => {
     await Promise.all(dirs.map((d) => mkdir(d)));
     const mine = await makeTinyDataset(dirs[0], { trainN: 256, testN: 32, seed: 1 });
     const theirs = await makeTinyDataset(dirs[1], { trainN: 256, testN: 32, seed: 2 });
-    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const args = clusterArgs(runId);
     const worker = procs.start(["worker", ...args, "--data", theirs.dir, "--worker-id", "other"]);
     try {
       const r = await procs.run([
@@ -175,9 +195,8 @@ describe("lanes", () => {
     const runId = "replaced";
     const keys = runKeys(runId);
     const flags = [...RUN, "--shards", "2"];
-    const ref = await runCli(["train", ...flags, "--workers", "0"]);
-    expect(ref.code, ref.stderr).toBe(0);
-    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const refSha = await inProcessSha(flags);
+    const args = clusterArgs(runId);
     const client = new Redis(redis.url);
     const first = ["a1", "a2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
     const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "5"]);
@@ -190,7 +209,7 @@ describe("lanes", () => {
       const r = await coord.done;
       await Promise.all(second.map((w) => stopCli(w)));
       expect(r.code, r.stderr).toBe(0);
-      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+      expect(r.json!.weightsSha256).toBe(refSha);
       expect(r.json!.samples).toBe(EPOCHS * TRAIN);
       // Leavers finished what they claimed and reserved; newcomers needed no deadline.
       expect(r.json!.retriedShards).toBe(0);
@@ -204,9 +223,8 @@ describe("lanes", () => {
     const runId = "holder-killed";
     const keys = runKeys(runId);
     const flags = [...RUN, "--shards", "1"];
-    const ref = await runCli(["train", ...flags, "--workers", "0"]);
-    expect(ref.code, ref.stderr).toBe(0);
-    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const refSha = await inProcessSha(flags);
+    const args = clusterArgs(runId);
     const client = new Redis(redis.url);
     const lanes = new Queue(LANES_QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
     const ids = ["k1", "k2"];
@@ -232,7 +250,7 @@ describe("lanes", () => {
       await victim.done;
       const r = await coord.done;
       expect(r.code, r.stderr).toBe(0);
-      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+      expect(r.json!.weightsSha256).toBe(refSha);
       expect(r.json!.samples).toBe(EPOCHS * TRAIN);
     } finally {
       await lanes.close();
@@ -247,7 +265,7 @@ describe("lanes", () => {
     await Promise.all(dirs.map((d) => mkdir(d)));
     const a = await makeTinyDataset(dirs[0], { trainN: 256, testN: 32, seed: 3 });
     const b = await makeTinyDataset(dirs[1], { trainN: 256, testN: 32, seed: 4 });
-    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const args = clusterArgs(runId);
     const model = ["--layers", "64,8,4", "--batch", "32", "--shards", "2", "--epochs", "1", "--json"];
     const worker = procs.start(["worker", ...args, "--data", a.dir, "--worker-id", "w"]);
     try {
@@ -269,7 +287,7 @@ describe("lanes", () => {
     const dir = join(tmp, "bad");
     await mkdir(dir);
     const bad = await makeTinyDataset(dir, { trainN: 256, testN: 32, seed: 5 });
-    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const args = clusterArgs(runId);
     // Eight shard-job slots and a lane: still one refusal a second.
     const badWorker = procs.start([
       "worker",
@@ -304,9 +322,8 @@ describe("lanes", () => {
     const runId = "killed-last";
     const keys = runKeys(runId);
     const flags = [...RUN, "--shards", "2"];
-    const ref = await runCli(["train", ...flags, "--workers", "0"]);
-    expect(ref.code, ref.stderr).toBe(0);
-    const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+    const refSha = await inProcessSha(flags);
+    const args = clusterArgs(runId);
     const client = new Redis(redis.url);
     const first = ["x1", "x2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
     const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "1"]);
@@ -321,7 +338,7 @@ describe("lanes", () => {
       second = ["y1", "y2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
       const r = await coord.done;
       expect(r.code, r.stderr).toBe(0);
-      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+      expect(r.json!.weightsSha256).toBe(refSha);
       expect(r.json!.samples).toBe(EPOCHS * TRAIN);
       // The killed workers' claims, and the first stalled step's shards, went
       // out again; every later step found seated workers (without fresh lanes,
