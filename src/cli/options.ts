@@ -484,9 +484,45 @@ export const OPTIONS: readonly OptionDef[] = [
     commands: RUNNERS,
     group: "Cluster",
     description:
-      "lanes: workers hold a seat for 64 steps and claim shards (no BullMQ job per step); jobs: a BullMQ job per shard per step. Same bits either way",
+      "direct: workers take a BullMQ seat, then get each step's weights and shards over the coordinator's data port and answer there (no Redis command per step); lanes: seats, shards claimed and results through Redis; jobs: a BullMQ job per shard per step. Same bits every way",
     values: DISPATCHES,
-    default: "lanes",
+    default: "direct",
+  },
+  {
+    name: "data-port",
+    kind: "int",
+    commands: RUNNERS,
+    group: "Cluster",
+    description:
+      "Port of the coordinator's data port, where seated workers get steps (--dispatch direct; 0: any free port)",
+    metavar: "PORT",
+    min: 0,
+    max: 65535,
+    defaults: { coordinator: 7070, train: 0 },
+  },
+  {
+    name: "data-host",
+    kind: "string",
+    commands: RUNNERS,
+    group: "Cluster",
+    description: "Address the data port listens on",
+    metavar: "HOST",
+    pattern: /^\S{1,253}$/,
+    patternText: "a host name or IP address",
+    defaults: { coordinator: "0.0.0.0", train: "127.0.0.1" },
+  },
+  {
+    name: "advertise-host",
+    kind: "string",
+    commands: RUNNERS,
+    group: "Cluster",
+    description:
+      "Address workers dial to reach the data port (in the run spec): a name or IP this host has for them",
+    metavar: "HOST",
+    pattern: /^[A-Za-z0-9.:_-]{1,253}$/,
+    patternText: "a host name or IP address",
+    defaults: { train: "127.0.0.1" },
+    defaultText: { coordinator: "this host's name", train: "127.0.0.1" },
   },
   {
     name: "concurrency",
@@ -656,6 +692,9 @@ export interface TrainOptions extends RunOptions, ClusterOptions {
   workers: number;
   stepTimeout: number;
   dispatch: Dispatch;
+  dataPort: number;
+  dataHost: string;
+  advertiseHost: string;
   targetsFile?: string;
 }
 
@@ -663,6 +702,10 @@ export interface CoordinatorOptions extends RunOptions, ClusterOptions {
   runId: string;
   stepTimeout: number;
   dispatch: Dispatch;
+  dataPort: number;
+  dataHost: string;
+  /** Unset: this host's name (see coordinator/command.ts). */
+  advertiseHost?: string;
 }
 
 export interface WorkerOptions extends ClusterOptions {

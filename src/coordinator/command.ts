@@ -3,6 +3,7 @@
  * `train`, with the shards computed by separately started workers.
  */
 
+import { hostname } from "node:os";
 import type { CoordinatorOptions } from "../cli/options.js";
 import { loadRunData, resumeState, runConfigFrom } from "../cli/run-setup.js";
 import { combineObservers } from "../cli/train-run.js";
@@ -25,7 +26,7 @@ export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<numb
     const data = await loadRunData(o);
     const state = await resumeState(o, config, data);
     return await runCoordinator({
-      options: o,
+      options: { ...o, advertiseHost: o.advertiseHost ?? hostname() },
       config,
       data,
       state,

@@ -17,6 +17,7 @@ import type { Logger } from "../shared/log.js";
 import { checkRedisConfig, connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
 import { ClusterExecutor } from "./cluster-executor.js";
 import { ClusterStats } from "./cluster-stats.js";
+import { DirectExecutor } from "./direct-executor.js";
 import { Lease } from "./lease.js";
 
 /** Everything a coordinator run needs. */
@@ -27,6 +28,10 @@ export interface CoordinatorRun {
     runId: string;
     stepTimeout: number;
     dispatch: Dispatch;
+    /** Direct dispatch: the data port's listen address and port, and the address workers dial. */
+    dataHost: string;
+    dataPort: number;
+    advertiseHost: string;
   };
   config: RunConfig;
   data: DataBundle;
@@ -35,7 +40,7 @@ export interface CoordinatorRun {
   observer?: RunObserver;
   stats?: ClusterStats;
   /** Called once the run is published (spec in Redis, lease held), with the coordinator's Redis connection. */
-  onStarted?(executor: ClusterExecutor, redis: Redis): void;
+  onStarted?(executor: ClusterExecutor | DirectExecutor, redis: Redis): void;
   resumeHint: string;
 }
 
@@ -57,7 +62,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
   redis.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
   blocking.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
   let lease: Lease | undefined;
-  let executor: ClusterExecutor | undefined;
+  let executor: ClusterExecutor | DirectExecutor | undefined;
   try {
     await waitForRedis(redis, 10_000);
     await waitForRedis(blocking, 10_000);
@@ -68,23 +73,35 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       log.warn("the run's lease is held by another coordinator; waiting a few seconds in case it died"),
     );
     const stats = r.stats ?? new ClusterStats();
-    executor = new ClusterExecutor({
+    const common = {
       runId: o.runId,
       keys,
       redis,
-      blocking,
       config: r.config,
       data: r.data,
       trainLimit: o.trainLimit ?? null,
       testLimit: o.testLimit ?? null,
       log,
       stepTimeoutSeconds: o.stepTimeout,
-      dispatch: o.dispatch,
       stats,
-    });
+    };
+    executor =
+      o.dispatch === "direct"
+        ? new DirectExecutor({
+            ...common,
+            listenHost: o.dataHost,
+            listenPort: o.dataPort,
+            advertiseHost: o.advertiseHost,
+          })
+        : new ClusterExecutor({ ...common, blocking, dispatch: o.dispatch });
     await executor.open();
     log.info(
-      { run: o.runId, session: executor.spec.session, redis: redactUrl(o.redisUrl) },
+      {
+        run: o.runId,
+        session: executor.spec.session,
+        redis: redactUrl(o.redisUrl),
+        ...(executor instanceof DirectExecutor ? { dataPort: executor.port } : {}),
+      },
       "run published; waiting for workers",
     );
     r.onStarted?.(executor, redis);

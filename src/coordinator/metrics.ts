@@ -9,6 +9,8 @@
  * read when Prometheus scrapes (from the executor's ClusterStats and Redis),
  * so the hot path pays nothing for them.
  */
+
+import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { RunObserver } from "../cli/train-run.js";
@@ -24,6 +26,7 @@ import {
 } from "../shared/metrics-registry.js";
 import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
 import type { ClusterExecutor } from "./cluster-executor.js";
+import type { DirectExecutor } from "./direct-executor.js";
 
 export { LIVE_WORKER_WINDOW_MS };
 
@@ -72,7 +75,7 @@ const CHECKPOINT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 
 /** What the cluster metrics read at scrape time. */
 interface ClusterSource {
-  executor: ClusterExecutor;
+  executor: ClusterExecutor | DirectExecutor;
   redis: Redis;
   workersKey: string;
 }
@@ -192,10 +195,14 @@ export class CoordinatorMetrics extends ServedMetrics {
       async collect() {
         const s = self.source;
         if (!s) return;
-        const queues = [
-          ["grad", s.executor.bullQueue],
-          ["lanes", s.executor.lanesBullQueue],
-        ] as const;
+        const e = s.executor;
+        const queues: [string, Queue][] =
+          "bullQueue" in e
+            ? [
+                ["grad", e.bullQueue],
+                ["lanes", e.lanesBullQueue],
+              ]
+            : [["lanes", e.lanesBullQueue]];
         const all = await withTimeout(Promise.all(queues.map(([, q]) => q.getJobCounts(...QUEUE_STATES))));
         if (!all) return;
         for (const [i, [queue]] of queues.entries()) {
@@ -242,7 +249,7 @@ export class CoordinatorMetrics extends ServedMetrics {
   }
 
   /** Connects the cluster metrics to a published run (runCoordinator's `onStarted`). */
-  attach(executor: ClusterExecutor, redis: Redis): void {
+  attach(executor: ClusterExecutor | DirectExecutor, redis: Redis): void {
     this.source = { executor, redis, workersKey: runKeys(executor.spec.runId).workers };
   }
 

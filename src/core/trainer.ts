@@ -64,10 +64,34 @@ export interface StepTiming {
   total: number;
 }
 
+/**
+ * The first shards of a step already added up, in shard order in float64
+ * starting from +0: exactly the trainer's own first additions, so a worker
+ * that computed shards 0..k-1 can send one sum instead of k gradients and the
+ * bits stay the same.
+ */
+export interface PrefixSum {
+  /** Shards [0, through) are in it. */
+  through: number;
+  sum: Float64Array;
+  /** Their costs added from 0 in shard order. */
+  cost: number;
+  count: number;
+}
+
+/** What an executor returns for a step. */
+export interface StepOutcome {
+  /** One result per requested shard not in `prefix`, in shard order, each finite. */
+  results: ShardResult[];
+  /** The step's first shards, already summed (the cluster's direct steps). */
+  prefix?: PrefixSum;
+  computeSeconds: number;
+}
+
 /** Computes a step's shard gradients: in this process, or on a cluster. */
 export interface GradientExecutor {
-  /** Returns one result per requested shard, in shard order, each finite. */
-  computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }>;
+  /** Returns the step's gradients: every requested shard, in `prefix` or `results`. */
+  computeStep(req: StepRequest): Promise<StepOutcome>;
   /**
    * A stop was requested: the executor may give up the step in progress
    * (throwing StepAbortedError) if it cannot finish soon.
@@ -151,8 +175,8 @@ export interface TrainResult {
 let zeros = new Float32Array(0);
 
 /**
- * Writes the mean gradient `(Σ_k shards[k].grad) / count` into `out` and
- * returns whether every value of it is finite.
+ * Writes the mean gradient `(prefix + Σ_k shards[k].grad) / count` into `out`
+ * and returns whether every value of it is finite (no prefix: from +0).
  *
  * Each value is summed in float64 in shard order starting from +0 and then
  * divided by count: exactly the additions of summing whole shards one after
@@ -165,10 +189,11 @@ export function meanGradient(
   shards: readonly { grad: Float32Array }[],
   count: number,
   out: Float64Array,
+  prefix?: Float64Array,
 ): boolean {
   const n = out.length;
   let bad = false;
-  if (shards.length === 1) {
+  if (shards.length === 1 && !prefix) {
     const g = shards[0].grad;
     for (let p = 0; p < n; p++) {
       const m = (0 + g[p]) / count;
@@ -178,7 +203,9 @@ export function meanGradient(
     return !bad;
   }
   if (zeros.length < n) zeros = new Float32Array(n);
-  out.fill(0);
+  // A prefix is a sum that started at +0, so it is never -0 either.
+  if (prefix) out.set(prefix);
+  else out.fill(0);
   let k = 0;
   for (; k + 4 < shards.length; k += 4) {
     const [g0, g1, g2, g3] = [shards[k].grad, shards[k + 1].grad, shards[k + 2].grad, shards[k + 3].grad];
@@ -238,7 +265,7 @@ export async function runTraining(
     while (state.step < steps) {
       const t0 = performance.now();
       const shards = shardRanges(n, cfg.batch, cfg.shards, state.step);
-      let step: Awaited<ReturnType<GradientExecutor["computeStep"]>>;
+      let step: StepOutcome;
       try {
         step = await executor.computeStep({
           epoch: state.epoch,
@@ -256,16 +283,16 @@ export async function runTraining(
         await hooks.checkpoint?.(state, "stopped");
         break outer;
       }
-      const { results, computeSeconds } = step;
+      const { results, computeSeconds, prefix } = step;
       const t1 = performance.now();
       // Combine in shard order in float64: the same bits for any worker count.
-      let cost = 0;
-      let count = 0;
+      let cost = prefix?.cost ?? 0;
+      let count = prefix?.count ?? 0;
       for (const r of results) {
         cost += r.cost;
         count += r.count;
       }
-      const finite = meanGradient(results, count, sum) && Number.isFinite(cost);
+      const finite = meanGradient(results, count, sum, prefix?.sum) && Number.isFinite(cost);
       if (!finite) {
         await hooks.checkpoint?.(state, "diverged");
         throw new DivergenceError(state.epoch, state.step, cfg.optimizer.lr);

@@ -55,6 +55,18 @@ export const runSpecSchema = z
       .strict(),
     /** Number of float32 parameters (gradient length). */
     paramCount: z.number().int().min(1),
+    /**
+     * Direct steps (`--dispatch direct`): where a seated worker dials the
+     * coordinator, and the token it must show (see shared/step-frames.ts).
+     */
+    direct: z
+      .object({
+        host: z.string().min(1).max(253),
+        port: z.number().int().min(1).max(65535),
+        token: z.string().regex(/^[0-9a-f]{32}$/),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

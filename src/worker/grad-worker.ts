@@ -59,6 +59,7 @@ import {
 import { connectRedis, waitForRedis } from "../shared/redis.js";
 import { decodeRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { CLAIM_SHARD, SUBMIT_RESULT } from "../shared/scripts.js";
+import { reportRefusal, serveSeat } from "./direct-seat.js";
 
 /** Result frame buffers kept for reuse (one per submit that may be in flight). */
 const MAX_SPARE_FRAME_BUFFERS = 4;
@@ -203,7 +204,9 @@ export class GradWorker {
   /** Pauses in progress (see sleep), cut short by close. */
   private readonly sleepers = new Set<() => void>();
   /** A session this worker found it cannot serve, and why: not loaded again. */
-  private unservable?: { session: string; refusal: Refusal };
+  private unservable?: { session: string; refusal: Refusal; spec: RunSpec };
+  /** Ends the direct seats in progress (see sit), for close. */
+  private readonly seatStops = new Set<() => void>();
   /** Result frame buffers free for the next job. */
   private readonly frameBuffers: Buffer[] = [];
   private session?: SessionState;
@@ -340,6 +343,7 @@ export class GradWorker {
     let timer: NodeJS.Timeout | undefined;
     this.wakeLanes();
     for (const wake of [...this.sleepers]) wake();
+    for (const stop of [...this.seatStops]) stop();
     const graceful = Promise.all([this.worker?.close(), this.laneWorker?.close()]);
     const timedOut = await Promise.race([
       graceful.then(() => false),
@@ -564,9 +568,18 @@ export class GradWorker {
       // A lane of a session that is over: nothing to say.
       if (e instanceof OtherSession) return "stale";
       if (cannotServe(e)) await this.refusalTurn();
+      const known = this.unservable?.session === lane.session ? this.unservable.spec : undefined;
+      if (known?.direct) {
+        // Direct steps: no shard to claim; say it to the coordinator itself.
+        this.opts.log.error({ reason: e.reason }, e.message);
+        await reportRefusal(known, this.opts.workerId, e.reason, e.message);
+        this.opts.observer?.onShard?.("refused", 0, 0);
+        return "refused";
+      }
       await this.refuseLane(e);
       return "refused";
     }
+    if (s.spec.direct) return this.sit(s);
     const c = s.spec.config;
     const versions = c.epochs * stepsPerEpoch(s.spec.data.trainN, c.batch);
     if (lane.to > versions) {
@@ -617,6 +630,34 @@ export class GradWorker {
       want = v + 1;
     }
     return `lane done: ${shards} shard(s)`;
+  }
+
+  /**
+   * A seat of a direct-dispatch session: serve its steps over the
+   * coordinator's data port until the run ends or this worker closes.
+   */
+  private async sit(s: SessionState): Promise<string> {
+    if (this.closing) return "closing";
+    let stop: (() => void) | undefined;
+    const end = await serveSeat(
+      { ...s, permutation: (epoch) => this.permutation(s, epoch) },
+      {
+        workerId: this.opts.workerId,
+        log: this.opts.log,
+        onRange: (seconds, bytes) => {
+          this.jobsDone++;
+          this.opts.observer?.onShard?.("ok", seconds, bytes);
+        },
+        onStop: (f) => {
+          stop = f;
+          this.seatStops.add(f);
+        },
+      },
+    );
+    if (stop) this.seatStops.delete(stop);
+    // Not reachable: give the seat back after a pause rather than spin on it.
+    if (end === "unreachable") await this.sleep(REFUSAL_PAUSE_MS);
+    return `seat ended: ${end}`;
   }
 
   /**
@@ -822,7 +863,7 @@ export class GradWorker {
     } catch (e) {
       // Data and spec do not change under a session: remember the verdict
       // instead of loading the dataset again for every job.
-      if (e instanceof CannotServe) this.unservable = { session: spec.session, refusal: e };
+      if (e instanceof CannotServe) this.unservable = { session: spec.session, refusal: e, spec };
       throw e;
     }
   }

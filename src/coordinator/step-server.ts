@@ -1,0 +1,164 @@
+/**
+ * The coordinator's data port for direct steps: workers seated by BullMQ dial
+ * it, say who they are (with the session's token from the run spec), then
+ * get STEP frames and answer with RESULT frames (see shared/step-frames.ts).
+ * This module only keeps the connections; what to send and what a result
+ * means is the DirectExecutor's.
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import type { Logger } from "../shared/log.js";
+import {
+  decodeJson,
+  encodeJson,
+  FrameReader,
+  FrameType,
+  type Hello,
+  MAX_FRAME_BYTES,
+} from "../shared/step-frames.js";
+
+/** A worker must say hello within this long after connecting. */
+const HELLO_MS = 10_000;
+
+/** One connected worker. */
+export class WorkerLink {
+  /** Shard results of this worker not yet back, for the step in hand (see DirectExecutor). */
+  busy = 0;
+  closed = false;
+
+  constructor(
+    readonly workerId: string,
+    private readonly socket: Socket,
+  ) {}
+
+  /** Sends the pieces of one frame in one go (corked: one writev); false once the connection is gone. */
+  sendAll(pieces: Buffer[]): boolean {
+    if (this.closed) return false;
+    this.socket.cork();
+    for (const p of pieces) this.socket.write(p);
+    this.socket.uncork();
+    return true;
+  }
+
+  /** Ends the connection, telling the worker why. */
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.end(encodeJson(FrameType.bye, { reason }));
+  }
+}
+
+/** What the server reports to its owner. */
+export interface StepServerEvents {
+  /** A worker of this session joined. */
+  onJoin(link: WorkerLink): void;
+  /** A worker that had joined is gone (closed, crashed, or said bye). */
+  onLeave(link: WorkerLink, why: string): void;
+  /** A RESULT frame's body (valid until the callback returns). */
+  onResult(link: WorkerLink, body: Buffer): void;
+  /** A worker said it cannot serve this session, and why. */
+  onRefusal(workerId: string, reason: string, message: string): void;
+}
+
+/** Accepts workers' connections for one session. */
+export class StepServer {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(
+    private readonly session: { session: string; token: string; maxFrameBytes: number },
+    private readonly events: StepServerEvents,
+    private readonly log: Logger,
+  ) {
+    this.server = createServer((socket) => this.accept(socket));
+  }
+
+  /** Listens on host:port (port 0: any free port); resolves with the port. */
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, host, () => {
+        this.server.off("error", reject);
+        const addr = this.server.address();
+        resolve(typeof addr === "object" && addr ? addr.port : port);
+      });
+    });
+  }
+
+  /** Stops listening and closes every connection. */
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.setNoDelay(true);
+    let link: WorkerLink | undefined;
+    const helloTimer = setTimeout(() => drop("no hello in time"), HELLO_MS);
+    const drop = (why: string) => {
+      clearTimeout(helloTimer);
+      if (!socket.destroyed) socket.destroy();
+      this.sockets.delete(socket);
+      const gone = link;
+      link = undefined;
+      if (gone) {
+        gone.closed = true;
+        this.events.onLeave(gone, why);
+      }
+    };
+    const reader = new FrameReader(
+      (type, body) => {
+        if (!link) {
+          link = this.hello(socket, type, body);
+          if (link) {
+            clearTimeout(helloTimer);
+            this.events.onJoin(link);
+          }
+          return;
+        }
+        if (type === FrameType.result) this.events.onResult(link, body);
+        else if (type === FrameType.bye) drop("said bye");
+        else throw new Error(`unexpected frame type ${type}`);
+      },
+      Math.min(this.session.maxFrameBytes, MAX_FRAME_BYTES),
+    );
+    socket.on("data", (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch (e) {
+        this.log.warn({ worker: link?.workerId, err: (e as Error).message }, "dropped a worker connection");
+        drop((e as Error).message);
+      }
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => drop("connection closed"));
+  }
+
+  /** Checks a worker's first frame; returns its link, or undefined (and closes) when refused. */
+  private hello(socket: Socket, type: number, body: Buffer): WorkerLink | undefined {
+    let h: Partial<Hello>;
+    try {
+      if (type !== FrameType.hello) throw new Error(`first frame has type ${type}`);
+      h = decodeJson(body) as Partial<Hello>;
+    } catch (e) {
+      socket.destroy();
+      this.log.warn({ err: (e as Error).message }, "refused a data connection that did not say hello");
+      return undefined;
+    }
+    const workerId = typeof h.workerId === "string" ? h.workerId.slice(0, 128) : "?";
+    if (h.token !== this.session.token || h.session !== this.session.session) {
+      // Another session's worker (the run was restarted) or a stranger.
+      socket.end(encodeJson(FrameType.bye, { reason: "wrong session or token" }));
+      this.log.warn({ worker: workerId }, "refused a data connection with another session or a wrong token");
+      return undefined;
+    }
+    if (h.refusal && typeof h.refusal === "object") {
+      const reason = String(h.refusal.reason).slice(0, 64);
+      const message = String(h.refusal.message).slice(0, 2000);
+      socket.end(encodeJson(FrameType.bye, { reason: "refusal noted" }));
+      this.events.onRefusal(workerId, reason, message);
+      return undefined;
+    }
+    return new WorkerLink(workerId, socket);
+  }
+}
