@@ -32,6 +32,10 @@ const RUN = [
   "1000",
   "--epochs",
   String(EPOCHS),
+  // Busy workers are found through the lanes' claims in Redis; direct steps
+  // have their own fault tests (direct-faults.test.ts).
+  "--dispatch",
+  "lanes",
   "--json",
 ];
 const SAMPLES = EPOCHS * TRAIN;

@@ -1,5 +1,5 @@
 /**
- * Lanes (`--dispatch lanes`, the default): workers hold a seat for a range of
+ * Lanes (`--dispatch lanes`): workers hold a seat for a range of
  * weights versions and claim shards, instead of taking a BullMQ job per shard
  * (docs/design-notes.md, "Lanes"). Against a real Redis and real worker
  * processes: the same bits as one process and as `--dispatch jobs` across
@@ -38,6 +38,9 @@ const RUN = [
   String(BATCH),
   "--shards",
   "4",
+  // These tests are about lanes; `--dispatch direct` has its own (direct-faults.test.ts).
+  "--dispatch",
+  "lanes",
   "--json",
 ];
 const VERSIONS = EPOCHS * Math.ceil(TRAIN / BATCH);

@@ -31,7 +31,7 @@ import {
   type StepOutcome,
   type StepRequest,
 } from "../core/trainer.js";
-import { LANES_QUEUE_NAME, type RunKeys } from "../shared/keys.js";
+import { LANES_QUEUE_NAME, LIVE_WORKER_WINDOW_MS, type RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import type { LaneJob } from "../shared/messages.js";
 import { RUN_SPEC_FORMAT, type RunSpec } from "../shared/run-spec.js";
@@ -47,6 +47,8 @@ const MAX_SEATS = 64;
 const KEEPER_MS = 1000;
 /** How long closing waits for workers to leave their seats. */
 const CLOSE_WAIT_MS = 2000;
+/** Least time between two writes of the current version to Redis (see noteVersion). */
+const VERSION_MS = 100;
 
 /** Settings of the direct executor. */
 export interface DirectExecutorOptions {
@@ -86,8 +88,6 @@ interface Current {
   resolve(): void;
   reject(e: Error): void;
   timer?: NodeJS.Timeout;
-  /** Since when no live worker could serve the step (for the refusing-fleet stop). */
-  idleSince: number;
 }
 
 /** Computes steps on workers connected to this coordinator's data port. */
@@ -106,6 +106,9 @@ export class DirectExecutor implements GradientExecutor {
   private seatsAdded = 0;
   private abandonAt = Number.POSITIVE_INFINITY;
   private specJson = "";
+  private versionNotedAt = 0;
+  /** Since when every live worker has refused the run (see checkRefusingFleet). */
+  private allRefusingSince: number | undefined;
   /** Owned copies of accepted gradients (a frame's body is reused by the next frame). */
   private prefixSum: Float64Array;
   private readonly shardGrads: Float32Array[] = [];
@@ -143,6 +146,7 @@ export class DirectExecutor implements GradientExecutor {
       {
         onJoin: (l) => this.joined(l),
         onLeave: (l, why) => this.left(l, why),
+        onLeaving: (l) => this.releaseIfIdle(l),
         onResult: (l, body) => this.result(l, body),
         onRefusal: (w, reason, message) => this.refused(w, reason, message),
       },
@@ -183,7 +187,12 @@ export class DirectExecutor implements GradientExecutor {
     // optimizer changes the params.
     const copy = Buffer.allocUnsafe(weights.length);
     weights.copy(copy);
-    const live = this.links.filter((l) => !l.closed);
+    this.noteVersion(req.version);
+    const open = this.links.filter((l) => !l.closed && !l.leaving);
+    // A worker that missed a deadline and has not answered since (frozen,
+    // say) gets no range while others can take the step.
+    const prompt = open.filter((l) => !l.late);
+    const live = prompt.length > 0 ? prompt : open;
     const round = new StepRound(req.shards.length, live, this.o.stepTimeoutSeconds * 1000);
     await new Promise<void>((resolve, reject) => {
       const cur: Current = {
@@ -200,7 +209,6 @@ export class DirectExecutor implements GradientExecutor {
         perWorker: new Map(),
         resolve,
         reject,
-        idleSince: Date.now(),
       };
       this.current = cur;
       for (const u of round.units) if (u.holder) this.send(u.holder, u);
@@ -230,7 +238,10 @@ export class DirectExecutor implements GradientExecutor {
     // queue goes: else each logs BullMQ's "Missing key for job".
     await until(() => this.links.length === 0, CLOSE_WAIT_MS);
     if (cleanup) {
-      await until(async () => (await this.lanesBullQueue.getActiveCount().catch(() => 0)) === 0, CLOSE_WAIT_MS);
+      await until(
+        async () => (await this.lanesBullQueue.getActiveCount().catch(() => 0)) === 0,
+        CLOSE_WAIT_MS,
+      );
     }
     await this.server.close();
     if (cleanup) {
@@ -265,12 +276,8 @@ export class DirectExecutor implements GradientExecutor {
       cur.reject(new StepAbortedError("the step did not finish within --step-timeout of the stop"));
       return;
     }
-    const timeoutMs = this.o.stepTimeoutSeconds * 1000;
-    if (this.links.length > 0) cur.idleSince = now;
-    else if (this.refusing.size > 0 && now - cur.idleSince >= timeoutMs) {
-      cur.reject(this.refusingFleetError());
-      return;
-    }
+    if (this.links.length > 0 || this.refusing.size === 0) this.allRefusingSince = undefined;
+    else void this.checkRefusingFleet(cur);
     for (const u of cur.round.overdue()) {
       const from = u.holder;
       const to = this.pick(from) ?? from;
@@ -279,7 +286,10 @@ export class DirectExecutor implements GradientExecutor {
         "shards overdue (--step-timeout); sending them again",
       );
       this.stats.retriedShards += u.hi - u.lo;
-      if (from) from.busy = Math.max(0, from.busy - 1);
+      if (from) {
+        from.busy = Math.max(0, from.busy - 1);
+        from.late = true;
+      }
       if (to && !to.closed) {
         cur.round.assign(u, to, true);
         to.busy++;
@@ -293,10 +303,17 @@ export class DirectExecutor implements GradientExecutor {
   private pick(not?: WorkerLink): WorkerLink | undefined {
     let best: WorkerLink | undefined;
     for (const l of this.links) {
-      if (l === not || l.closed) continue;
-      if (!best || l.busy < best.busy) best = l;
+      if (l === not || l.closed || l.leaving) continue;
+      if (!best || (best.late && !l.late) || (best.late === l.late && l.busy < best.busy)) best = l;
     }
     return best;
+  }
+
+  /** A leaving worker whose work is all back is let go (a graceful leave costs no retry). */
+  private releaseIfIdle(l: WorkerLink): void {
+    if (!l.leaving) return;
+    if (this.current && this.current.round.heldBy(l).length > 0) return;
+    l.close("released");
   }
 
   private joined(l: WorkerLink): void {
@@ -305,8 +322,15 @@ export class DirectExecutor implements GradientExecutor {
     this.o.log.info({ worker: l.workerId, workers: this.links.length }, "worker joined");
     const cur = this.current;
     if (!cur) return;
-    cur.idleSince = Date.now();
     for (const u of cur.round.unheld()) this.send(l, u);
+  }
+
+  /** The version in Redis for operators and tests to follow progress: at most every VERSION_MS. */
+  private noteVersion(version: number): void {
+    const now = Date.now();
+    if (now - this.versionNotedAt < VERSION_MS) return;
+    this.versionNotedAt = now;
+    this.o.redis.set(this.o.keys.version, String(version)).catch(() => {});
   }
 
   private left(l: WorkerLink, why: string): void {
@@ -338,6 +362,31 @@ export class DirectExecutor implements GradientExecutor {
     );
   }
 
+  /**
+   * No worker is connected and some refused the run: stop it once every live
+   * worker (heartbeat in the last LIVE_WORKER_WINDOW_MS: a worker beats from
+   * the moment Redis answers, before its data loads) has refused it for a
+   * whole step timeout. A good worker still starting keeps the run waiting.
+   */
+  private async checkRefusingFleet(cur: Current): Promise<void> {
+    const { redis, keys } = this.o;
+    let live: string[];
+    try {
+      live = await redis.zrangebyscore(keys.workers, Date.now() - LIVE_WORKER_WINDOW_MS, "+inf");
+    } catch {
+      return; // Redis unreachable: no verdict now
+    }
+    for (const w of this.refusing.keys()) if (!live.includes(w)) this.refusing.delete(w);
+    if (this.links.length > 0 || live.length === 0 || !live.every((w) => this.refusing.has(w))) {
+      this.allRefusingSince = undefined;
+      return;
+    }
+    this.allRefusingSince ??= Date.now();
+    if (Date.now() - this.allRefusingSince >= this.o.stepTimeoutSeconds * 1000 && this.current === cur) {
+      cur.reject(this.refusingFleetError());
+    }
+  }
+
   private refusingFleetError(): Error {
     const ids = [...this.refusing.keys()];
     const reasons = [...new Set(this.refusing.values())].join(", ");
@@ -365,6 +414,7 @@ export class DirectExecutor implements GradientExecutor {
       l.close("malformed result");
       return;
     }
+    l.late = false;
     const cur = this.current;
     if (!cur || r.version !== cur.req.version) {
       this.stats.staleResults++;
@@ -408,6 +458,7 @@ export class DirectExecutor implements GradientExecutor {
     }
     this.keep(cur, u, r);
     cur.round.accept(u);
+    this.releaseIfIdle(l);
     this.stats.workersSeen.add(l.workerId);
     cur.perWorker.set(l.workerId, (cur.perWorker.get(l.workerId) ?? 0) + r.computeSeconds);
     if (cur.round.complete) cur.resolve();

@@ -24,6 +24,10 @@ export class WorkerLink {
   /** Shard results of this worker not yet back, for the step in hand (see DirectExecutor). */
   busy = 0;
   closed = false;
+  /** Missed a deadline and has not answered since: given no new work while others can take it. */
+  late = false;
+  /** The worker said it is leaving: it gets no new work, and is released once its work is back. */
+  leaving = false;
 
   constructor(
     readonly workerId: string,
@@ -53,6 +57,8 @@ export interface StepServerEvents {
   onJoin(link: WorkerLink): void;
   /** A worker that had joined is gone (closed, crashed, or said bye). */
   onLeave(link: WorkerLink, why: string): void;
+  /** A worker said it is leaving (its work in hand still comes back). */
+  onLeaving(link: WorkerLink): void;
   /** A RESULT frame's body (valid until the callback returns). */
   onResult(link: WorkerLink, body: Buffer): void;
   /** A worker said it cannot serve this session, and why. */
@@ -117,8 +123,10 @@ export class StepServer {
           return;
         }
         if (type === FrameType.result) this.events.onResult(link, body);
-        else if (type === FrameType.bye) drop("said bye");
-        else throw new Error(`unexpected frame type ${type}`);
+        else if (type === FrameType.bye) {
+          link.leaving = true;
+          this.events.onLeaving(link);
+        } else throw new Error(`unexpected frame type ${type}`);
       },
       Math.min(this.session.maxFrameBytes, MAX_FRAME_BYTES),
     );

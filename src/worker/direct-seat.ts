@@ -27,6 +27,8 @@ import {
 
 /** How long dialling the coordinator may take. */
 const CONNECT_MS = 5000;
+/** How long a leaving worker waits for the coordinator to release it. */
+const LEAVE_MS = 10_000;
 
 /** What a seat computes with: the worker's session state. */
 export interface SeatSession {
@@ -67,16 +69,22 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
     socket.setNoDelay(true);
     const connectTimer = setTimeout(() => socket.destroy(new Error("timed out")), CONNECT_MS);
     o.onStop(() => {
+      // Leaving gracefully: say so, then compute what was already sent until
+      // the coordinator lets go ("released"); bounded, should it not answer.
       end = "stopped";
-      socket.end(encodeJson(FrameType.bye, { reason: "worker stopping" }));
+      if (!connected) socket.destroy();
+      else socket.write(encodeJson(FrameType.bye, { reason: "leaving" }));
+      setTimeout(() => socket.destroy(), LEAVE_MS).unref();
     });
     const compute = rangeComputer(s, socket, o);
     const reader = new FrameReader((type, body) => {
       if (type === FrameType.step) compute(body);
       else if (type === FrameType.bye) {
         const why = String(decodeJson(body).reason ?? "");
-        end = why === "run over" ? "run over" : "dropped";
-        if (why !== "run over") o.log.warn({ why }, "the coordinator ended the step connection");
+        if (why === "run over") end = "run over";
+        else if (why !== "released") end = "dropped";
+        if (why !== "run over" && why !== "released")
+          o.log.warn({ why }, "the coordinator ended the step connection");
         socket.end();
       } else throw new Error(`unexpected frame type ${type} from the coordinator`);
     });

@@ -1,0 +1,203 @@
+/**
+ * Direct steps (`--dispatch direct`, the default) with real processes and
+ * faults: workers SIGKILLed while they hold a range of a step, a worker
+ * frozen (SIGSTOP) past the step deadline, workers that cannot serve the
+ * run. Every run that finishes must have every sample counted once and the
+ * bits of in-process training. Progress is read from the coordinator's log
+ * (who joined, who left holding work), never from the clock.
+ */
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type CliProcess, stopCli, waitFor } from "./helpers/cli.js";
+import { makeTinyDataset } from "./helpers/idx.js";
+import { startTestRedis, type TestRedis } from "./helpers/redis.js";
+import { Tracked } from "./helpers/tracked.js";
+
+// Ranges of 256 samples through 784-128-64-10 with the reference kernel take
+// tens of ms, so a killed worker nearly always holds one; 64 steps leave time
+// for several faults however fast the machine is.
+const EPOCHS = 8;
+const TRAIN = 8_192;
+const BATCH = 1_024;
+const RUN = [
+  "--kernel",
+  "ref",
+  "--layers",
+  "784,128,64,10",
+  "--batch",
+  String(BATCH),
+  "--shards",
+  "4",
+  "--train-limit",
+  String(TRAIN),
+  "--test-limit",
+  "500",
+  "--epochs",
+  String(EPOCHS),
+  "--dispatch",
+  "direct",
+  "--json",
+];
+const SAMPLES = EPOCHS * TRAIN;
+
+const procs = new Tracked();
+let redis: TestRedis;
+let baseline: Record<string, unknown>;
+let tmp: string;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  tmp = await mkdtemp(join(tmpdir(), "gf-direct-"));
+  const r = await procs.run(["train", ...RUN, "--workers", "0"]);
+  expect(r.code, r.stderr).toBe(0);
+  baseline = r.json!;
+  expect(baseline.samples).toBe(SAMPLES);
+});
+
+afterAll(async () => {
+  await procs.killAll();
+  await redis?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+/** Log lines (pino JSON) of a process's stderr with message `msg`. */
+function logLines(p: CliProcess, msg: string): Record<string, unknown>[] {
+  return p
+    .stderr()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === msg);
+}
+
+function cluster(runId: string): string[] {
+  return ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
+}
+
+describe("direct steps under faults", () => {
+  it("workers SIGKILLed while holding a range: it goes to another at once; same samples, same bits", async () => {
+    const args = cluster("direct-kills");
+    let n = 0;
+    const worker = () => procs.start(["worker", ...args, "--worker-id", `w${++n}`]);
+    const workers = [worker(), worker(), worker()];
+    const coord = procs.start(["coordinator", ...RUN, ...args, "--step-timeout", "30"]);
+    const running = () => coord.child.exitCode === null;
+    const joined = () => logLines(coord, "worker joined").length;
+    let kills = 0;
+    for (let want = 3; kills < 3; want++) {
+      await waitFor(() => !running() || joined() >= want, 60_000);
+      if (!running()) break;
+      const victim = workers.shift()!;
+      victim.child.kill("SIGKILL");
+      await victim.done;
+      kills++;
+      workers.push(worker());
+    }
+    const r = await coord.done;
+    expect(r.code, r.stderr).toBe(0);
+    const s = r.json!;
+    // Left while holding work: the coordinator logs those at warn level (40).
+    const heldWork = logLines(coord, "worker left").filter((l) => l.level === 40).length;
+    console.log(
+      `[faults] direct SIGKILL: kills=${kills} (${heldWork} holding a range) retriedShards=${s.retriedShards} ` +
+        `workersSeen=${s.workersSeen} samples=${s.samples}/${SAMPLES} sameBits=${s.weightsSha256 === baseline.weightsSha256}`,
+    );
+    expect(kills).toBe(3);
+    expect(heldWork).toBeGreaterThanOrEqual(1);
+    expect(Number(s.retriedShards)).toBeGreaterThanOrEqual(heldWork);
+    expect(s.samples).toBe(SAMPLES);
+    expect(s.weightsSha256).toBe(baseline.weightsSha256);
+    expect(s.rejectedResults).toBe(0);
+    await Promise.all(workers.map((w) => stopCli(w)));
+  });
+
+  it("a worker frozen past the step deadline: its range is computed elsewhere, its late result dropped and counted", async () => {
+    const args = cluster("direct-stall");
+    const workers = ["a", "b"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+    const coord = procs.start(["coordinator", ...RUN, ...args, "--step-timeout", "1"]);
+    const running = () => coord.child.exitCode === null;
+    await waitFor(() => !running() || logLines(coord, "worker joined").length >= 2, 60_000);
+    workers[0].child.kill("SIGSTOP");
+    // The step it holds (or the next, which it is given) passes its deadline.
+    await waitFor(
+      () => !running() || logLines(coord, "shards overdue (--step-timeout); sending them again").length >= 1,
+      60_000,
+    );
+    workers[0].child.kill("SIGCONT");
+    const r = await coord.done;
+    expect(r.code, r.stderr).toBe(0);
+    const s = r.json!;
+    const late = Number(s.staleResults) + Number(s.duplicateResults);
+    console.log(
+      `[faults] direct SIGSTOP past the deadline: retriedShards=${s.retriedShards} late=${late} ` +
+        `samples=${s.samples}/${SAMPLES} sameBits=${s.weightsSha256 === baseline.weightsSha256}`,
+    );
+    expect(Number(s.retriedShards)).toBeGreaterThanOrEqual(1);
+    // The frozen worker finished its range when it woke: dropped as stale or duplicate, counted.
+    expect(late).toBeGreaterThanOrEqual(1);
+    expect(s.samples).toBe(SAMPLES);
+    expect(s.weightsSha256).toBe(baseline.weightsSha256);
+    expect(s.rejectedResults).toBe(0);
+    for (const w of workers) {
+      const exit = await stopCli(w, "SIGTERM");
+      expect(exit.code, exit.stderr).toBe(0);
+    }
+  });
+});
+
+describe("direct steps and workers that cannot serve the run", () => {
+  const tiny = ["--layers", "64,8,4", "--batch", "32", "--shards", "2", "--dispatch", "direct", "--json"];
+
+  it("a worker with other data says so on the data port; the run stops and names the reason", async () => {
+    const dirs = [join(tmp, "mine"), join(tmp, "theirs")];
+    await Promise.all(dirs.map((d) => mkdir(d)));
+    const mine = await makeTinyDataset(dirs[0], { trainN: 256, testN: 32, seed: 1 });
+    const theirs = await makeTinyDataset(dirs[1], { trainN: 256, testN: 32, seed: 2 });
+    const args = cluster("direct-other-data");
+    const worker = procs.start(["worker", ...args, "--data", theirs.dir, "--worker-id", "other"]);
+    const r = await procs.run([
+      "coordinator",
+      "--data",
+      mine.dir,
+      ...tiny,
+      "--epochs",
+      "1",
+      "--step-timeout",
+      "2",
+      ...args,
+    ]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/a worker cannot serve this run: dataset .* has fingerprint/);
+    expect(r.stderr).toMatch(
+      /no live worker can serve this run: the only one \("other"\) refused it \(last reason: data_mismatch\)/,
+    );
+    const w = await stopCli(worker);
+    expect(w.stderr).toMatch(/"reason":"data_mismatch"/);
+  });
+
+  it("a worker with other data does not stop a run that a good worker joining later serves", async () => {
+    const dirs = [join(tmp, "good"), join(tmp, "bad")];
+    await Promise.all(dirs.map((d) => mkdir(d)));
+    const good = await makeTinyDataset(dirs[0], { trainN: 256, testN: 32, seed: 3 });
+    const bad = await makeTinyDataset(dirs[1], { trainN: 256, testN: 32, seed: 4 });
+    const args = cluster("direct-late-good");
+    const flags = ["--data", good.dir, ...tiny, "--epochs", "3"];
+    const ref = await procs.run(["train", ...flags, "--workers", "0"]);
+    expect(ref.code, ref.stderr).toBe(0);
+    const badWorker = procs.start(["worker", ...args, "--data", bad.dir, "--worker-id", "bad"]);
+    // A long step timeout: the good worker must be counted however slowly it starts.
+    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "20"]);
+    await waitFor(
+      () => /a worker cannot serve this run/.test(coord.stderr()) || coord.child.exitCode !== null,
+      60_000,
+    );
+    const goodWorker = procs.start(["worker", ...args, "--data", good.dir, "--worker-id", "good"]);
+    const r = await coord.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+    expect(r.json!.workersSeen).toBe(1);
+    await Promise.all([stopCli(badWorker), stopCli(goodWorker)]);
+  });
+});

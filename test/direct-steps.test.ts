@@ -1,0 +1,160 @@
+/**
+ * The pure parts of direct steps: the wire format (frames cut at any byte
+ * boundary), the split of a step's shards into ranges, the step round's
+ * bookkeeping with a fake clock, and the prefix sum that keeps the bits.
+ */
+import { describe, expect, it } from "vitest";
+import { StepRound, splitShards } from "../src/coordinator/step-round.js";
+import { meanGradient } from "../src/core/trainer.js";
+import {
+  decodeJson,
+  decodeResult,
+  decodeStep,
+  encodeJson,
+  encodeStepHeader,
+  FrameReader,
+  FrameType,
+  resultFrameBytes,
+  resultFrameIn,
+} from "../src/shared/step-frames.js";
+
+/** A buffer whose byteOffset + 5 is a multiple of 8, as the worker allocates them. */
+function frameBuffer(size: number): Buffer {
+  return Buffer.allocUnsafeSlow(size + 3).subarray(3);
+}
+
+describe("step frames", () => {
+  it("a STEP and RESULTs survive being cut into 1..7-byte chunks", () => {
+    const P = 13;
+    const params = Float32Array.from({ length: P }, (_, i) => i * 0.5 - 3);
+    const step = Buffer.concat([
+      encodeStepHeader({ version: 7, epoch: 1, step: 2, lo: 0, hi: 3 }, P),
+      Buffer.from(params.buffer),
+    ]);
+    const prefix = resultFrameIn(frameBuffer(resultFrameBytes(0, 3, P)), 7, 0, 3, P);
+    prefix.counts[0] = 300;
+    prefix.costs[0] = 12.5;
+    for (let i = 0; i < P; i++) prefix.grads[i] = i / 3;
+    prefix.setSeconds(0.25);
+    const tail = resultFrameIn(frameBuffer(resultFrameBytes(3, 5, P)), 7, 3, 5, P);
+    tail.counts.set([100, 99]);
+    tail.costs.set([1.5, 2.5]);
+    for (let i = 0; i < 2 * P; i++) tail.grads[i] = -i;
+    const hello = encodeJson(FrameType.hello, { workerId: "w" });
+    const stream = Buffer.concat([step, prefix.frame, tail.frame, hello]);
+    const got: { type: number; body: Buffer }[] = [];
+    const reader = new FrameReader((type, body) => got.push({ type, body: Buffer.from(body) }));
+    for (let i = 0, k = 1; i < stream.length; i += k, k = (k % 7) + 1) reader.push(stream.subarray(i, i + k));
+    expect(got.map((g) => g.type)).toEqual([
+      FrameType.step,
+      FrameType.result,
+      FrameType.result,
+      FrameType.hello,
+    ]);
+    // Decoding needs 8-byte aligned bodies, as the reader hands them out.
+    const aligned = (b: Buffer) => {
+      const out = Buffer.allocUnsafeSlow(b.length);
+      b.copy(out);
+      return out;
+    };
+    const s = decodeStep(aligned(got[0].body), P);
+    expect(s.order).toEqual({ version: 7, epoch: 1, step: 2, lo: 0, hi: 3 });
+    expect([...s.params]).toEqual([...params]);
+    const r0 = decodeResult(aligned(got[1].body), P);
+    expect([r0.version, r0.lo, r0.hi, r0.computeSeconds, r0.counts[0], r0.costs[0]]).toEqual([
+      7, 0, 3, 0.25, 300, 12.5,
+    ]);
+    expect(r0.grads).toBeInstanceOf(Float64Array);
+    expect(r0.grads[4]).toBe(4 / 3);
+    const r1 = decodeResult(aligned(got[2].body), P);
+    expect([...r1.counts]).toEqual([100, 99]);
+    expect([...r1.costs]).toEqual([1.5, 2.5]);
+    expect(r1.grads).toBeInstanceOf(Float32Array);
+    expect(r1.grads[2 * P - 1]).toBe(-(2 * P - 1));
+    expect(decodeJson(got[3].body)).toEqual({ workerId: "w" });
+  });
+
+  it("refuses a frame larger than allowed, and results of the wrong size or range", () => {
+    const reader = new FrameReader(() => {}, 100);
+    const head = Buffer.alloc(5);
+    head.writeUInt32LE(101, 0);
+    expect(() => reader.push(head)).toThrow(/out of bounds/);
+    const r = resultFrameIn(frameBuffer(resultFrameBytes(1, 2, 4)), 0, 1, 2, 4);
+    const body = Buffer.allocUnsafeSlow(r.frame.length - 5);
+    r.frame.copy(body, 0, 5);
+    expect(() => decodeResult(body, 5)).toThrow(/expected/);
+    body.writeUInt32LE(1, 8); // hi = lo: an empty range
+    expect(() => decodeResult(body, 4)).toThrow(/names shards \[1, 1\)/);
+  });
+});
+
+describe("splitShards", () => {
+  it("cuts shards into contiguous, even ranges that cover them once", () => {
+    for (let k = 1; k <= 17; k++) {
+      for (let n = 1; n <= 9; n++) {
+        const spans = splitShards(k, n);
+        expect(spans.length).toBe(Math.min(k, n));
+        expect(spans[0].lo).toBe(0);
+        expect(spans.at(-1)!.hi).toBe(k);
+        for (let i = 1; i < spans.length; i++) expect(spans[i].lo).toBe(spans[i - 1].hi);
+        const sizes = spans.map((s) => s.hi - s.lo);
+        expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
+      }
+    }
+  });
+});
+
+describe("StepRound", () => {
+  it("tracks holders, duplicates and deadlines on its own clock", () => {
+    let now = 1000;
+    const round = new StepRound(8, ["a", "b", "c"], 500, () => now);
+    expect(round.units.map((u) => [u.lo, u.hi, u.holder])).toEqual([
+      [0, 3, "a"],
+      [3, 6, "b"],
+      [6, 8, "c"],
+    ]);
+    expect(round.overdue()).toEqual([]);
+    expect(round.accept(round.unit(3, 6)!)).toBe(true);
+    expect(round.accept(round.unit(3, 6)!)).toBe(false);
+    expect(round.unit(2, 6)).toBeUndefined();
+    now = 1500;
+    expect(round.overdue().map((u) => u.lo)).toEqual([0, 6]);
+    round.assign(round.unit(0, 3)!, "c", true);
+    expect(round.unit(0, 3)!.retries).toBe(1);
+    expect(round.heldBy("c").map((u) => u.lo)).toEqual([0, 6]);
+    expect(round.nextDeadline()).toBe(1500);
+    round.assign(round.unit(6, 8)!, undefined, true);
+    expect(round.unheld().map((u) => u.lo)).toEqual([6]);
+    round.accept(round.unit(0, 3)!);
+    expect(round.complete).toBe(false);
+    round.accept(round.unit(6, 8)!);
+    expect(round.complete).toBe(true);
+  });
+
+  it("with no worker, the whole step is one unit nobody holds", () => {
+    const round = new StepRound<string>(4, [], 1000);
+    expect(round.units.map((u) => [u.lo, u.hi, u.holder])).toEqual([[0, 4, undefined]]);
+    expect(round.unheld().length).toBe(1);
+  });
+});
+
+describe("prefix sums keep the bits", () => {
+  it("a float64 running sum of the first shards, then the rest, equals summing every shard", () => {
+    const P = 257;
+    let x = 12345;
+    const rnd = () => {
+      x = (x * 1103515245 + 12345) >>> 0;
+      return (x / 2 ** 32 - 0.5) * 10 ** ((x % 9) - 4);
+    };
+    const shards = Array.from({ length: 7 }, () => ({ grad: Float32Array.from({ length: P }, rnd) }));
+    const all = new Float64Array(P);
+    meanGradient(shards, 999, all);
+    for (let through = 1; through <= 7; through++) {
+      const prefix = new Float64Array(P);
+      for (let k = 0; k < through; k++) for (let p = 0; p < P; p++) prefix[p] += shards[k].grad[p];
+      const out = new Float64Array(P);
+      meanGradient(shards.slice(through), 999, out, prefix);
+      expect(Buffer.from(out.buffer).equals(Buffer.from(all.buffer))).toBe(true);
+    }
+  });
+});
