@@ -13,8 +13,8 @@ import { Tracked } from "./helpers/tracked.js";
 
 // Shards big enough (256 samples through 784-128-64-10 with the reference
 // kernel, tens of ms) that a worker is caught computing one, and enough steps
-// (24) for several faults however fast the machine is.
-const EPOCHS = 3;
+// (48) for several faults however fast, or loaded, the machine is.
+const EPOCHS = 6;
 const TRAIN = 8_192;
 const BATCH = 1_024;
 const RUN = [
@@ -141,7 +141,7 @@ describe("worker stall", () => {
         "1",
       ]);
       const running = () => coord.child.exitCode === null;
-      // The next freeze right after the previous one: a fast machine runs the 24 steps in a few seconds.
+      // The next freeze right after the previous one: a fast machine runs the 48 steps in a few seconds.
       let missed = 0;
       for (let at = 2; freezes.length < 2 && missed < 10; at = (freezes.at(-1)?.progressedTo ?? 1) + 1) {
         await waitFor(async () => !running() || (await fleet.version()) >= at, 60_000);

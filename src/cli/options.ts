@@ -494,11 +494,11 @@ export const OPTIONS: readonly OptionDef[] = [
     commands: RUNNERS,
     group: "Cluster",
     description:
-      "Port of the coordinator's data port, where seated workers get steps (--dispatch direct; 0: any free port)",
+      "Port where seated workers get steps (--dispatch direct); 0: any free port (workers find it in the run spec); containers publish a fixed one",
     metavar: "PORT",
     min: 0,
     max: 65535,
-    defaults: { coordinator: 7070, train: 0 },
+    default: 0,
   },
   {
     name: "data-host",
@@ -616,6 +616,16 @@ export const OPTIONS: readonly OptionDef[] = [
   },
   // Output
   {
+    name: "trace",
+    kind: "path",
+    commands: ["train", "coordinator", "worker"],
+    group: "Output",
+    description:
+      "Write a Chrome trace-event JSON of each step (send, wait, results, update; a worker's wait, compute, send) at the end: open it in Perfetto or chrome://tracing. train --workers N merges its workers' tracks in",
+    metavar: "FILE",
+    defaultText: "no trace",
+  },
+  {
     name: "json",
     kind: "boolean",
     commands: ["train", "coordinator", "evaluate", "predict"],
@@ -676,6 +686,8 @@ export interface RunOptions extends ModelOptions {
   /** Port of the live page (0: off). */
   uiPort: number;
   uiHost: string;
+  /** Chrome trace-event file written at the end (see shared/trace.ts). */
+  trace?: string;
 }
 
 /** How a process reaches the cluster (train, coordinator, worker). */
@@ -710,6 +722,7 @@ export interface CoordinatorOptions extends RunOptions, ClusterOptions {
 
 export interface WorkerOptions extends ClusterOptions {
   runId: string;
+  trace?: string;
   data?: string;
   concurrency: number;
   workerId: string;

@@ -14,11 +14,12 @@ import { ensureRedis } from "../shared/local-redis.js";
 import { createLogger } from "../shared/log.js";
 import { binPath } from "../shared/package-root.js";
 import { localRunTargets, writeTargetsFile } from "../shared/prometheus-targets.js";
+import { Trace } from "../shared/trace.js";
 import { type LivePage, serveLivePage } from "../ui/server.js";
 import { withEventLoopTurns } from "./event-loop.js";
 import { type TrainOptions, UsageError } from "./options.js";
 import { loadRunData, resumeState, runConfigFrom } from "./run-setup.js";
-import { combineObservers, trainAndReport } from "./train-run.js";
+import { combineObservers, traceObserver, trainAndReport } from "./train-run.js";
 
 /** Runs `train`; returns the exit code. */
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
@@ -31,10 +32,15 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const resumeHint = "gradfleet train (same flags)";
   const metrics = await serveCoordinatorMetrics(o, log, { cluster: o.workers > 0 });
   const stats = new ClusterStats();
+  const trace = o.trace ? new Trace(o.trace, o.workers > 0 ? "coordinator" : "train") : undefined;
+  // Local worker i writes its own trace here; they are merged into o.trace at the end.
+  const workerTraces = o.trace
+    ? Array.from({ length: o.workers }, (_, i) => `${o.trace}.worker-${i + 1}.tmp`)
+    : [];
   let live: LivePage | undefined;
   try {
     live = await serveLivePage(o, config, o.workers > 0 ? stats : "in-process", log);
-    const observer = combineObservers(metrics?.observer, live?.observer);
+    const observer = combineObservers(metrics?.observer, live?.observer, trace && traceObserver(trace));
     if (o.targetsFile) await writeLocalTargets(o, o.targetsFile, runId);
     if (o.workers === 0) {
       const { exitCode } = await trainAndReport({
@@ -55,7 +61,8 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
     );
     const workers: ChildProcess[] = [];
     try {
-      for (let i = 1; i <= o.workers; i++) workers.push(spawnLocalWorker(o, redis.url, runId, i));
+      for (let i = 1; i <= o.workers; i++)
+        workers.push(spawnLocalWorker(o, redis.url, runId, i, workerTraces[i - 1]));
       return await runCoordinator({
         options: { ...o, runId, redisUrl: redis.url },
         config,
@@ -66,12 +73,14 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
         stats,
         onStarted: (executor, client) => metrics?.attach(executor, client),
         resumeHint,
+        trace,
       });
     } finally {
       await Promise.all(workers.map(stopChild));
       await redis.stop();
     }
   } finally {
+    await trace?.close(workerTraces);
     await live?.close();
     await metrics?.close();
   }
@@ -105,10 +114,17 @@ function writeLocalTargets(o: TrainOptions, path: string, runId: string): Promis
 }
 
 /** Starts local worker i as a child process running `gradfleet worker`. */
-function spawnLocalWorker(o: TrainOptions, redisUrl: string, runId: string, i: number): ChildProcess {
+function spawnLocalWorker(
+  o: TrainOptions,
+  redisUrl: string,
+  runId: string,
+  i: number,
+  trace: string | undefined,
+): ChildProcess {
   const args = [binPath(), "worker", "--redis-url", redisUrl, "--run-id", runId, "--worker-id", `local-${i}`];
   if (o.redisCa) args.push("--redis-ca", o.redisCa);
   if (o.data) args.push("--data", o.data);
+  if (trace) args.push("--trace", trace);
   args.push("--metrics-port", String(o.metricsPort ? o.metricsPort + i : 0), "--metrics-host", o.metricsHost);
   args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel);
   // The child reads flags only: clear GRADFLEET_* variables meant for the coordinator.

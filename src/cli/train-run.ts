@@ -18,6 +18,7 @@ import {
   type TrainState,
 } from "../core/trainer.js";
 import type { Logger } from "../shared/log.js";
+import { type Trace, traceNow } from "../shared/trace.js";
 import type { RunOptions } from "./options.js";
 import { Progress } from "./progress.js";
 import { StepTimings } from "./step-timings.js";
@@ -162,6 +163,26 @@ export async function trainAndReport(args: {
     process.off("SIGINT", sigint);
     process.off("SIGTERM", sigterm);
   }
+}
+
+/**
+ * The trainer's side of a step in the trace: the step, the wait for its
+ * gradients (computed here in process, or the cluster's), and the combine +
+ * optimizer update.
+ */
+export function traceObserver(trace: Trace): RunObserver {
+  return {
+    onStep: (info) => {
+      const now = traceNow();
+      const t = info.timing;
+      const start = now - t.total * 1e6;
+      trace.span(`step ${info.updates - 1}`, start, now, { epoch: info.epoch + 1, step: info.step + 1 });
+      trace.span("gradients", start, start + (t.compute + t.communication) * 1e6, {
+        computeMs: t.compute * 1000,
+      });
+      trace.span("combine + update", now - t.update * 1e6, now);
+    },
+  };
 }
 
 /** One observer that forwards to several (metrics, the live page, ...); undefined entries are skipped. */

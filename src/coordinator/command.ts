@@ -6,8 +6,9 @@
 import { hostname } from "node:os";
 import type { CoordinatorOptions } from "../cli/options.js";
 import { loadRunData, resumeState, runConfigFrom } from "../cli/run-setup.js";
-import { combineObservers } from "../cli/train-run.js";
+import { combineObservers, traceObserver } from "../cli/train-run.js";
 import { createLogger } from "../shared/log.js";
+import { Trace } from "../shared/trace.js";
 import { type LivePage, serveLivePage } from "../ui/server.js";
 import { ClusterStats } from "./cluster-stats.js";
 import { runCoordinator } from "./coordinator.js";
@@ -19,6 +20,7 @@ export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<numb
   // Metrics first: /healthz answers and /readyz says 503 while the data loads and Redis connects.
   const metrics = await serveCoordinatorMetrics(o, log, { cluster: true });
   const stats = new ClusterStats();
+  const trace = o.trace ? new Trace(o.trace, "coordinator") : undefined;
   let live: LivePage | undefined;
   try {
     const config = runConfigFrom(o);
@@ -31,12 +33,14 @@ export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<numb
       data,
       state,
       log,
-      observer: combineObservers(metrics?.observer, live?.observer),
+      observer: combineObservers(metrics?.observer, live?.observer, trace && traceObserver(trace)),
       stats,
+      trace,
       onStarted: (executor, redis) => metrics?.attach(executor, redis),
       resumeHint: `gradfleet coordinator --run-id ${o.runId} (same flags)`,
     });
   } finally {
+    await trace?.close();
     await live?.close();
     await metrics?.close();
   }

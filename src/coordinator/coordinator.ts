@@ -15,6 +15,7 @@ import type { Dispatch } from "../shared/dispatch.js";
 import { runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import { checkRedisConfig, connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
+import type { Trace } from "../shared/trace.js";
 import { ClusterExecutor } from "./cluster-executor.js";
 import { ClusterStats } from "./cluster-stats.js";
 import { DirectExecutor } from "./direct-executor.js";
@@ -41,6 +42,8 @@ export interface CoordinatorRun {
   stats?: ClusterStats;
   /** Called once the run is published (spec in Redis, lease held), with the coordinator's Redis connection. */
   onStarted?(executor: ClusterExecutor | DirectExecutor, redis: Redis): void;
+  /** The run's trace (`--trace`), when set. */
+  trace?: Trace;
   resumeHint: string;
 }
 
@@ -92,6 +95,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
             listenHost: o.dataHost,
             listenPort: o.dataPort,
             advertiseHost: o.advertiseHost,
+            trace: r.trace,
           })
         : new ClusterExecutor({ ...common, blocking, dispatch: o.dispatch });
     await executor.open();

@@ -36,6 +36,7 @@ import type { Logger } from "../shared/log.js";
 import type { LaneJob } from "../shared/messages.js";
 import { RUN_SPEC_FORMAT, type RunSpec } from "../shared/run-spec.js";
 import { decodeResult, encodeStepHeader, type RangeResult, resultFrameBytes } from "../shared/step-frames.js";
+import { type Trace, traceNow } from "../shared/trace.js";
 import { deleteRunKeys } from "./cluster-executor.js";
 import { ClusterStats } from "./cluster-stats.js";
 import { StepRound, type Unit } from "./step-round.js";
@@ -68,6 +69,8 @@ export interface DirectExecutorOptions {
   /** Address workers dial (put in the run spec). */
   advertiseHost: string;
   stats?: ClusterStats;
+  /** Spans of each step (send, wait, each result), when `--trace` is set. */
+  trace?: Trace;
 }
 
 /** What a unit's accepted result left behind. */
@@ -88,6 +91,8 @@ interface Current {
   resolve(): void;
   reject(e: Error): void;
   timer?: NodeJS.Timeout;
+  /** When the step's frames were sent (trace only). */
+  sentAt?: number;
 }
 
 /** Computes steps on workers connected to this coordinator's data port. */
@@ -211,11 +216,18 @@ export class DirectExecutor implements GradientExecutor {
         reject,
       };
       this.current = cur;
+      const t0 = this.o.trace ? traceNow() : 0;
       for (const u of round.units) if (u.holder) this.send(u.holder, u);
+      if (this.o.trace) {
+        cur.sentAt = traceNow();
+        this.o.trace.span("send step", t0, cur.sentAt, { version: req.version, workers: live.length });
+      }
       this.arm();
     }).finally(() => {
       clearTimeout(this.current?.timer);
     });
+    if (this.o.trace && this.current?.sentAt)
+      this.o.trace.span("wait for results", this.current.sentAt, traceNow());
     const cur = this.current!;
     this.current = undefined;
     return this.outcome(cur);
@@ -402,6 +414,16 @@ export class DirectExecutor implements GradientExecutor {
 
   /** A RESULT frame from worker `l`. */
   private result(l: WorkerLink, body: Buffer): void {
+    if (!this.o.trace) {
+      this.handleResult(l, body);
+      return;
+    }
+    const t0 = traceNow();
+    this.handleResult(l, body);
+    this.o.trace.span("result", t0, traceNow(), { worker: l.workerId });
+  }
+
+  private handleResult(l: WorkerLink, body: Buffer): void {
     let r: RangeResult;
     try {
       r = decodeResult(body, this.paramCount);

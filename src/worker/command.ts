@@ -4,6 +4,7 @@
  */
 import type { WorkerOptions } from "../cli/options.js";
 import { createLogger } from "../shared/log.js";
+import { Trace } from "../shared/trace.js";
 import { GradWorker } from "./grad-worker.js";
 import { serveWorkerMetrics } from "./metrics.js";
 
@@ -19,7 +20,9 @@ export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
   });
   // Metrics first: /healthz answers and /readyz says 503 while the dataset loads.
   const metrics = await serveWorkerMetrics(o, log);
+  const trace = o.trace ? new Trace(o.trace, `worker ${o.workerId}`) : undefined;
   const worker = new GradWorker({
+    trace,
     redisUrl: o.redisUrl,
     redisCa: o.redisCa,
     runId: o.runId,
@@ -57,6 +60,7 @@ export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
   ]);
   clearTimeout(timer);
   if (!closed) log.warn({ ms: STOP_LIMIT_MS }, "stopping took too long; exiting anyway");
+  await trace?.close();
   await metrics?.close();
   return 0;
 }

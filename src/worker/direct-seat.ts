@@ -24,6 +24,7 @@ import {
   resultFrameIn,
   type StepOrder,
 } from "../shared/step-frames.js";
+import { type Trace, traceNow } from "../shared/trace.js";
 
 /** How long dialling the coordinator may take. */
 const CONNECT_MS = 5000;
@@ -49,6 +50,8 @@ export interface SeatOptions {
   onRange?(computeSeconds: number, bytes: number): void;
   /** Registers a function that ends the seat (the worker is closing). */
   onStop(stop: () => void): void;
+  /** Spans of each step (wait, compute, send), when `--trace` is set. */
+  trace?: Trace;
 }
 
 /** Why a seat ended. */
@@ -163,7 +166,10 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
   const perEpoch = stepsPerEpoch(spec.data.trainN, c.batch);
   // Frames are reused once the socket has handed the last one to the kernel.
   let out = Buffer.alloc(0);
+  let sentAt = 0;
   return (body) => {
+    const arrived = o.trace ? traceNow() : 0;
+    if (o.trace && sentAt) o.trace.span("wait for step", sentAt, arrived);
     const { order, params } = decodeStep(body, P);
     const ranges = shardRanges(spec.data.trainN, c.batch, c.shards, order.step);
     const bad = checkOrder(order, perEpoch, c.epochs, ranges.length);
@@ -208,8 +214,15 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
     }
     const seconds = (performance.now() - t0) / 1000;
     r.setSeconds(seconds);
+    const t1 = o.trace ? traceNow() : 0;
     socket.write(r.frame);
     o.onRange?.(seconds, r.frame.length);
+    if (o.trace) {
+      sentAt = traceNow();
+      const args = { version: order.version, shards: `${order.lo}-${order.hi - 1}` };
+      o.trace.span("compute", t1 - seconds * 1e6, t1, args);
+      o.trace.span("send result", t1, sentAt, { bytes: r.frame.length });
+    }
   };
 }
 

@@ -59,6 +59,7 @@ import {
 import { connectRedis, waitForRedis } from "../shared/redis.js";
 import { decodeRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { CLAIM_SHARD, SUBMIT_RESULT } from "../shared/scripts.js";
+import type { Trace } from "../shared/trace.js";
 import { reportRefusal, serveSeat } from "./direct-seat.js";
 
 /** Result frame buffers kept for reuse (one per submit that may be in flight). */
@@ -112,6 +113,8 @@ export interface GradWorkerOptions {
   lockDuration?: number;
   /** BullMQ stalled-job check period (ms). */
   stalledInterval?: number;
+  /** Spans of direct steps (`--trace`). */
+  trace?: Trace;
 }
 
 /** What the worker holds for one coordinator session. */
@@ -644,6 +647,7 @@ export class GradWorker {
       {
         workerId: this.opts.workerId,
         log: this.opts.log,
+        trace: this.opts.trace,
         onRange: (seconds, bytes) => {
           this.jobsDone++;
           this.opts.observer?.onShard?.("ok", seconds, bytes);

@@ -113,13 +113,30 @@ export class WorkerMetrics extends ServedMetrics {
  * undefined when the port is 0 (metrics off). Start it before the worker,
  * so `/healthz` answers and `/readyz` says 503 while the dataset loads.
  */
+/** Ports after --metrics-port a worker tries when that one is taken. */
+const NEXT_PORTS = 63;
+
 export async function serveWorkerMetrics(
   o: { metricsPort: number; metricsHost: string; workerId: string },
   log: Logger,
 ): Promise<WorkerMetrics | undefined> {
   if (o.metricsPort === 0) return undefined;
   const metrics = new WorkerMetrics(o.workerId);
-  const server = await metrics.serve(o.metricsHost, o.metricsPort, log);
-  log.info({ url: `${server.url}/metrics` }, "serving metrics");
-  return metrics;
+  // Several workers on one host ("scale by running more"): each takes the
+  // next free port after the one asked for, and says which.
+  for (let port = o.metricsPort; ; port++) {
+    try {
+      const server = await metrics.serve(o.metricsHost, port, log);
+      if (port !== o.metricsPort) {
+        log.warn(
+          { asked: o.metricsPort, url: `${server.url}/metrics` },
+          `metrics port ${o.metricsPort} is in use (another worker on this host?); serving on ${port}`,
+        );
+      } else log.info({ url: `${server.url}/metrics` }, "serving metrics");
+      return metrics;
+    } catch (e) {
+      const inUse = /port is in use/.test((e as Error).message);
+      if (!inUse || port >= o.metricsPort + NEXT_PORTS || port >= 65535) throw e;
+    }
+  }
 }
