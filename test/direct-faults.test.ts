@@ -15,6 +15,8 @@ import { makeTinyDataset } from "./helpers/idx.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 import { Tracked } from "./helpers/tracked.js";
 
+// Generous test timeouts: these runs take 10 s on a quiet machine and minutes
+// on a loaded one; nothing here depends on how long.
 // Ranges of 256 samples through 784-128-64-10 with the reference kernel take
 // tens of ms, so a killed worker nearly always holds one; 64 steps leave time
 // for several faults however fast the machine is.
@@ -111,7 +113,7 @@ describe("direct steps under faults", () => {
     expect(s.weightsSha256).toBe(baseline.weightsSha256);
     expect(s.rejectedResults).toBe(0);
     await Promise.all(workers.map((w) => stopCli(w)));
-  });
+  }, 600_000);
 
   it("a worker frozen past the step deadline: its range is computed elsewhere, its late result dropped and counted", async () => {
     const args = cluster("direct-stall");
@@ -144,7 +146,7 @@ describe("direct steps under faults", () => {
       const exit = await stopCli(w, "SIGTERM");
       expect(exit.code, exit.stderr).toBe(0);
     }
-  });
+  }, 600_000);
 });
 
 describe("direct steps and workers that cannot serve the run", () => {

@@ -1,15 +1,17 @@
 /**
- * Collects every step's phase times so the summary can report their median
- * and 95th percentile (compute / communication / update / total).
+ * Collects every step's phase times so the summary can report their median,
+ * 95th percentile and mean (compute / communication / update / total, and
+ * overhead: the step's total minus its compute, the cost of coordination).
  */
 import type { StepTiming } from "../core/trainer.js";
 
 const PHASES = ["compute", "communication", "update", "total"] as const;
 
-/** Median and p95 of a phase, in milliseconds. */
+/** Median, p95 and mean of a phase, in milliseconds. */
 export interface PhaseStats {
   p50: number;
   p95: number;
+  mean: number;
 }
 
 /** Step-time recorder; grows geometrically, no per-step allocation. */
@@ -35,13 +37,21 @@ export class StepTimings {
   summary(): Record<string, PhaseStats> {
     if (this.n === 0) return {};
     const out: Record<string, PhaseStats> = {};
-    PHASES.forEach((name, k) => {
+    const stats = (pick: (i: number) => number): PhaseStats => {
       const v = new Float64Array(this.n);
-      for (let i = 0; i < this.n; i++) v[i] = this.data[i * 4 + k];
+      let sum = 0;
+      for (let i = 0; i < this.n; i++) {
+        v[i] = pick(i);
+        sum += v[i];
+      }
       v.sort();
       const q = (p: number) => v[Math.min(this.n - 1, Math.floor(p * this.n))] * 1000;
-      out[name] = { p50: q(0.5), p95: q(0.95) };
+      return { p50: q(0.5), p95: q(0.95), mean: (sum / this.n) * 1000 };
+    };
+    PHASES.forEach((name, k) => {
+      out[name] = stats((i) => this.data[i * 4 + k]);
     });
+    out.overhead = stats((i) => this.data[i * 4 + 3] - this.data[i * 4]);
     return out;
   }
 }

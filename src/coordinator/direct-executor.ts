@@ -112,6 +112,8 @@ export class DirectExecutor implements GradientExecutor {
   private abandonAt = Number.POSITIVE_INFINITY;
   private specJson = "";
   private versionNotedAt = 0;
+  /** The trainer waiting in ready(). */
+  private waitingForWorker?: { resolve(): void; reject(e: Error): void };
   /** Since when every live worker has refused the run (see checkRefusingFleet). */
   private allRefusingSince: number | undefined;
   /** Owned copies of accepted gradients (a frame's body is reused by the next frame). */
@@ -233,8 +235,18 @@ export class DirectExecutor implements GradientExecutor {
     return this.outcome(cur);
   }
 
+  /** Resolves once a worker has joined (the trainer starts its clock then). */
+  ready(): Promise<void> {
+    if (this.links.length > 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.waitingForWorker = { resolve, reject };
+    });
+  }
+
   /** A stop was requested: give the step up now when no worker is there, else after the step timeout. */
   abort(): void {
+    this.waitingForWorker?.reject(new StepAbortedError("stopped before any worker joined"));
+    this.waitingForWorker = undefined;
     this.abandonAt = Math.min(this.abandonAt, Date.now() + this.o.stepTimeoutSeconds * 1000);
     if (this.current && this.links.length === 0)
       this.current.reject(new StepAbortedError("no worker to finish the step"));
@@ -332,6 +344,8 @@ export class DirectExecutor implements GradientExecutor {
     this.links.push(l);
     this.refusing.delete(l.workerId);
     this.o.log.info({ worker: l.workerId, workers: this.links.length }, "worker joined");
+    this.waitingForWorker?.resolve();
+    this.waitingForWorker = undefined;
     const cur = this.current;
     if (!cur) return;
     for (const u of cur.round.unheld()) this.send(l, u);

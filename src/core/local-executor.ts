@@ -21,18 +21,12 @@ export class LocalExecutor implements GradientExecutor {
   }
 
   async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {
+    const perm = req.permutation();
     const t0 = performance.now();
     const results: ShardResult[] = req.shards.map((s, i) => {
       this.grads[i] ??= new Float32Array(req.params.length);
       const grad = this.grads[i];
-      const { cost, count } = this.kernel.gradSum(
-        req.params,
-        this.data.train,
-        req.perm,
-        s.start,
-        s.end,
-        grad,
-      );
+      const { cost, count } = this.kernel.gradSum(req.params, this.data.train, perm, s.start, s.end, grad);
       return { shard: s.shard, grad, cost, count };
     });
     return { results, computeSeconds: (performance.now() - t0) / 1000 };

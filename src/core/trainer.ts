@@ -36,8 +36,11 @@ export interface StepRequest {
   /** Weights version the gradients must be computed on (= updates so far). */
   version: number;
   params: Float32Array;
-  /** The epoch's permutation of the training set. */
-  perm: Uint32Array;
+  /**
+   * The epoch's permutation of the training set, computed on first use (a
+   * coordinator whose workers compute their own never pays for it).
+   */
+  permutation(): Uint32Array;
   /** Non-empty shards of the step, in shard order. */
   shards: ShardRange[];
 }
@@ -92,6 +95,11 @@ export interface StepOutcome {
 export interface GradientExecutor {
   /** Returns the step's gradients: every requested shard, in `prefix` or `results`. */
   computeStep(req: StepRequest): Promise<StepOutcome>;
+  /**
+   * Resolves when the executor can compute steps (a cluster: once a worker is
+   * there); StepAbortedError when a stop was asked for first.
+   */
+  ready?(): Promise<void>;
   /**
    * A stop was requested: the executor may give up the step in progress
    * (throwing StepAbortedError) if it cannot finish soon.
@@ -257,9 +265,21 @@ export async function runTraining(
   let samplesHere = 0;
   let trainSeconds = 0;
   let stopped = false;
+  // Waiting for the first worker is not training time (samples/s would count it).
+  try {
+    await executor.ready?.();
+  } catch (e) {
+    if (!(e instanceof StepAbortedError)) throw e;
+    stopped = true;
+  }
 
-  outer: while (state.epoch < cfg.epochs) {
-    const perm = epochPermutation(n, cfg.seed, state.epoch);
+  outer: while (!stopped && state.epoch < cfg.epochs) {
+    let perm: Uint32Array | undefined;
+    const epoch = state.epoch;
+    const permutation = () => {
+      perm ??= epochPermutation(n, cfg.seed, epoch);
+      return perm;
+    };
     let epochCost = 0;
     let epochCount = 0;
     while (state.step < steps) {
@@ -272,7 +292,7 @@ export async function runTraining(
           step: state.step,
           version: state.updates,
           params: state.params,
-          perm,
+          permutation,
           shards,
         });
       } catch (e) {
