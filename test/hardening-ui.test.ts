@@ -145,7 +145,7 @@ describe("the live page server against misbehaving clients", () => {
       }
     })();
     // New weights all the time: about 2 MB a second to each stream.
-    const feeder = setInterval(() => page?.observer.onStep!(stepInfo(params, ++updates), 10), 50);
+    const feeder = setInterval(() => page?.observer.onStep?.(stepInfo(params, ++updates), 10), 50);
     try {
       // (A paused socket does not read, so it would not see its own end: count on the server's side.)
       await waitFor(() => page!.droppedStreams === stalled.length, 90_000);
