@@ -107,7 +107,7 @@ describe("a model that cannot be written at the end", () => {
     const p = procs.start([
       "train",
       "--epochs",
-      "30",
+      "1000",
       "--batch",
       "10",
       "--checkpoint-dir",
@@ -119,7 +119,7 @@ describe("a model that cannot be written at the end", () => {
       "--json",
     ]);
     // Training has started once the first checkpoint exists; then the --out directory vanishes.
-    await waitFor(() => existsSync(join(ckDir, CHECKPOINT_FILE)), 90_000);
+    await waitFor(() => existsSync(join(ckDir, CHECKPOINT_FILE)), 150_000);
     await rm(outDir, { recursive: true });
     p.child.kill("SIGTERM");
     const r = await p.done;
@@ -132,5 +132,5 @@ describe("a model that cannot be written at the end", () => {
     const model = await loadModel(rescued);
     expect(weightsSha256(model.params)).toBe(r.json!.weightsSha256);
     expect(existsSync(outDir)).toBe(false);
-  });
+  }, 300_000);
 });
