@@ -376,7 +376,12 @@ describe("errors: one line naming the flag, the value and what is accepted", () 
       {},
       '--epochs: "2.5" is not an integer; expected an integer >= 1',
     ],
-    ["zero size", ["train", "--batch", "0"], {}, '--batch: "0" is out of range; expected an integer >= 1'],
+    [
+      "zero size",
+      ["train", "--batch", "0"],
+      {},
+      '--batch: "0" is out of range; expected an integer from 1 to 1000000',
+    ],
     ["negative size", ["worker", "--concurrency", "-2"], {}, "expected an integer from 1 to 64"],
     [
       "above max",

@@ -16,7 +16,7 @@ import { hostname } from "node:os";
 import { OPTIMIZERS, type OptimizerName } from "../core/optimizer.js";
 import { KERNELS, type KernelName } from "../core/run-config.js";
 import type { CostName, HiddenActivation, OutputActivation } from "../core/spec.js";
-import { COSTS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
+import { COSTS, checkParameterCount, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
 import { DISPATCHES, type Dispatch } from "../shared/dispatch.js";
 import { RUN_ID_PATTERN } from "../shared/keys.js";
 
@@ -205,6 +205,8 @@ const CLUSTER: readonly CommandName[] = ["train", "coordinator", "worker"];
 const LOGGERS: readonly CommandName[] = ["train", "coordinator", "worker"];
 
 const UINT32_MAX = 2 ** 32 - 1;
+/** Largest `--batch`. */
+export const MAX_BATCH = 1_000_000;
 
 /**
  * THE option table. Defaults shared by `train` and `coordinator` are the same
@@ -223,6 +225,7 @@ export const OPTIONS: readonly OptionDef[] = [
     min: 1,
     max: 1_000_000,
     default: [784, 16, 16, 10],
+    check: (v: number[]) => checkParameterCount(v),
   },
   {
     name: "activation",
@@ -307,6 +310,8 @@ export const OPTIONS: readonly OptionDef[] = [
     group: "Training",
     description: "Global mini-batch size (all shards together)",
     min: 1,
+    // 16 times MNIST's training set: a larger batch is a typo, not a plan.
+    max: MAX_BATCH,
     default: 10,
   },
   {
@@ -1047,6 +1052,17 @@ export function checkRedisUrl(text: string): string | undefined {
   if (!/^\/?(\d+)?$/.test(url.pathname)) {
     return `has path ${url.pathname}; the only path allowed is a database number, e.g. /0`;
   }
+  // The connection reads user, password, host, port and database only: a
+  // query (`?password=...`, as some clients accept) would be silently
+  // ignored, and the server would then say that no password was given.
+  if (url.search !== "" || url.hash !== "") {
+    const names = [...url.searchParams.keys()];
+    const password = names.includes("password")
+      ? "; give the password before the host instead: redis://:PASSWORD@HOST:PORT (or redis://USER:PASSWORD@HOST:PORT)"
+      : "";
+    const what = url.search !== "" ? `a query (${names.map((k) => `${k}=`).join(", ")})` : "a #fragment";
+    return `has ${what}, which is not read here${password}`;
+  }
   return undefined;
 }
 
@@ -1054,8 +1070,12 @@ export function checkRedisUrl(text: string): string | undefined {
 export function redactUrl(text: string): string {
   try {
     const url = new URL(text);
-    if (url.password === "") return text;
-    url.password = "***";
+    // Query values too: `?password=` is refused, but the refusal quotes the URL.
+    const query = [...url.searchParams.keys()];
+    if (url.password === "" && query.length === 0 && url.hash === "") return text;
+    if (url.password !== "") url.password = "***";
+    if (query.length > 0) url.search = query.map((k) => `${encodeURIComponent(k)}=***`).join("&");
+    if (url.hash !== "") url.hash = "***";
     return url.toString();
   } catch {
     // Not a URL: hide anything between `:` and `@` that looks like credentials.

@@ -10,6 +10,7 @@ import type { DataBundle } from "../core/dataset.js";
 import { type RunConfig, runConfigHash } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
 import { type RunOptions, UsageError } from "./options.js";
+import { checkOutputPaths } from "./output-paths.js";
 
 /** The run config named by the options. */
 export function runConfigFrom(o: RunOptions): RunConfig {
@@ -24,13 +25,20 @@ export function runConfigFrom(o: RunOptions): RunConfig {
   };
 }
 
-/** Loads the dataset and checks that the first and last layer sizes fit it. */
+/**
+ * Checks the output paths (before anything is read: a run that cannot save
+ * its work must not start), loads the dataset and checks that the first and
+ * last layer sizes fit it.
+ */
 export async function loadRunData(o: {
   data?: string;
   trainLimit?: number;
   testLimit?: number;
   layers: number[];
+  out?: string;
+  checkpointDir?: string;
 }): Promise<DataBundle> {
+  await checkOutputPaths(o);
   const data = await loadDataset({ dir: o.data, trainLimit: o.trainLimit, testLimit: o.testLimit });
   const first = o.layers[0];
   const last = o.layers[o.layers.length - 1];

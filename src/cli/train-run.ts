@@ -6,7 +6,6 @@
  */
 import { saveCheckpoint } from "../core/checkpoint.js";
 import type { DataBundle } from "../core/dataset.js";
-import { saveModel } from "../core/model-file.js";
 import { type RunConfig, weightsSha256 } from "../core/run-config.js";
 import {
   DivergenceError,
@@ -20,6 +19,7 @@ import {
 import type { Logger } from "../shared/log.js";
 import { type Trace, traceNow } from "../shared/trace.js";
 import type { RunOptions } from "./options.js";
+import { saveModelOrElsewhere } from "./output-paths.js";
 import { Progress } from "./progress.js";
 import { StepTimings } from "./step-timings.js";
 
@@ -110,13 +110,23 @@ export async function trainAndReport(args: {
     });
     progress.clear();
     const sha = weightsSha256(result.state.params);
-    if (o.out) {
-      await saveModel(o.out, {
-        spec: config.spec,
-        params: result.state.params,
-        info: { testAccuracy: result.test.accuracy, testCost: result.test.cost, config, weightsSha256: sha },
-      });
-    }
+    // Checked before training; should the write still fail, the weights go elsewhere (and the exit code says so).
+    const saved = o.out
+      ? await saveModelOrElsewhere(
+          o.out,
+          {
+            spec: config.spec,
+            params: result.state.params,
+            info: {
+              testAccuracy: result.test.accuracy,
+              testCost: result.test.cost,
+              config,
+              weightsSha256: sha,
+            },
+          },
+          o.checkpointDir,
+        )
+      : undefined;
     if (result.stopped) {
       const where = `epoch ${result.state.epoch + 1} step ${result.state.step}`;
       process.stderr.write(
@@ -140,6 +150,7 @@ export async function trainAndReport(args: {
       config,
       dataFingerprint: data.fingerprint,
       ...args.extraSummary?.(),
+      ...(saved?.fallback ? { modelSavedTo: saved.path } : {}),
     };
     if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
     else {
@@ -147,9 +158,10 @@ export async function trainAndReport(args: {
         `done: test accuracy ${(result.test.accuracy * 100).toFixed(2)}%, ${result.state.samples} samples in ` +
           `${result.state.updates} steps, ${Math.round(Number(summary.samplesPerSecond))} samples/s, weights sha256 ${sha}\n`,
       );
-      if (o.out) process.stdout.write(`model written to ${o.out}\n`);
+      if (saved) process.stdout.write(`model written to ${saved.path}\n`);
     }
-    return { exitCode: result.stopped ? 130 : 0, summary, result };
+    const exitCode = saved?.fallback ? 1 : result.stopped ? 130 : 0;
+    return { exitCode, summary, result };
   } catch (e) {
     progress.clear();
     if (e instanceof DivergenceError) {

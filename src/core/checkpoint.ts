@@ -4,12 +4,18 @@
  * safetensors with tensors `params` and `optimizer`, so resuming gives the
  * same bits as a run that was never interrupted.
  */
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { InputFileError, readRegularFile } from "./data/regular-file.js";
 import { momentCount } from "./optimizer.js";
 import { type RunConfig, runConfigHash } from "./run-config.js";
-import { decodeSafeTensors, encodeSafeTensors, SafeTensorsError } from "./safetensors.js";
-import { layoutOf } from "./spec.js";
+import {
+  decodeSafeTensors,
+  encodeSafeTensors,
+  MAX_SAFETENSORS_HEADER,
+  SafeTensorsError,
+} from "./safetensors.js";
+import { layoutOf, MAX_PARAMETERS } from "./spec.js";
 import type { TrainState } from "./trainer.js";
 import { writeFileAtomic } from "./write-atomic.js";
 
@@ -62,11 +68,10 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const path = join(dir, CHECKPOINT_FILE);
   let buf: Buffer;
   try {
-    buf = await readFile(path);
+    // Weights and at most two optimizer moments (Adam) of the largest network.
+    buf = await readRegularFile(path, "the checkpoint", 8 + MAX_SAFETENSORS_HEADER + 3 * 4 * MAX_PARAMETERS);
   } catch (e) {
-    throw new SafeTensorsError(
-      `${path}: cannot read the checkpoint: ${(e as NodeJS.ErrnoException).code ?? e}`,
-    );
+    throw e instanceof InputFileError ? new SafeTensorsError(e.message) : e;
   }
   const st = decodeSafeTensors(buf, path);
   const md = st.metadata;

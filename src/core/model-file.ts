@@ -7,12 +7,21 @@
  * `format` = "gradfleet-model/1", `layers` ("784,16,16,10"), `hidden`,
  * `output`, `cost`, and free-form `info` (JSON) about the run.
  */
-import { readFile } from "node:fs/promises";
-import { decodeSafeTensors, encodeSafeTensors, SafeTensorsError, type Tensor } from "./safetensors.js";
-import { layoutOf, type ModelSpec, validateSpec } from "./spec.js";
+import { InputFileError, readRegularFile } from "./data/regular-file.js";
+import {
+  decodeSafeTensors,
+  encodeSafeTensors,
+  MAX_SAFETENSORS_HEADER,
+  SafeTensorsError,
+  type Tensor,
+} from "./safetensors.js";
+import { layoutOf, MAX_PARAMETERS, type ModelSpec, validateSpec } from "./spec.js";
 import { writeFileAtomic } from "./write-atomic.js";
 
 export const MODEL_FORMAT = "gradfleet-model/1";
+
+/** The largest model file there can be: the length word, the largest header, the largest network. */
+export const MAX_MODEL_FILE_BYTES = 8 + MAX_SAFETENSORS_HEADER + 4 * MAX_PARAMETERS;
 
 /** A model: its spec and flat parameters. */
 export interface Model {
@@ -68,6 +77,14 @@ export function decodeModel(bytes: Uint8Array, name: string): Model {
     if (!w || w.shape.join() !== `${L.nOut},${L.nIn}`)
       fail(`layers.${l}.weight is missing or not [${L.nOut}, ${L.nIn}]`);
     if (!b || b.shape.join() !== `${L.nOut}`) fail(`layers.${l}.bias is missing or not [${L.nOut}]`);
+    // NaN or infinite weights load silently otherwise, and give NaN outputs and costs.
+    for (const [tensor, t] of [
+      [`layers.${l}.weight`, w!],
+      [`layers.${l}.bias`, b!],
+    ] as const) {
+      const at = firstNonFinite(t.data);
+      if (at >= 0) fail(`${tensor} holds a non-finite value (${t.data[at]} at index ${at})`);
+    }
     for (let k = 0; k < L.nIn; k++) {
       for (let j = 0; j < L.nOut; j++) params[L.w + k * L.nOut + j] = w!.data[j * L.nIn + k];
     }
@@ -88,15 +105,23 @@ export async function saveModel(path: string, model: Model): Promise<void> {
   await writeFileAtomic(path, encodeModel(model));
 }
 
-/** Reads and validates a model file. */
+/**
+ * Reads and validates a model file: a regular file (not a FIFO or a device)
+ * of at most {@link MAX_MODEL_FILE_BYTES}, with finite parameters.
+ * @throws SafeTensorsError naming the file, and the tensor or field that is wrong
+ */
 export async function loadModel(path: string): Promise<Model> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    bytes = await readRegularFile(path, "the model file", MAX_MODEL_FILE_BYTES);
   } catch (e) {
-    throw new SafeTensorsError(
-      `${path}: cannot read the model file: ${(e as NodeJS.ErrnoException).code ?? e}`,
-    );
+    throw e instanceof InputFileError ? new SafeTensorsError(e.message) : e;
   }
   return decodeModel(bytes, path);
+}
+
+/** Index of the first NaN or infinity in `data`, or -1. */
+function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) return i;
+  return -1;
 }

@@ -24,7 +24,9 @@ export class SafeTensorsError extends Error {
   override name = "SafeTensorsError";
 }
 
-const MAX_HEADER = 16 * 1024 * 1024;
+/** Largest JSON header accepted. */
+export const MAX_SAFETENSORS_HEADER = 16 * 1024 * 1024;
+const MAX_HEADER = MAX_SAFETENSORS_HEADER;
 
 /** Serialises tensors (in the given order) and string metadata. */
 export function encodeSafeTensors(tensors: [string, Tensor][], metadata: Record<string, string>): Buffer {

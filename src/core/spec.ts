@@ -77,6 +77,29 @@ export function layerViews<T extends Float32Array | Float64Array>(layout: Layout
   }));
 }
 
+/**
+ * Most parameters (weights and biases) a model may have: 400 MB of float32.
+ * The fast kernel keeps about 20 bytes per parameter in a WebAssembly memory
+ * of at most 4 GiB, and a model this size is far past anything trained here;
+ * without a bound, absurd sizes end in the engine's own errors
+ * ("Invalid typed array length") that name nothing.
+ */
+export const MAX_PARAMETERS = 100_000_000;
+
+/** The number of parameters (weights and biases) of a network with these layer sizes. */
+export function parameterCount(layers: readonly number[]): number {
+  let n = 0;
+  for (let l = 0; l + 1 < layers.length; l++) n += layers[l] * layers[l + 1] + layers[l + 1];
+  return n;
+}
+
+/** What is wrong with the size of a network of these layer sizes, or undefined when it fits. */
+export function checkParameterCount(layers: readonly number[]): string | undefined {
+  const n = parameterCount(layers);
+  if (n <= MAX_PARAMETERS) return undefined;
+  return `make ${n} parameters (weights and biases); at most ${MAX_PARAMETERS} are supported`;
+}
+
 /** Throws with a message naming the field when the spec is not usable. */
 export function validateSpec(spec: ModelSpec): void {
   if (!Array.isArray(spec.layers) || spec.layers.length < 2) {
@@ -87,6 +110,8 @@ export function validateSpec(spec: ModelSpec): void {
       throw new Error(`layers: ${n} is not a positive whole number of at most 1000000`);
     }
   }
+  const tooBig = checkParameterCount(spec.layers);
+  if (tooBig) throw new Error(`layers: ${spec.layers.join(",")} ${tooBig}`);
   if (!HIDDEN_ACTIVATIONS.includes(spec.hidden)) {
     throw new Error(`activation: ${spec.hidden} is not one of ${HIDDEN_ACTIVATIONS.join(", ")}`);
   }

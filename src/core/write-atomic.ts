@@ -17,5 +17,11 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
     throw e;
   }
   await fh.close();
-  await rename(tmp, path);
+  try {
+    await rename(tmp, path);
+  } catch (e) {
+    // E.g. `path` is a directory: leave no stray temporary file beside it.
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
 }

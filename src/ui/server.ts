@@ -11,6 +11,10 @@
  *   second), `history` (the whole curve again after it was thinned), `end`;
  * - `POST /predict`: an input image in, every layer's activations and the
  *   prediction under the current weights out (see predict-request.ts).
+ *
+ * The page is a view of the run and must never cost it anything: connections
+ * and streams are capped, slow requests time out, and a stream client that
+ * stops reading is dropped (see limits.ts).
  */
 import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
@@ -21,6 +25,15 @@ import type { ClusterStats } from "../coordinator/cluster-stats.js";
 import type { RunConfig } from "../core/run-config.js";
 import type { Logger } from "../shared/log.js";
 import { packageRoot } from "../shared/package-root.js";
+import {
+  HEADERS_TIMEOUT_MS,
+  IDLE_TIMEOUT_MS,
+  MAX_STREAM_CLIENTS,
+  maxBehindBytes,
+  maxConnections,
+  REQUEST_TIMEOUT_MS,
+  TIMEOUT_CHECK_MS,
+} from "./limits.js";
 import { LiveRunState } from "./live-state.js";
 import { maxPredictBodyBytes, PredictInputError, Predictor, parsePredictBody } from "./predict-request.js";
 
@@ -47,6 +60,8 @@ export const MAX_TILES = 256;
 const SLOW_CLIENT_BYTES = 1_000_000;
 /** A comment line keeps proxies from closing an idle stream. */
 const KEEPALIVE_MS = 15_000;
+/** A stream client whose queue has not emptied for this long is not reading: it is dropped. */
+const STALLED_MS = 15_000;
 
 /** Settings of {@link startLivePage}. */
 export interface LivePageOptions {
@@ -71,6 +86,10 @@ export interface LivePage {
   readonly observer: RunObserver;
   /** The state the page shows (for tests and callers that add to it). */
   readonly state: LiveRunState;
+  /** Open `/events` streams. */
+  readonly streams: number;
+  /** Stream clients dropped so far for not reading. */
+  readonly droppedStreams: number;
   /** Tells the open pages the run ended, then stops serving. */
   close(): Promise<void>;
 }
@@ -88,7 +107,11 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
   const files = await loadPage(o.pageDir ?? defaultPageDir());
   const state = new LiveRunState({ config: o.config, workers: o.workers });
   const predictor = new Predictor(o.config.spec);
-  const clients = new Set<ServerResponse>();
+  /** Open streams, and since when each has had bytes queued (undefined: its queue is empty). */
+  const clients = new Map<ServerResponse, { behindSince: number | undefined }>();
+  let droppedStreams = 0;
+  /** The largest frame sent so far: a client is behind by a number of frames, not of bytes. */
+  let largestFrame = 0;
   let closed = false;
   let lastWeightsAt = -Infinity;
   let lastWeightsVersion = -1;
@@ -97,10 +120,31 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
   const send = (res: ServerResponse, event: string, data: unknown): void => {
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
+  /** Drops a stream client: its queued bytes are freed with its socket. */
+  const drop = (res: ServerResponse, why: string): void => {
+    clients.delete(res);
+    droppedStreams++;
+    o.log?.debug({ why, queued: res.writableLength }, "live page stream client dropped");
+    res.destroy();
+  };
+  /** Writes a frame to a stream client, unless it is so far behind that it is dropped instead. */
+  const push = (res: ServerResponse, frame: string): void => {
+    largestFrame = Math.max(largestFrame, frame.length);
+    if (res.writableLength > maxBehindBytes(largestFrame)) drop(res, "too far behind");
+    else res.write(frame);
+  };
   const broadcast = (event: string, data: unknown): void => {
     if (clients.size === 0) return;
     const frame = `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
-    for (const res of clients) res.write(frame);
+    for (const res of [...clients.keys()]) push(res, frame);
+  };
+  /** Drops the clients whose queue has not emptied for {@link STALLED_MS}. */
+  const dropStalled = (now: number): void => {
+    for (const [res, c] of [...clients]) {
+      if (res.writableLength === 0) c.behindSince = undefined;
+      else if (c.behindSince === undefined) c.behindSince = now;
+      else if (now - c.behindSince > STALLED_MS) drop(res, "not reading");
+    }
   };
   const weightsEvent = (): Record<string, unknown> | undefined => {
     const tiles = state.firstLayerTiles(MAX_TILES);
@@ -137,6 +181,7 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
   const tick = (final = false): void => {
     const news = state.take();
     if (clients.size === 0) return;
+    dropStalled(performance.now());
     if (news.reset) broadcast("history", state.history());
     broadcast("progress", {
       points: news.reset ? [] : news.points,
@@ -148,7 +193,7 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
       const ev = weightsEvent();
       if (ev) {
         const frame = `event: weights\ndata: ${JSON.stringify(ev)}\n\n`;
-        for (const res of clients) if (res.writableLength < SLOW_CLIENT_BYTES) res.write(frame);
+        for (const res of [...clients.keys()]) if (res.writableLength < SLOW_CLIENT_BYTES) push(res, frame);
         lastWeightsAt = now;
         lastWeightsVersion = state.version;
       }
@@ -176,6 +221,17 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
       return;
     }
     if (path === "/events") {
+      if (req.method === "HEAD") {
+        // The headers a stream would have, and the end: a HEAD must not become a client.
+        res.writeHead(200, streamHeaders());
+        res.end();
+        return;
+      }
+      if (!closed && clients.size >= MAX_STREAM_CLIENTS) {
+        res.setHeader("Retry-After", "10");
+        sendText(res, 503, `too many open streams (${MAX_STREAM_CLIENTS}); close another page of this run\n`);
+        return;
+      }
       openStream(req, res);
       return;
     }
@@ -195,12 +251,7 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
   };
 
   const openStream = (req: IncomingMessage, res: ServerResponse): void => {
-    res.writeHead(200, {
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-store",
-      Connection: "keep-alive",
-      "X-Accel-Buffering": "no",
-    });
+    res.writeHead(200, streamHeaders());
     if (closed) {
       send(res, "end", { t: state.elapsed() });
       res.end();
@@ -210,7 +261,9 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
     send(res, "hello", hello());
     const ev = weightsEvent();
     if (ev) send(res, "weights", ev);
-    clients.add(res);
+    clients.set(res, { behindSince: undefined });
+    // Streams are managed here (dropped when not reading), not by the idle timeout.
+    req.socket.setTimeout(0);
     req.on("close", () => clients.delete(res));
   };
 
@@ -228,13 +281,24 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
     }
   };
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((e) => {
-      o.log?.warn({ err: (e as Error).message, path: req.url }, "live page request failed");
-      if (!res.headersSent) sendText(res, 500, `error: ${(e as Error).message}\n`);
-      else res.destroy();
-    });
-  });
+  const server = createServer(
+    {
+      // A half-sent request holds a descriptor: headers and bodies must come in time.
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+    },
+    (req, res) => {
+      handle(req, res).catch((e) => {
+        o.log?.warn({ err: (e as Error).message, path: req.url }, "live page request failed");
+        if (!res.headersSent) sendText(res, 500, `error: ${(e as Error).message}\n`);
+        else res.destroy();
+      });
+    },
+  );
+  // Past the cap a new connection is closed at once: descriptors stay for the run's own files.
+  server.maxConnections = maxConnections();
+  server.timeout = IDLE_TIMEOUT_MS;
   // The page must never keep the process alive once the run is over.
   server.unref();
   await new Promise<void>((resolve, reject) => {
@@ -256,7 +320,7 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
   const ticker = setInterval(() => tick(), TICK_MS);
   ticker.unref();
   const keepalive = setInterval(() => {
-    for (const res of clients) res.write(": keep-alive\n\n");
+    for (const res of [...clients.keys()]) push(res, ": keep-alive\n\n");
   }, KEEPALIVE_MS);
   keepalive.unref();
 
@@ -269,6 +333,12 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
     url,
     observer: state.observer,
     state,
+    get streams() {
+      return clients.size;
+    },
+    get droppedStreams() {
+      return droppedStreams;
+    },
     close: async () => {
       if (closed) return;
       closed = true;
@@ -277,7 +347,7 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
       // The last points and the final weights, then `end`, so an open page keeps the finished run.
       tick(true);
       broadcast("end", { t: state.elapsed(), progress: state.progress() });
-      for (const res of clients) res.end();
+      for (const res of clients.keys()) res.end();
       clients.clear();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -366,8 +436,24 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
+/** The headers of an `/events` response. */
+function streamHeaders(): Record<string, string> {
+  return {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-store",
+    Connection: "keep-alive",
+    "X-Accel-Buffering": "no",
+    "X-Content-Type-Options": "nosniff",
+  };
+}
+
+// Every response says nosniff: a browser must not read an error text or JSON as a script or a page.
 function sendText(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store" });
+  res.writeHead(status, {
+    "Content-Type": "text/plain; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+  });
   res.end(res.req.method === "HEAD" ? undefined : body);
 }
 
@@ -375,6 +461,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, {
     "Content-Type": "application/json; charset=utf-8",
     "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
     // After a refused body the rest of it may still be on its way: do not reuse the connection.
     ...(status === 413 ? { Connection: "close" } : {}),
   });

@@ -3,8 +3,9 @@
  * name the file and say what is wrong instead of pngjs's stream jargon, and
  * an encoder whose options are pinned so the same pixels give the same bytes.
  */
-import { readFile } from "node:fs/promises";
+
 import { PNG } from "pngjs";
+import { InputFileError, readRegularFile } from "../core/data/regular-file.js";
 
 /** A PNG that cannot be read: not a PNG, truncated, corrupt or too large. */
 export class ImageError extends Error {
@@ -22,10 +23,32 @@ export interface RgbaImage {
 export const PNG_SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
 
 /**
- * Largest image decoded, in pixels (100 MB of RGBA): a small compressed file
- * can claim a huge size, and pngjs would allocate it all before noticing.
+ * Largest image decoded, in pixels (4096 x 4096, 64 MB of RGBA): a small
+ * compressed file can claim a huge size, and pngjs would allocate it all
+ * before noticing. More than any photo of a digit needs.
  */
-export const MAX_PNG_PIXELS = 25_000_000;
+export const MAX_PNG_PIXELS = 4096 * 4096;
+
+/**
+ * Longest side: a 1 x 16,000,000 image is few pixels but one huge row (every
+ * pixel is on the border the background is measured on, and scaling it down
+ * weighs millions of source pixels per output pixel).
+ */
+export const MAX_PNG_SIDE = 16_384;
+
+/**
+ * Largest inflated image data (the filtered scanlines), in bytes: what a
+ * decoder must inflate, hold and unfilter, and 16-bit samples or extra
+ * channels cost several times the pixel count. 64 MiB is a 4096 x 4096 RGBA
+ * image at 8 bits per sample.
+ */
+export const MAX_PNG_DECODED_BYTES = 64 * 1024 * 1024;
+
+/** Largest PNG file read (a valid image under the limits above compresses to less). */
+export const MAX_PNG_FILE_BYTES = 128 * 1024 * 1024;
+
+/** Samples per pixel of each PNG colour type. */
+const CHANNELS: Record<number, number> = { 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 };
 
 /**
  * Decodes PNG bytes of any colour type and bit depth (grayscale, palette,
@@ -58,6 +81,12 @@ export function decodePng(bytes: Uint8Array, name: string): RgbaImage {
       `${name}: the image is ${width}x${height} pixels; at most ${MAX_PNG_PIXELS} pixels are accepted`,
     );
   }
+  if (Math.max(width, height) > MAX_PNG_SIDE) {
+    throw new ImageError(
+      `${name}: the image is ${width}x${height} pixels; at most ${MAX_PNG_SIDE} pixels on a side are accepted`,
+    );
+  }
+  checkDecodedBytes(bytes[24], bytes[25], width, height, name);
   checkChunks(bytes, view, name);
   let png: PNG;
   try {
@@ -70,6 +99,31 @@ export function decodePng(bytes: Uint8Array, name: string): RgbaImage {
     height: png.height,
     data: new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.length),
   };
+}
+
+/**
+ * Refuses an image whose decoded data would exceed {@link MAX_PNG_DECODED_BYTES}:
+ * the cost of decoding is the inflated scanlines (bit depth times channels),
+ * not the pixel count alone.
+ */
+function checkDecodedBytes(
+  depth: number,
+  colourType: number,
+  width: number,
+  height: number,
+  name: string,
+): void {
+  const channels = CHANNELS[colourType];
+  if (channels === undefined || ![1, 2, 4, 8, 16].includes(depth)) {
+    throw new ImageError(`${name}: not a valid PNG: colour type ${colourType} with bit depth ${depth}`);
+  }
+  // One filter byte per row, then the packed samples.
+  const decoded = height * (1 + Math.ceil((width * channels * depth) / 8));
+  if (decoded > MAX_PNG_DECODED_BYTES) {
+    throw new ImageError(
+      `${name}: the image is ${width}x${height} pixels of ${channels} channel(s) at ${depth} bits, ${decoded} bytes decoded; at most ${MAX_PNG_DECODED_BYTES} are accepted`,
+    );
+  }
 }
 
 /**
@@ -100,12 +154,10 @@ function checkChunks(bytes: Uint8Array, view: DataView, name: string): void {
 export async function readPng(path: string): Promise<RgbaImage> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    // A regular file only: /dev/zero never ends and a FIFO never answers.
+    bytes = await readRegularFile(path, "the image", MAX_PNG_FILE_BYTES);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why =
-      code === "ENOENT" ? "no such file" : code === "EISDIR" ? "it is a directory" : (code ?? String(e));
-    throw new ImageError(`${path}: cannot read the image: ${why}`);
+    throw e instanceof InputFileError ? new ImageError(e.message) : e;
   }
   return decodePng(bytes, path);
 }

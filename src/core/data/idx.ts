@@ -12,9 +12,10 @@
  * the datasets are distributed); they are recognised by a `.gz` name or by
  * the gzip magic bytes.
  */
-import { type FileHandle, open } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
-import { createGunzip, gunzipSync } from "node:zlib";
+import { createGunzip, gunzipSync, constants as zlibConstants } from "node:zlib";
+import { openRegularFile } from "./regular-file.js";
 
 /** A dataset file is missing, malformed or inconsistent. The message names the file. */
 export class DataError extends Error {
@@ -32,8 +33,22 @@ export interface IdxArray {
   data: Uint8Array;
 }
 
-/** Largest number of items accepted in one file (a 2 GiB Uint8Array). */
-export const MAX_IDX_ITEMS = 2 ** 31;
+/**
+ * Largest number of items accepted in one file: just under 2 GiB. Exclusive
+ * of 2^31 on purpose: one read of 2^31 bytes does not fit the 32-bit signed
+ * length that Node's file reads assert on (the process aborts).
+ */
+export const MAX_IDX_ITEMS = 2 ** 31 - 1;
+
+/**
+ * Deflate expands at most about 1032:1 (a run of one byte). A gzipped
+ * header that claims more items than its file could inflate to is refused
+ * before anything is allocated or inflated.
+ */
+const MAX_DEFLATE_RATIO = 1032;
+
+/** The most bytes one read asks for (far below the 2^31 a single read may not reach). */
+const READ_CHUNK = 1 << 30;
 
 /** Names of the IDX type bytes, so that a refusal says what the file holds. */
 const IDX_TYPES: Record<number, string> = {
@@ -117,25 +132,81 @@ export async function readIdxFile(
   expectedDims?: number,
   allocate: AllocateBytes = newBytes,
 ): Promise<IdxArray> {
-  let file: FileHandle;
+  const { file, size } = await openIdx(path);
   try {
-    file = await open(path, "r");
-  } catch (err) {
-    throw cannotRead(path, err);
-  }
-  try {
-    const into = new IdxAssembler(path, expectedDims, allocate);
-    // The gzip magic is 2 bytes; 4 show what the file starts with when it is not gzip after all.
-    const start = new Uint8Array(4);
-    const { bytesRead } = await file.read(start, 0, 4, 0).catch((err: unknown) => {
-      throw cannotRead(path, err);
-    });
-    if (needsGunzip(start.subarray(0, bytesRead), path)) await inflateFile(file, path, into);
+    const gzip = await isGzipFile(file, path);
+    const into = new IdxAssembler(path, expectedDims, allocate, claimBound(size, gzip));
+    if (gzip) await inflateFile(file, path, into);
     else await readFileInto(file, path, into);
     return into.finish();
   } finally {
     await file.close().catch(() => {});
   }
+}
+
+/**
+ * The dimensions an IDX file's header declares, checked as {@link readIdxFile}
+ * checks them (including against what the file's size can hold), without
+ * reading or inflating the data: so that files that disagree (images and
+ * labels, train and test) are refused before gigabytes are read.
+ *
+ * @returns the dimensions, or undefined when a gzipped header does not come
+ *   out of the first {@link HEADER_PEEK_BYTES} of the file (then the full
+ *   read checks it)
+ * @throws DataError naming the file and what is wrong with its header
+ */
+export async function readIdxHeader(path: string, expectedDims?: number): Promise<number[] | undefined> {
+  const { file, size } = await openIdx(path);
+  try {
+    const gzip = await isGzipFile(file, path);
+    const peek = Buffer.alloc(Math.min(size, HEADER_PEEK_BYTES));
+    const { bytesRead } = await file.read(peek, 0, peek.length, 0).catch((err: unknown) => {
+      throw cannotRead(path, err);
+    });
+    let head: Uint8Array = peek.subarray(0, bytesRead);
+    if (gzip) {
+      try {
+        // Sync flush: inflate what there is of a stream cut short, without calling it corrupt.
+        head = gunzipSync(head, { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+      } catch {
+        return undefined; // corrupt from the start: the full read says how
+      }
+    }
+    const into = new IdxAssembler(path, expectedDims, () => new Uint8Array(0), claimBound(size, gzip));
+    into.push(head.subarray(0, Math.min(head.length, 4 + 4 * 255)));
+    if (into.headerDims) return into.headerDims;
+    if (!gzip) into.finish(); // a plain file that ends inside its header: say so now
+    return undefined;
+  } finally {
+    await file.close().catch(() => {});
+  }
+}
+
+/** Compressed bytes inflated to find a gzipped header (at most ~16 MB out, by the deflate ratio). */
+const HEADER_PEEK_BYTES = 16 * 1024;
+
+/** Opens an IDX file: a regular file only (a FIFO would block, a device never ends). */
+async function openIdx(path: string): Promise<{ file: FileHandle; size: number }> {
+  try {
+    return await openRegularFile(path, "the file");
+  } catch (err) {
+    throw new DataError((err as Error).message);
+  }
+}
+
+/** Whether the file holds gzip data (by its magic, or refused when named .gz without it). */
+async function isGzipFile(file: FileHandle, path: string): Promise<boolean> {
+  // The gzip magic is 2 bytes; 4 show what the file starts with when it is not gzip after all.
+  const start = new Uint8Array(4);
+  const { bytesRead } = await file.read(start, 0, 4, 0).catch((err: unknown) => {
+    throw cannotRead(path, err);
+  });
+  return needsGunzip(start.subarray(0, bytesRead), path);
+}
+
+/** What a file of `size` bytes can hold (header and data): itself, or what its gzip data can inflate to. */
+function claimBound(size: number, gzip: boolean): { bytes: number; gzipSize?: number } {
+  return gzip ? { bytes: size * MAX_DEFLATE_RATIO, gzipSize: size } : { bytes: size };
 }
 
 /** Reads an uncompressed file straight into the assembler's arrays. */
@@ -145,7 +216,8 @@ async function readFileInto(file: FileHandle, path: string, into: IdxAssembler):
     for (;;) {
       const space = into.space();
       if (space.length === 0) break;
-      const { bytesRead } = await file.read(space, 0, space.length, position);
+      const length = Math.min(space.length, READ_CHUNK);
+      const { bytesRead } = await file.read(space, 0, length, position);
       if (bytesRead === 0) return; // end of file: finish tells what is missing
       position += bytesRead;
       into.received(bytesRead);
@@ -209,11 +281,21 @@ class IdxAssembler {
   private data: Uint8Array | undefined;
   private extra = 0;
 
+  /**
+   * @param bound what the file can hold at most (header and data), from its
+   *   size: a header claiming more is refused before the data is allocated
+   */
   constructor(
     private readonly name: string,
     private readonly expectedDims: number | undefined,
     private readonly allocate: AllocateBytes,
+    private readonly bound: { bytes: number; gzipSize?: number } = { bytes: Number.POSITIVE_INFINITY },
   ) {}
+
+  /** The header's dimensions once it is complete and checked. */
+  get headerDims(): number[] | undefined {
+    return this.data ? this.dims : undefined;
+  }
 
   /** Where the next bytes go: the rest of the header or of the data; empty once both are complete. */
   space(): Uint8Array {
@@ -230,6 +312,7 @@ class IdxAssembler {
       this.headerLength = 4 + 4 * this.nDims;
     } else {
       ({ dims: this.dims, items: this.items } = readDims(this.header, this.nDims, this.name));
+      checkClaim(this.headerLength, this.items, this.dims, this.bound, this.name);
       this.data = this.allocate(this.items);
     }
   }
@@ -317,6 +400,25 @@ function readDims(header: Uint8Array, nDims: number, name: string): { dims: numb
     }
   }
   return { dims, items };
+}
+
+/**
+ * A header may not claim more items than its file can hold: a plain file
+ * its size, a gzipped one what its size can inflate to. Said before the
+ * data is allocated (up to 2 GiB) and read or inflated.
+ */
+function checkClaim(
+  headerLength: number,
+  items: number,
+  dims: number[],
+  bound: { bytes: number; gzipSize?: number },
+  name: string,
+): void {
+  if (headerLength + items <= bound.bytes) return;
+  if (bound.gzipSize === undefined) checkDataLength(bound.bytes - headerLength, items, dims, name);
+  throw new DataError(
+    `${name}: header says ${items} items (dims ${formatDims(dims)}), more than a gzip file of ${bound.gzipSize} bytes can hold (at most ${bound.bytes} bytes inflated)`,
+  );
 }
 
 /** The data must be exactly the header's number of items. */

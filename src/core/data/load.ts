@@ -10,7 +10,7 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import type { DataBundle, Dataset } from "../dataset.js";
 import { allocatePixels } from "../pixel-memory.js";
-import { type AllocateBytes, DataError, type IdxArray, readIdxFile } from "./idx.js";
+import { type AllocateBytes, DataError, type IdxArray, readIdxFile, readIdxHeader } from "./idx.js";
 
 /** The standard file names of MNIST (and Fashion-MNIST); each may also end in `.gz`. */
 export const IDX_FILE_NAMES = {
@@ -77,6 +77,7 @@ export async function loadDataset(opts: LoadOptions = {}): Promise<DataBundle> {
     testImages: await findFile(dir, IDX_FILE_NAMES.testImages),
     testLabels: await findFile(dir, IDX_FILE_NAMES.testLabels),
   };
+  await checkHeaders(paths);
   const [trainImages, trainLabels, testImages, testLabels] = await Promise.all([
     readShared(paths.trainImages, 3, allocatePixels),
     readShared(paths.trainLabels, 1),
@@ -85,11 +86,7 @@ export async function loadDataset(opts: LoadOptions = {}): Promise<DataBundle> {
   ]);
   const fullTrain = toDataset(trainImages, trainLabels, paths.trainImages, paths.trainLabels);
   const fullTest = toDataset(testImages, testLabels, paths.testImages, paths.testLabels);
-  if (fullTrain.rows !== fullTest.rows || fullTrain.cols !== fullTest.cols) {
-    throw new DataError(
-      `train and test images differ in shape: ${paths.trainImages} has ${fullTrain.rows}x${fullTrain.cols} images, ${paths.testImages} has ${fullTest.rows}x${fullTest.cols}`,
-    );
-  }
+  checkShapes(trainImages.dims, testImages.dims, paths.trainImages, paths.testImages);
   const classes = Math.max(2, maxLabel(fullTrain.labels) + 1, maxLabel(fullTest.labels) + 1);
   const train = limitDataset(fullTrain, opts.trainLimit, "--train-limit", "training", dir);
   const test = limitDataset(fullTest, opts.testLimit, "--test-limit", "test", dir);
@@ -195,13 +192,47 @@ function expectedNames(): string {
   return `a dataset directory holds ${Object.values(IDX_FILE_NAMES).join(", ")} (each optionally .gz)`;
 }
 
-function toDataset(images: IdxArray, labels: IdxArray, imagesPath: string, labelsPath: string): Dataset {
-  const [n, rows, cols] = images.dims;
-  if (labels.dims[0] !== n) {
+/**
+ * Compares the four headers before any data is read: a label file that
+ * disagrees with its images, or test images of another shape, is refused
+ * at once rather than after (up to gigabytes of) data were read or inflated.
+ */
+async function checkHeaders(paths: Record<keyof typeof IDX_FILE_NAMES, string>): Promise<void> {
+  const [trainImages, trainLabels, testImages, testLabels] = await Promise.all([
+    readIdxHeader(paths.trainImages, 3),
+    readIdxHeader(paths.trainLabels, 1),
+    readIdxHeader(paths.testImages, 3),
+    readIdxHeader(paths.testLabels, 1),
+  ]);
+  checkCounts(trainImages, trainLabels, paths.trainImages, paths.trainLabels);
+  checkCounts(testImages, testLabels, paths.testImages, paths.testLabels);
+  if (trainImages && testImages) checkShapes(trainImages, testImages, paths.trainImages, paths.testImages);
+}
+
+function checkCounts(
+  images: number[] | undefined,
+  labels: number[] | undefined,
+  imagesPath: string,
+  labelsPath: string,
+): void {
+  if (images && labels && images[0] !== labels[0]) {
     throw new DataError(
-      `image and label counts differ: ${imagesPath} has ${n} images, ${labelsPath} has ${labels.dims[0]} labels`,
+      `image and label counts differ: ${imagesPath} has ${images[0]} images, ${labelsPath} has ${labels[0]} labels`,
     );
   }
+}
+
+function checkShapes(train: number[], test: number[], trainPath: string, testPath: string): void {
+  if (train[1] !== test[1] || train[2] !== test[2]) {
+    throw new DataError(
+      `train and test images differ in shape: ${trainPath} has ${train[1]}x${train[2]} images, ${testPath} has ${test[1]}x${test[2]}`,
+    );
+  }
+}
+
+function toDataset(images: IdxArray, labels: IdxArray, imagesPath: string, labelsPath: string): Dataset {
+  const [n, rows, cols] = images.dims;
+  checkCounts(images.dims, labels.dims, imagesPath, labelsPath);
   return { n, pixels: rows * cols, rows, cols, images: images.data, labels: labels.data };
 }
 
