@@ -52,6 +52,7 @@ import { startPrivateRedis } from "../src/shared/local-redis.js";
 import { binPath } from "../src/shared/package-root.js";
 import { childPids, cpuMs, procComm, vmHwm } from "./proc.js";
 import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
+import { MNIST_TRAIN, steadyRate } from "./runs.js";
 
 const LAYERS = "784,16,16,10";
 const WORKERS = [1, 2, 4];
@@ -64,8 +65,6 @@ interface TrainRun extends Cell {
   trainLimit: number | null;
   epochs: number;
 }
-/** Training examples of MNIST (the default data set). */
-const MNIST_TRAIN = 60_000;
 /** The full-data run: memory with all of MNIST loaded, and the throughput of a real epoch. */
 const FULL_DATA: Omit<TrainRun, "trainLimit"> & { trainLimit: null } = {
   batch: 1024,
@@ -420,24 +419,6 @@ async function trainRun(
     workersSeen: s.workersSeen,
     wallSeconds,
   };
-}
-
-/**
- * Samples/s of epochs 2..E from the CLI's epoch lines, which report the
- * cumulative rate `samples / training seconds` after each epoch: epoch k
- * ended at k·n / rate_k training seconds.
- */
-export function steadyRate(stdout: string, trainN: number, epochs: number): number {
-  const rates = [...stdout.matchAll(/^epoch (\d+)\/\d+: .*, (\d+) samples\/s$/gm)].map((m) => ({
-    epoch: Number(m[1]),
-    rate: Number(m[2]),
-  }));
-  const first = rates.find((r) => r.epoch === 1);
-  const last = rates.find((r) => r.epoch === epochs);
-  if (!first || !last || epochs < 2)
-    throw new Error(`cluster: no epoch lines for epochs 1 and ${epochs} in:\n${stdout}`);
-  const seconds = (epochs * trainN) / last.rate - trainN / first.rate;
-  return ((epochs - 1) * trainN) / seconds;
 }
 
 /** Peak resident set (VmHWM) of a process and of its child processes, sampled from /proc. */
