@@ -18,6 +18,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   core: async () => (await import("./core.js")).coreSection,
   cluster: async () => (await import("./cluster.js")).clusterSection,
   transport: async () => (await import("./transport.js")).transportSection,
+  overhead: async () => (await import("./overhead.js")).overheadSection,
 };
 
 async function main(): Promise<number> {

@@ -87,9 +87,10 @@ export interface BenchRedis {
 export async function startBenchRedis(): Promise<BenchRedis> {
   const redis = await startPrivateRedis();
   const port = new URL(redis.url).port;
-  // Matched by port too: an earlier section's server may not be reaped yet.
+  // Matched by port too (an earlier section's server may not be reaped yet). redis-server rewrites its
+  // command line to "redis-server 127.0.0.1:PORT", so the port is looked for as a word.
   const pid = childPids(process.pid).find(
-    (p) => procComm(p) === "redis-server" && procArgs(p).includes(port),
+    (p) => procComm(p) === "redis-server" && new RegExp(`\\b${port}\\b`).test(procArgs(p).join(" ")),
   );
   return { url: redis.url, pid, stop: () => redis.stop() };
 }
@@ -117,9 +118,10 @@ export interface RunOptions {
   wrapper?: string[];
   /**
    * Called when the line of epoch `epoch` arrives on stdout, from the data
-   * handler itself (no await in between): sample CPU times here.
+   * handler itself (no await in between): sample CPU times here. `pid` is
+   * the gradfleet process's (a wrapper execs it, so it keeps the pid).
    */
-  onEpoch?: (epoch: number) => void;
+  onEpoch?: (epoch: number, pid: number) => void;
   /** The run is killed (and reported as failed) after this long. */
   timeoutMs?: number;
 }
@@ -141,7 +143,7 @@ export async function runGradfleet(args: string[], o: RunOptions = {}): Promise<
       const epoch = Number(m[1]);
       if (epoch > epochsSeen) {
         epochsSeen = epoch;
-        o.onEpoch?.(epoch);
+        o.onEpoch?.(epoch, child.pid!);
       }
     }
   });
