@@ -19,6 +19,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   cluster: async () => (await import("./cluster.js")).clusterSection,
   transport: async () => (await import("./transport.js")).transportSection,
   overhead: async () => (await import("./overhead.js")).overheadSection,
+  ddp: async () => (await import("./ddp.js")).ddpSection,
 };
 
 async function main(): Promise<number> {
