@@ -20,6 +20,7 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   transport: async () => (await import("./transport.js")).transportSection,
   overhead: async () => (await import("./overhead.js")).overheadSection,
   ddp: async () => (await import("./ddp.js")).ddpSection,
+  scaling: async () => (await import("./scaling.js")).scalingSection,
 };
 
 async function main(): Promise<number> {
