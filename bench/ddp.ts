@@ -21,7 +21,7 @@
  */
 import { type BenchOptions, fmt, machineLine, type Reporter, type Section } from "./report.js";
 import { MNIST_TRAIN, type Model, modelFlags, runGradfleet, startBenchRedis, steadyRate } from "./runs.js";
-import { pythonPath, runTorchDdp, torchProblem } from "./torch.js";
+import { pythonPath, torchProblem, tryTorchDdp } from "./torch.js";
 
 const WORKERS = 2;
 const CASES = [
@@ -60,6 +60,7 @@ export const ddpSection: Section = {
     const plan = opts.quick ? QUICK : FULL;
     const machine = machineLine();
     out.progress(`ddp: ${machine}; PyTorch through ${pythonPath()}`);
+    const say = (line: string) => out.progress(`ddp: ${line}`);
     const redis = await startBenchRedis();
     const t0 = performance.now();
     const results: CaseResult[] = [];
@@ -92,8 +93,7 @@ export const ddpSection: Section = {
         for (let rep = 0; rep < plan.reps; rep++) {
           const sides = [
             async () => r.gradfleet.push(await train(epochs)),
-            async () =>
-              r.ddp.push((await runTorchDdp(WORKERS, c.batch, plan.seconds, c.layers)).samplesPerSecond),
+            async () => r.ddp.push(await tryTorchDdp(say, WORKERS, c.batch, plan.seconds, c.layers)),
           ];
           if (rep % 2) sides.reverse();
           for (const side of sides) await side();
@@ -109,7 +109,7 @@ export const ddpSection: Section = {
     }
     const rows = results.map((r) => {
       const best = Math.max(...r.gradfleet);
-      const bestDdp = Math.max(...r.ddp);
+      const bestDdp = bestOf(r.ddp);
       const common = {
         section: "ddp",
         layers: r.c.layers,
@@ -156,3 +156,9 @@ export const ddpSection: Section = {
     );
   },
 };
+
+/** The largest of the runs that did not fail (NaN when all did). */
+function bestOf(runs: number[]): number {
+  const ok = runs.filter((x) => !Number.isNaN(x));
+  return ok.length ? Math.max(...ok) : Number.NaN;
+}

@@ -42,7 +42,7 @@ import {
   stopWorkers,
   trainExamples,
 } from "./runs.js";
-import { pythonPath, runTorchDdp, torchProblem } from "./torch.js";
+import { pythonPath, torchProblem, tryTorchDdp } from "./torch.js";
 
 const LAYERS = "784,16,16,10";
 const SHARDS = 8;
@@ -122,10 +122,12 @@ export const scalingSection: Section = {
       out.progress(`scaling: train --workers 0 under ${slice} core: ${fmt(inProcess)} samples/s`);
       for (const n of plan.workers) {
         const row = await clusterRun(slices, redis.url, n, model(opts.quick ? 2 : 2 + n));
-        row.ddp = torch
-          ? Number.NaN
-          : (await runTorchDdp(n, batch, plan.ddpSeconds, LAYERS, { cgroupPrefix: slices.prefix }))
-              .samplesPerSecond;
+        if (!torch) {
+          const say = (line: string) => out.progress(`scaling: ${n} ranks: ${line}`);
+          row.ddp = await tryTorchDdp(say, n, batch, plan.ddpSeconds, LAYERS, {
+            cgroupPrefix: slices.prefix,
+          });
+        }
         out.progress(
           `scaling: ${n} worker(s): gradfleet ${fmt(row.gradfleet)} samples/s (a worker used at most ` +
             `${fmt(row.workerCores)} core), PyTorch DDP ${fmt(row.ddp)}`,

@@ -94,6 +94,23 @@ export async function runTorchDdp(
   return { samplesPerSecond: j.samples_per_s, stepMs: j.step_ms };
 }
 
+/**
+ * {@link runTorchDdp}, but a failed run is NaN and a line on `say` (the
+ * reference failing is no reason to stop the benchmark).
+ */
+export async function tryTorchDdp(
+  say: (line: string) => void,
+  ...args: Parameters<typeof runTorchDdp>
+): Promise<number> {
+  try {
+    return (await runTorchDdp(...args)).samplesPerSecond;
+  } catch (e) {
+    const lines = (e as Error).message.trim().split("\n");
+    say(`PyTorch DDP failed: ${lines[0]}: ${lines.at(-1)}`);
+    return Number.NaN;
+  }
+}
+
 /** SIGKILL to the process group this bench started (its leader's pid), if any is left. */
 function killGroup(pgid: number): void {
   try {
