@@ -91,6 +91,17 @@ export function quotaUs(cores: number): number {
   return q;
 }
 
+/** The files that give a group `cores` of CPU: cpu.max on v2, the CFS period and quota on v1. */
+export function limitFiles(version: 1 | 2, cores: number): [file: string, content: string][] {
+  const quota = quotaUs(cores);
+  return version === 2
+    ? [["cpu.max", `${quota} ${PERIOD_US}`]]
+    : [
+        ["cpu.cfs_period_us", String(PERIOD_US)],
+        ["cpu.cfs_quota_us", String(quota)],
+      ];
+}
+
 /** Share of the CFS periods in which a group was throttled (it wanted more than its slice). */
 export interface Throttling {
   periods: number;
@@ -122,7 +133,7 @@ export class CoreSlices {
    * @throws with the reason (not root, read-only cgroupfs, ...), after removing what it created
    */
   static async create(h: CpuHierarchy, count: number, cores: number): Promise<CoreSlices> {
-    const quota = quotaUs(cores);
+    const limits = limitFiles(h.version, cores);
     if (process.getuid && process.getuid() !== 0) {
       throw new Error(`creating cgroups needs root (this is uid ${process.getuid()})`);
     }
@@ -143,11 +154,7 @@ export class CoreSlices {
       for (let i = 1; i <= count; i++) {
         const dir = s.dir(i);
         await mkdir(dir);
-        if (h.version === 2) await writeFile(join(dir, "cpu.max"), `${quota} ${PERIOD_US}`);
-        else {
-          await writeFile(join(dir, "cpu.cfs_period_us"), String(PERIOD_US));
-          await writeFile(join(dir, "cpu.cfs_quota_us"), String(quota));
-        }
+        for (const [file, content] of limits) await writeFile(join(dir, file), content);
       }
     } catch (e) {
       await s.remove();

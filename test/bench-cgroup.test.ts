@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { cgroupMounts, PERIOD_US, parseThrottling, quotaUs } from "../bench/cgroup.js";
+import { cgroupMounts, limitFiles, PERIOD_US, parseThrottling, quotaUs } from "../bench/cgroup.js";
 
 describe("bench cgroup helpers", () => {
   it("find the v1 hierarchy with the cpu controller and the v2 mounts in mountinfo", () => {
@@ -21,6 +21,14 @@ describe("bench cgroup helpers", () => {
     expect(quotaUs(2)).toBe(2 * PERIOD_US);
     expect(() => quotaUs(0.001)).toThrow(/least quota/);
     expect(() => quotaUs(Number.NaN)).toThrow(/least quota/);
+  });
+
+  it("write the limit as cpu.max on v2 and as the CFS period and quota on v1", () => {
+    expect(limitFiles(2, 0.1)).toEqual([["cpu.max", "10000 100000"]]);
+    expect(limitFiles(1, 0.25)).toEqual([
+      ["cpu.cfs_period_us", "100000"],
+      ["cpu.cfs_quota_us", "25000"],
+    ]);
   });
 
   it("read the throttling counters of v1 and v2 cpu.stat files", () => {
