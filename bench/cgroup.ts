@@ -223,6 +223,8 @@ async function removeGroup(dir: string): Promise<void> {
       await rmdir(dir);
       return;
     } catch (e) {
+      // Removed meanwhile (a signal handler's removal racing the normal one).
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
       if (attempt >= 50) throw new Error(`cannot remove cgroup ${dir}: ${(e as Error).message}`);
       await new Promise((r) => setTimeout(r, 100));
     }
