@@ -265,7 +265,7 @@ function report(
       fmt(overhead),
       fmt(s.compute.p50),
       fmt(meanWorker),
-      `${fmt(busiestOverMean)}x`,
+      c.workers > 1 ? `${fmt(busiestOverMean)}x` : "",
       c.workers > 1 ? `${fmt(totalsRatio)}x` : "",
       r.shards.join(" / "),
     ]);
@@ -312,7 +312,8 @@ function report(
         `summary (target ≤ ${TARGET.overheadMs} ms).`,
       "busiest compute p50: the summary's stepMs.compute (per step, the busiest worker's shards one after " +
         "another); mean worker = all workers' kernel compute per step / workers. busiest/mean uses the busiest's " +
-        `MEDIAN (the summary has no mean; stepMs.compute.mean would make it exact); target ≤ ${TARGET.busiestOverMean}.`,
+        `MEDIAN (the summary has no mean; stepMs.compute.mean would make it exact); target ≤ ${TARGET.busiestOverMean}; ` +
+        "left blank for one worker, the busiest by definition.",
       "totals max/mean: the busiest worker's kernel compute over the whole window against the mean worker's " +
         "(shares of the run, not of each step).",
       `Machine: ${machine}. Section took ${seconds.toFixed(0)} s.`,
