@@ -28,6 +28,7 @@
  * and GRADFLEET_BENCH_SCALING_BATCH (global batch, default 8192).
  * Needs root (it creates cgroups); says so and skips when it cannot.
  */
+import { cpus } from "node:os";
 import { CoreSlices, findCpuHierarchy, PERIOD_US } from "./cgroup.js";
 import { cpuMs } from "./proc.js";
 import { type BenchOptions, fmt, machineLine, type Reporter, type Section } from "./report.js";
@@ -258,6 +259,7 @@ function report(
   });
   out.figure({ ...common, metric: "one_worker_over_in_process", value: capped, unit: "x" });
   const quota = Math.round(r.slice * PERIOD_US);
+  const maxHosts = Math.max(...r.rows.map((x) => x.workers));
   out.table(
     `scaling: emulated hosts, ${r.slice} core each, ${LAYERS} sigmoid + quadratic, SGD, batch ${r.batch}, ` +
       `${SHARDS} shards${r.quick ? " (--quick: not a measurement)" : ""}`,
@@ -275,7 +277,8 @@ function report(
         `same slice: ${fmt(r.inProcess)}; ratio ${fmt(capped)} (goal ≥ 0.8).`,
       `Each worker and each DDP rank in its own cgroup (${r.hierarchy}): ${quota} µs of CPU per ${PERIOD_US} µs ` +
         "period. NOT capped: the coordinator and redis-server (not part of the emulated hosts) and torch's " +
-        "launcher; they share the machine's real cores with the hosts.",
+        `launcher; they share the machine's ${cpus().length} cores with the hosts (${maxHosts} hosts take ` +
+        `${fmt(maxHosts * r.slice)} of them), so a loaded machine starves them and the emulation with them.`,
       "efficiency = samples/s / (N × one worker's). gradfleet: coordinator + N separately started workers, " +
         "epochs 2..E of 2 + N. worker cores max: the most CPU a worker used per second over those epochs (≤ the " +
         `slice when the cap holds). ${r.ddpNote}.`,
