@@ -48,10 +48,11 @@
  *   the median steady samples/s (default 1, to stay within three minutes).
  */
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
 import { startPrivateRedis } from "../src/shared/local-redis.js";
 import { binPath } from "../src/shared/package-root.js";
+import { childPids, cpuMs, procComm, vmHwm } from "./proc.js";
 import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
+import { MNIST_TRAIN, steadyRate } from "./runs.js";
 
 const LAYERS = "784,16,16,10";
 const WORKERS = [1, 2, 4];
@@ -64,8 +65,6 @@ interface TrainRun extends Cell {
   trainLimit: number | null;
   epochs: number;
 }
-/** Training examples of MNIST (the default data set). */
-const MNIST_TRAIN = 60_000;
 /** The full-data run: memory with all of MNIST loaded, and the throughput of a real epoch. */
 const FULL_DATA: Omit<TrainRun, "trainLimit"> & { trainLimit: null } = {
   batch: 1024,
@@ -422,24 +421,6 @@ async function trainRun(
   };
 }
 
-/**
- * Samples/s of epochs 2..E from the CLI's epoch lines, which report the
- * cumulative rate `samples / training seconds` after each epoch: epoch k
- * ended at k·n / rate_k training seconds.
- */
-export function steadyRate(stdout: string, trainN: number, epochs: number): number {
-  const rates = [...stdout.matchAll(/^epoch (\d+)\/\d+: .*, (\d+) samples\/s$/gm)].map((m) => ({
-    epoch: Number(m[1]),
-    rate: Number(m[2]),
-  }));
-  const first = rates.find((r) => r.epoch === 1);
-  const last = rates.find((r) => r.epoch === epochs);
-  if (!first || !last || epochs < 2)
-    throw new Error(`cluster: no epoch lines for epochs 1 and ${epochs} in:\n${stdout}`);
-  const seconds = (epochs * trainN) / last.rate - trainN / first.rate;
-  return ((epochs - 1) * trainN) / seconds;
-}
-
 /** Peak resident set (VmHWM) of a process and of its child processes, sampled from /proc. */
 class PeakRss {
   coordinator = 0;
@@ -467,77 +448,11 @@ interface CpuSample {
   redis: number;
 }
 
-/** Linux's USER_HZ: /proc reports CPU times in these ticks (100 on every mainstream kernel). */
-const TICK_MS = 10;
-
 function cpuSample(pid: number, redisPid: number | undefined): CpuSample {
   return {
     coordinator: cpuMs(pid),
-    workers: childPids(pid).reduce((a, c) => a + cpuMs(c), 0),
+    // A worker that exits between the listing and the reading counts as 0.
+    workers: childPids(pid).reduce((a, c) => a + (cpuMs(c) || 0), 0),
     redis: redisPid === undefined ? Number.NaN : cpuMs(redisPid),
   };
-}
-
-/** utime + stime of a process in ms (0 when it is gone). */
-function cpuMs(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the command name and state.
-    return (Number(f[11]) + Number(f[12])) * TICK_MS;
-  } catch {
-    return 0;
-  }
-}
-
-/** A process's command name (/proc/<pid>/comm). */
-function procComm(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-  } catch {
-    return "";
-  }
-}
-
-/** VmHWM of a process in bytes (0 when it is gone or /proc is missing). */
-function vmHwm(pid: number): number {
-  try {
-    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Pids of the children of `pid`: /proc/<pid>/task/<pid>/children (the main
- * thread's, which is where Node spawns), else a scan of every /proc/<n>/stat.
- */
-function childPids(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
-      .split(" ")
-      .filter((s) => s.trim() !== "")
-      .map(Number);
-  } catch {
-    // No such file (kernel without CONFIG_PROC_CHILDREN, or the process is gone).
-  }
-  const out: number[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc");
-  } catch {
-    return out;
-  }
-  for (const e of entries) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === pid) out.push(Number(e));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return out;
 }

@@ -18,6 +18,9 @@ const SECTIONS: Record<string, () => Promise<Section>> = {
   core: async () => (await import("./core.js")).coreSection,
   cluster: async () => (await import("./cluster.js")).clusterSection,
   transport: async () => (await import("./transport.js")).transportSection,
+  overhead: async () => (await import("./overhead.js")).overheadSection,
+  ddp: async () => (await import("./ddp.js")).ddpSection,
+  scaling: async () => (await import("./scaling.js")).scalingSection,
 };
 
 async function main(): Promise<number> {
