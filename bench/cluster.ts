@@ -133,6 +133,7 @@ export const clusterSection: Section = {
     const machine = machineLine();
     out.progress(`cluster: ${machine}`);
     const builds: Build[] = [
+      { label: "direct", bin: binPath(), args: ["--dispatch", "direct"] },
       { label: "lanes", bin: binPath(), args: ["--dispatch", "lanes"] },
       { label: "jobs", bin: binPath(), args: ["--dispatch", "jobs"] },
     ];
@@ -269,7 +270,7 @@ export const clusterSection: Section = {
           "of the wait for the shards; update = combine + optimizer.",
         "overhead p50 = coordination overhead per step (step time minus the busiest worker's compute) = " +
           "communication p50 + update p50.",
-        "build: lanes = --dispatch lanes (the default: shards claimed in lanes), jobs = --dispatch jobs " +
+        "build: direct = --dispatch direct (the default: steps over the data port), lanes = --dispatch lanes (shards claimed in lanes), jobs = --dispatch jobs " +
           "(a BullMQ job per shard per step).",
         "CPU ms/step c/w/r: CPU time per step (epochs 2..E) of the coordinator / all workers / redis-server.",
         "coord MB / worker MB: peak RSS (VmHWM) of the coordinator and of the largest worker (MiB).",

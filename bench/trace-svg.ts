@@ -35,7 +35,7 @@ function colour(name: string): string {
   return COLOURS[name.replace(/ \d+$/, "")] ?? "#8c564b";
 }
 
-function escape(s: string): string {
+function xmlEscape(s: string): string {
   return s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
@@ -60,11 +60,11 @@ export function traceSvg(events: Ev[], t0: number, t1: number, title: string): s
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="DejaVu Sans, sans-serif" font-size="11">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="10" y="20" font-size="13">${escape(title)}</text>`,
+    `<text x="10" y="20" font-size="13">${xmlEscape(title)}</text>`,
   ];
   for (const [i, pid] of pids.entries()) {
     const y = top + i * rowH;
-    out.push(`<text x="10" y="${y + 26}">${escape(names.get(pid) ?? String(pid))}</text>`);
+    out.push(`<text x="10" y="${y + 26}">${xmlEscape(names.get(pid) ?? String(pid))}</text>`);
     out.push(`<line x1="${left}" x2="${W - 10}" y1="${y + rowH - 4}" y2="${y + rowH - 4}" stroke="#eee"/>`);
     const spans = events.filter((e) => e.pid === pid && e.ph === "X" && e.ts! + e.dur! >= t0 && e.ts! <= t1);
     // Outer spans (step, waits) drawn first and taller; the work inside them on top.
@@ -76,10 +76,10 @@ export function traceSvg(events: Ev[], t0: number, t1: number, title: string): s
       const h = outer ? rowH - 10 : rowH - 22;
       const yy = outer ? y + 2 : y + 8;
       out.push(
-        `<rect x="${x0.toFixed(1)}" y="${yy}" width="${Math.max(0.8, x1 - x0).toFixed(1)}" height="${h}" fill="${colour(e.name)}"><title>${escape(`${e.name} ${(e.dur! / 1000).toFixed(3)} ms`)}</title></rect>`,
+        `<rect x="${x0.toFixed(1)}" y="${yy}" width="${Math.max(0.8, x1 - x0).toFixed(1)}" height="${h}" fill="${colour(e.name)}"><title>${xmlEscape(`${e.name} ${(e.dur! / 1000).toFixed(3)} ms`)}</title></rect>`,
       );
       if (x1 - x0 > 60 && !outer)
-        out.push(`<text x="${x0 + 3}" y="${yy + h / 2 + 4}" fill="white">${escape(e.name)}</text>`);
+        out.push(`<text x="${x0 + 3}" y="${yy + h / 2 + 4}" fill="white">${xmlEscape(e.name)}</text>`);
     }
   }
   // Time axis: ms from the window's start.
@@ -97,7 +97,7 @@ export function traceSvg(events: Ev[], t0: number, t1: number, title: string): s
   let lx = left;
   for (const [name, c] of Object.entries(COLOURS)) {
     out.push(
-      `<rect x="${lx}" y="${H - 16}" width="10" height="10" fill="${c}"/><text x="${lx + 13}" y="${H - 7}">${escape(name)}</text>`,
+      `<rect x="${lx}" y="${H - 16}" width="10" height="10" fill="${c}"/><text x="${lx + 13}" y="${H - 7}">${xmlEscape(name)}</text>`,
     );
     lx += 14 + name.length * 6.5 + 10;
   }
