@@ -5,8 +5,9 @@
  * for N = 1, 2, 4 at global batch 256 and 1024: 784-16-16-10, sigmoid +
  * quadratic cost, plain SGD, the fast kernel.
  *
- * Both dispatch modes run, interleaved, cell by cell: `lanes` (the default:
- * workers claim shards from a lane, no BullMQ job per step) and `jobs`
+ * The dispatch modes run, interleaved, cell by cell: `direct` (the default:
+ * steps over the coordinator's data port), `lanes` (workers claim shards
+ * from a lane, no BullMQ job per step) and `jobs`
  * (`--dispatch jobs`: a BullMQ job per shard per step, as DESIGN.md first had
  * it), so the table compares them side by side on the same machine load.
  *
