@@ -203,3 +203,44 @@ describe("direct steps and workers that cannot serve the run", () => {
     await Promise.all([stopCli(badWorker), stopCli(goodWorker)]);
   });
 });
+
+describe("lease", () => {
+  it("a coordinator paused past its lease stops at once when it wakes; the one that took the run finishes it", async () => {
+    const args = cluster("direct-lease");
+    const flags = [
+      "--train-limit",
+      "6000",
+      "--test-limit",
+      "500",
+      "--batch",
+      "64",
+      "--shards",
+      "4",
+      "--epochs",
+      "3",
+      "--json",
+    ];
+    const ref = await procs.run(["train", ...flags, "--workers", "0"]);
+    expect(ref.code, ref.stderr).toBe(0);
+    const worker = procs.start(["worker", ...args, "--worker-id", "w"]);
+    const a = procs.start(["coordinator", ...flags, ...args]);
+    await waitFor(() => logLines(a, "worker joined").length >= 1 || a.child.exitCode !== null, 60_000);
+    expect(a.child.exitCode).toBeNull();
+    a.child.kill("SIGSTOP");
+    // B waits for A's lease to lapse (5 s without renewal), then takes the run.
+    const b = procs.start(["coordinator", ...flags, ...args]);
+    await waitFor(
+      () => logLines(b, "run published; waiting for workers").length >= 1 || b.child.exitCode !== null,
+      60_000,
+    );
+    a.child.kill("SIGCONT");
+    const ra = await a.done;
+    expect(ra.code).not.toBe(0);
+    expect(ra.stderr).toMatch(/lost the run's lease to another coordinator/);
+    const rb = await b.done;
+    expect(rb.code, rb.stderr).toBe(0);
+    expect(rb.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+    expect(rb.json!.samples).toBe(ref.json!.samples);
+    await stopCli(worker);
+  }, 600_000);
+});

@@ -162,6 +162,8 @@ export class ClusterExecutor implements GradientExecutor {
   private dropsHandled = 0;
   /** BLPOPs (and HGETALLs) sent and not yet answered, in order (see nextNotice). */
   private asked: Asked[] = [];
+  /** Set by fail(): the step in hand and every later one fail with it. */
+  private failure?: Error;
   /** One gradient buffer per shard, reused every step (ShardResult allows it). */
   private readonly gradBuffers: Float32Array[] = [];
 
@@ -310,6 +312,7 @@ export class ClusterExecutor implements GradientExecutor {
     const { log } = this.o;
     const stepStart = Date.now();
     while (pending.size > 0) {
+      if (this.failure) throw this.failure;
       if (this.drops !== this.dropsHandled) {
         // Redis may have restarted empty (jobs, weights and notices gone):
         // recover as from any lost connection (see computeStep).
@@ -766,6 +769,11 @@ export class ClusterExecutor implements GradientExecutor {
       this.stats.retriedShards++;
       await this.enqueue([p]);
     }
+  }
+
+  /** Ends the run with `e` (seen at the step's next notice or wait, at most MAX_WAIT_SECONDS later). */
+  fail(e: Error): void {
+    this.failure = e;
   }
 
   /** Closes the queue; with `cleanup`, deletes every key of the run. */

@@ -19,7 +19,7 @@ import type { Trace } from "../shared/trace.js";
 import { ClusterExecutor } from "./cluster-executor.js";
 import { ClusterStats } from "./cluster-stats.js";
 import { DirectExecutor } from "./direct-executor.js";
-import { Lease } from "./lease.js";
+import { Lease, LeaseLostError } from "./lease.js";
 
 /** Everything a coordinator run needs. */
 export interface CoordinatorRun {
@@ -98,6 +98,14 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
             trace: r.trace,
           })
         : new ClusterExecutor({ ...common, blocking, dispatch: o.dispatch });
+    const ex0 = executor;
+    lease.onLost = (holder) =>
+      ex0.fail(
+        new LeaseLostError(
+          `lost the run's lease to another coordinator (${holder ?? "unknown"}): this one was paused or cut off ` +
+            "for longer than the lease's 5 s; stopping at once and leaving the run to it",
+        ),
+      );
     await executor.open();
     log.info(
       {
@@ -131,7 +139,10 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
     });
     return exitCode;
   } finally {
-    await executor?.close(true).catch((e) => log.warn({ err: (e as Error).message }, "cleanup failed"));
+    // A coordinator that lost its lease leaves the run's keys to the one that took it.
+    await executor
+      ?.close(!lease?.lost)
+      .catch((e) => log.warn({ err: (e as Error).message }, "cleanup failed"));
     await lease?.release();
     redis.disconnect();
     blocking.disconnect();

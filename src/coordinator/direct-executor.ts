@@ -112,6 +112,8 @@ export class DirectExecutor implements GradientExecutor {
   private abandonAt = Number.POSITIVE_INFINITY;
   private specJson = "";
   private versionNotedAt = 0;
+  /** Set by fail(): every step fails with it. */
+  private failure?: Error;
   /** The trainer waiting in ready(). */
   private waitingForWorker?: { resolve(): void; reject(e: Error): void };
   /** Since when every live worker has refused the run (see checkRefusingFleet). */
@@ -189,6 +191,7 @@ export class DirectExecutor implements GradientExecutor {
   }
 
   async computeStep(req: StepRequest): Promise<StepOutcome> {
+    if (this.failure) throw this.failure;
     const weights = Buffer.from(req.params.buffer, req.params.byteOffset, req.params.byteLength);
     // Copied: a slow worker's socket may still hold these bytes when the
     // optimizer changes the params.
@@ -243,6 +246,14 @@ export class DirectExecutor implements GradientExecutor {
     });
   }
 
+  /** Ends the run with `e` at once: the step in hand (or the wait for a worker) fails with it, and every later one. */
+  fail(e: Error): void {
+    this.failure = e;
+    this.waitingForWorker?.reject(e);
+    this.waitingForWorker = undefined;
+    this.current?.reject(e);
+  }
+
   /** A stop was requested: give the step up now when no worker is there, else after the step timeout. */
   abort(): void {
     this.waitingForWorker?.reject(new StepAbortedError("stopped before any worker joined"));
@@ -256,7 +267,8 @@ export class DirectExecutor implements GradientExecutor {
   async close(cleanup: boolean): Promise<void> {
     clearInterval(this.keeper);
     // Waiting seats first: a worker whose seat ends would take the next one.
-    await this.lanesBullQueue.drain(true).catch(() => {});
+    // (Not after a lost lease: the queue is the new coordinator's now.)
+    if (cleanup) await this.lanesBullQueue.drain(true).catch(() => {});
     for (const l of this.links) l.close("run over");
     // Let the workers end their seats (complete their lane jobs) before the
     // queue goes: else each logs BullMQ's "Missing key for job".

@@ -11,6 +11,11 @@ export const LEASE_TTL_MS = 5_000;
 /** How long a new coordinator waits for a dead one's lease to expire before giving up. */
 export const LEASE_WAIT_MS = LEASE_TTL_MS + 1_500;
 
+/** Raised in a coordinator whose lease another coordinator took (it was paused past the TTL, say). */
+export class LeaseLostError extends Error {
+  override name = "LeaseLostError";
+}
+
 /** Raised when another coordinator holds the run. */
 export class LeaseTakenError extends Error {
   override name = "LeaseTakenError";
@@ -20,6 +25,8 @@ export class LeaseTakenError extends Error {
 export class Lease {
   private timer?: NodeJS.Timeout;
   lost = false;
+  /** Called once when the lease turns out to be another coordinator's (see renew). */
+  onLost?: (holder: string | null) => void;
 
   private constructor(
     private readonly redis: Redis,
@@ -67,7 +74,12 @@ export class Lease {
         if (r === 1) return;
         // Lost (e.g. Redis restarted empty): take it back if nobody else has.
         const ok = await this.redis.set(this.key, this.owner, "PX", LEASE_TTL_MS, "NX");
-        this.lost = ok !== "OK";
+        if (ok === "OK" || this.lost) return;
+        // Another coordinator took the run: this one must stop at once, and
+        // leave the run's keys (now the other's) alone.
+        this.lost = true;
+        if (this.timer) clearInterval(this.timer);
+        this.onLost?.(await this.redis.get(this.key).catch(() => null));
       })
       .catch(() => {
         // Redis unreachable: the run's own commands will report it.

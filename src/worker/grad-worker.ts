@@ -208,8 +208,8 @@ export class GradWorker {
   private readonly sleepers = new Set<() => void>();
   /** A session this worker found it cannot serve, and why: not loaded again. */
   private unservable?: { session: string; refusal: Refusal; spec: RunSpec };
-  /** Ends the direct seats in progress (see sit), for close. */
-  private readonly seatStops = new Set<() => void>();
+  /** Ends the direct seats in progress (see sit), for close, by their session. */
+  private readonly seatStops = new Map<() => void, string>();
   /** Result frame buffers free for the next job. */
   private readonly frameBuffers: Buffer[] = [];
   private session?: SessionState;
@@ -246,6 +246,7 @@ export class GradWorker {
     this.heartbeat = setInterval(() => {
       this.beat();
       this.watchdog();
+      void this.checkSeats();
     }, HEARTBEAT_MS);
     // Preload the default dataset so the first shard is not slowed by it.
     await this.dataset(null, null);
@@ -346,7 +347,7 @@ export class GradWorker {
     let timer: NodeJS.Timeout | undefined;
     this.wakeLanes();
     for (const wake of [...this.sleepers]) wake();
-    for (const stop of [...this.seatStops]) stop();
+    for (const stop of [...this.seatStops.keys()]) stop();
     const graceful = Promise.all([this.worker?.close(), this.laneWorker?.close()]);
     const timedOut = await Promise.race([
       graceful.then(() => false),
@@ -371,6 +372,29 @@ export class GradWorker {
     this.laneConnection?.disconnect();
     this.subscriber?.disconnect();
     this.redis.disconnect();
+  }
+
+  /**
+   * A seat is left when its session is no longer the published one (another
+   * coordinator took the run while this seat's was frozen, say): else the
+   * worker would wait on a coordinator that may never come back.
+   */
+  private async checkSeats(): Promise<void> {
+    if (this.seatStops.size === 0) return;
+    let current: string | undefined;
+    try {
+      const json = await this.redis.get(this.keys.spec);
+      if (json === null) return; // Redis restarted empty: the coordinator publishes it again
+      current = decodeRunSpec(json).session;
+    } catch {
+      return; // unreadable or unreachable now: no verdict
+    }
+    for (const [stop, session] of this.seatStops) {
+      if (session === current) continue;
+      this.opts.log.warn({ session, published: current }, "leaving a seat: its session is no longer the run's");
+      this.seatStops.delete(stop);
+      stop();
+    }
   }
 
   private beat(): void {
@@ -654,7 +678,7 @@ export class GradWorker {
         },
         onStop: (f) => {
           stop = f;
-          this.seatStops.add(f);
+          this.seatStops.set(f, s.spec.session);
         },
       },
     );
