@@ -241,8 +241,24 @@ export class DirectExecutor implements GradientExecutor {
   /** Resolves once a worker has joined (the trainer starts its clock then). */
   ready(): Promise<void> {
     if (this.links.length > 0) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      this.waitingForWorker = { resolve, reject };
+    return new Promise<void>((resolve, reject) => {
+      // Workers that cannot serve the run say so before any step: stop a run
+      // that none can serve (see checkRefusingFleet).
+      const timer = setInterval(() => {
+        if (this.refusing.size === 0) return;
+        void this.checkRefusingFleet((e) => this.waitingForWorker?.reject(e));
+      }, KEEPER_MS / 2);
+      const done = () => clearInterval(timer);
+      this.waitingForWorker = {
+        resolve: () => {
+          done();
+          resolve();
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      };
     });
   }
 
@@ -313,7 +329,10 @@ export class DirectExecutor implements GradientExecutor {
       return;
     }
     if (this.links.length > 0 || this.refusing.size === 0) this.allRefusingSince = undefined;
-    else void this.checkRefusingFleet(cur);
+    else
+      void this.checkRefusingFleet((e) => {
+        if (this.current === cur) cur.reject(e);
+      });
     for (const u of cur.round.overdue()) {
       const from = u.holder;
       const to = this.pick(from) ?? from;
@@ -406,7 +425,7 @@ export class DirectExecutor implements GradientExecutor {
    * the moment Redis answers, before its data loads) has refused it for a
    * whole step timeout. A good worker still starting keeps the run waiting.
    */
-  private async checkRefusingFleet(cur: Current): Promise<void> {
+  private async checkRefusingFleet(stop: (e: Error) => void): Promise<void> {
     const { redis, keys } = this.o;
     let live: string[];
     try {
@@ -420,9 +439,8 @@ export class DirectExecutor implements GradientExecutor {
       return;
     }
     this.allRefusingSince ??= Date.now();
-    if (Date.now() - this.allRefusingSince >= this.o.stepTimeoutSeconds * 1000 && this.current === cur) {
-      cur.reject(this.refusingFleetError());
-    }
+    if (Date.now() - this.allRefusingSince >= this.o.stepTimeoutSeconds * 1000)
+      stop(this.refusingFleetError());
   }
 
   private refusingFleetError(): Error {

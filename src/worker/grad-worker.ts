@@ -391,7 +391,10 @@ export class GradWorker {
     }
     for (const [stop, session] of this.seatStops) {
       if (session === current) continue;
-      this.opts.log.warn({ session, published: current }, "leaving a seat: its session is no longer the run's");
+      this.opts.log.warn(
+        { session, published: current },
+        "leaving a seat: its session is no longer the run's",
+      );
       this.seatStops.delete(stop);
       stop();
     }
