@@ -127,7 +127,7 @@ describe("lanes", () => {
     const args = clusterArgs(runId);
     const client = new Redis(redis.url);
     const workers = ["w1", "w2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
-    const coord = procs.start(["coordinator", ...RUN, ...args]);
+    const coord = procs.start(["coordinator", "--dispatch", "lanes", ...RUN, ...args]);
     // Claims of the current version, read while the run goes on.
     const seen: Record<string, string>[] = [];
     try {
@@ -165,6 +165,8 @@ describe("lanes", () => {
     try {
       const r = await procs.run([
         "coordinator",
+        "--dispatch",
+        "lanes",
         "--data",
         mine.dir,
         "--layers",
@@ -202,7 +204,15 @@ describe("lanes", () => {
     const args = clusterArgs(runId);
     const client = new Redis(redis.url);
     const first = ["a1", "a2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
-    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "5"]);
+    const coord = procs.start([
+      "coordinator",
+      "--dispatch",
+      "lanes",
+      ...flags,
+      ...args,
+      "--step-timeout",
+      "5",
+    ]);
     try {
       // Past the first range: the lanes of the current range are held, the
       // next range's wait. The leavers complete theirs.
@@ -232,7 +242,15 @@ describe("lanes", () => {
     const lanes = new Queue(LANES_QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
     const ids = ["k1", "k2"];
     const workers = new Map(ids.map((id) => [id, procs.start(["worker", ...args, "--worker-id", id])]));
-    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "1"]);
+    const coord = procs.start([
+      "coordinator",
+      "--dispatch",
+      "lanes",
+      ...flags,
+      ...args,
+      "--step-timeout",
+      "1",
+    ]);
     try {
       // One lane per range: in the second range, one worker holds its lane
       // and the other (having finished the first range's) the third range's,
@@ -272,10 +290,20 @@ describe("lanes", () => {
     const model = ["--layers", "64,8,4", "--batch", "32", "--shards", "2", "--epochs", "1", "--json"];
     const worker = procs.start(["worker", ...args, "--data", a.dir, "--worker-id", "w"]);
     try {
-      const ok = await procs.run(["coordinator", "--data", a.dir, ...model, ...args]);
+      const ok = await procs.run(["coordinator", "--dispatch", "lanes", "--data", a.dir, ...model, ...args]);
       expect(ok.code, ok.stderr).toBe(0);
       // Same run id, other data: the worker still caches the first session.
-      const r = await procs.run(["coordinator", "--data", b.dir, ...model, ...args, "--step-timeout", "2"]);
+      const r = await procs.run([
+        "coordinator",
+        "--dispatch",
+        "lanes",
+        "--data",
+        b.dir,
+        ...model,
+        ...args,
+        "--step-timeout",
+        "2",
+      ]);
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/no live worker can serve this run: .*last reason: data_mismatch/);
       const w = await stopCli(worker);
@@ -302,7 +330,7 @@ describe("lanes", () => {
       "--concurrency",
       "8",
     ]);
-    const coord = procs.start(["coordinator", ...RUN, ...args, "--step-timeout", "2"]);
+    const coord = procs.start(["coordinator", "--dispatch", "lanes", ...RUN, ...args, "--step-timeout", "2"]);
     let good: ReturnType<typeof procs.start> | undefined;
     try {
       // The bad worker has refused (each refusal sends its shard out again
@@ -329,7 +357,15 @@ describe("lanes", () => {
     const args = clusterArgs(runId);
     const client = new Redis(redis.url);
     const first = ["x1", "x2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
-    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "1"]);
+    const coord = procs.start([
+      "coordinator",
+      "--dispatch",
+      "lanes",
+      ...flags,
+      ...args,
+      "--step-timeout",
+      "1",
+    ]);
     let second: ReturnType<typeof procs.start>[] = [];
     try {
       // In the last range there is no next range's lane to take, and the
