@@ -50,6 +50,9 @@ import {
   WASM_PAGE,
 } from "./wasm/module.js";
 
+/** Padded widths of the first layer from which its dW is summed pixel by pixel (csc) rather than row by row. */
+const CSC_MIN_OUTPUTS = 32;
+
 /** Options of {@link FastKernel}. */
 export interface FastKernelOptions {
   /**
@@ -134,6 +137,15 @@ export class FastKernel implements Kernel {
   private readonly start: number;
   private readonly idx: number;
   private readonly val: number;
+  /** Whether the first layer's dW goes pixel by pixel (csc; a wide first layer). */
+  private readonly csc: boolean;
+  /** Pixel index (i32) of each sparse entry, for csc; 0 (none) without csc. */
+  private readonly pix: number;
+  /** The entries sorted by pixel (csc): px + 1 starts, row offsets, values; and px counters of scratch. */
+  private readonly cstart: number;
+  private readonly crow: number;
+  private readonly cval: number;
+  private readonly cursor: number;
   /** acts[l], deltas[l] for l = 1..L (index 0 unused: the input is sparse). */
   private readonly acts: number[];
   private readonly deltas: number[];
@@ -174,6 +186,14 @@ export class FastKernel implements Kernel {
     this.start = arena.take((CHUNK + 1) * 4);
     this.idx = arena.take(CHUNK * pixels * 4);
     this.val = arena.take(CHUNK * pixels * 4);
+    // The pixel-sorted copy of the entries, only for a wide first layer (see backward).
+    this.csc = this.widthP[1] >= CSC_MIN_OUTPUTS;
+    const cscBytes = this.csc ? CHUNK * pixels * 4 : 0;
+    this.pix = this.csc ? arena.take(cscBytes) : 0;
+    this.crow = arena.take(cscBytes);
+    this.cval = arena.take(cscBytes);
+    this.cstart = arena.take(this.csc ? (pixels + 1) * 4 : 0);
+    this.cursor = arena.take(this.csc ? pixels * 4 : 0);
     this.pad = this.layout.layers.map((L, l) => ({
       nIn: L.nIn,
       nOut: L.nOut,
@@ -435,7 +455,17 @@ export class FastKernel implements Kernel {
     const w = this.wasm;
     const L = this.nLayers;
     const px = this.spec.layers[0];
-    w.scan(rows, this.rowPtr, px, this.pad[0].nOutP * 4, this.start, this.idx, this.val, this.scale);
+    w.scan(
+      rows,
+      this.rowPtr,
+      px,
+      this.pad[0].nOutP * 4,
+      this.start,
+      this.idx,
+      this.val,
+      this.scale,
+      this.pix,
+    );
     for (let l = 0; l < L; l++) {
       const P = this.pad[l];
       const last = l === L - 1;
@@ -536,10 +566,35 @@ export class FastKernel implements Kernel {
       const P = this.pad[l];
       const d = this.deltas[l + 1];
       if (l === 0) {
-        w.sparse_dw(rows, this.start, this.idx, this.val, d, P.nOutP, P.gw, P.gb);
+        const px = this.spec.layers[0];
+        // Wide layers sort the entries by pixel first: the sort costs about as
+        // much as one 16-output block of sparse_dw, and then every block sums
+        // in registers instead of loading and storing dW once per entry.
+        if (this.csc) {
+          w.csc(
+            rows,
+            this.start,
+            this.pix,
+            this.val,
+            px,
+            this.cursor,
+            this.cstart,
+            this.crow,
+            this.cval,
+            P.nOutP * 4,
+          );
+          w.sparse_dw_csc(px, this.cstart, this.crow, this.cval, d, P.nOutP, P.gw);
+        } else w.sparse_dw(rows, this.start, this.idx, this.val, d, P.nOutP, P.gw);
+        w.bias_dw(rows, d, P.nOutP, P.gb);
         break;
       }
-      w.dense_dw(rows, this.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw, P.gb);
+      if (w.all_finite(d, rows * P.nOutP)) {
+        w.dense_dw(rows, this.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw);
+        w.bias_dw(rows, d, P.nOutP, P.gb);
+      } else {
+        // A non-finite delta (a diverging run): the skipping kernel keeps 0 · ∞ out, as the reference.
+        w.dense_dw_skip(rows, this.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw, P.gb);
+      }
       // delta_prev = (W · delta) ⊙ act'(a_prev): the forward product over the transposed weights.
       w.dense_fwd(rows, d, P.nOutP, P.nOut, P.wt, P.nInP, this.zeros, this.deltas[l]);
       if (this.spec.hidden === "relu") w.drelu(this.deltas[l], this.acts[l], rows * P.nInP);
