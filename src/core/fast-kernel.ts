@@ -53,6 +53,9 @@ import {
 /** Padded widths of the first layer from which its dW is summed pixel by pixel (csc) rather than row by row. */
 const CSC_MIN_OUTPUTS = 32;
 
+/** Bytes of the sigmoid's constant table (kernel.wat, sigmoid_consts). */
+const SIGMOID_CONSTS_BYTES = 224;
+
 /** Options of {@link FastKernel}. */
 export interface FastKernelOptions {
   /**
@@ -130,6 +133,8 @@ export class FastKernel implements Kernel {
   private readonly staging: number;
   private readonly zeros: number;
   private readonly scale: number;
+  /** The sigmoid's constant table (written with the scale table). */
+  private readonly consts: number;
   /** Pixel bytes of up to CHUNK examples, when they are not resident. */
   private readonly input: number;
   /** Byte address of each example of the chunk (i32 per row). */
@@ -181,6 +186,7 @@ export class FastKernel implements Kernel {
     this.staging = arena.take(this.layout.size * 4);
     this.zeros = arena.take(Math.max(...this.widthP) * 4);
     this.scale = arena.take(256 * 4);
+    this.consts = arena.take(SIGMOID_CONSTS_BYTES);
     this.input = arena.take(CHUNK * pixels + 16);
     this.rowPtr = arena.take(CHUNK * 4);
     this.start = arena.take((CHUNK + 1) * 4);
@@ -329,9 +335,10 @@ export class FastKernel implements Kernel {
     this.writeScale();
   }
 
-  /** Pixel byte -> value, as the reference scales it (v / 255), rounded to float32. */
+  /** Pixel byte -> value, as the reference scales it (v / 255), rounded to float32; and the sigmoid's constants. */
   private writeScale(): void {
     for (let v = 0; v < 256; v++) this.f32[(this.scale >> 2) + v] = v / 255;
+    this.wasm.sigmoid_consts(this.consts);
   }
 
   /** Makes the typed views of the current memory. */
@@ -475,9 +482,9 @@ export class FastKernel implements Kernel {
       const n = rows * P.nOutP;
       if (!last) {
         if (this.spec.hidden === "relu") w.relu(z, z, n);
-        else w.sigmoid(z, z, n);
+        else w.sigmoid(z, z, n, this.consts);
       } else if (this.spec.output === "sigmoid") {
-        w.sigmoid(this.acts[L], z, n);
+        w.sigmoid(this.acts[L], z, n, this.consts);
       } else {
         this.softmax(rows);
       }

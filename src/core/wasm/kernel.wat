@@ -852,26 +852,48 @@
   ;; for src below about -88 (where the exact σ < 2^-127) and 1 above 87.
   ;; Within 2.5 ulp of the float64 sigmoid elsewhere (test/fast-kernel.test.ts);
   ;; σ(-Infinity) = 0, σ(+Infinity) = 1, NaN stays NaN.
-  (func (export "sigmoid") (param $dst i32) (param $src i32) (param $n i32)
+  ;; The constants live in a 224-byte table in memory (sigmoid_consts writes
+  ;; it; `consts` is its address) rather than in v128.const: the engine
+  ;; rebuilds a v128.const from immediates at every use, three instructions
+  ;; each, which made up half of the loop; a table value sits in a register
+  ;; or costs one load.
+  (func (export "sigmoid_consts") (param $at i32)
+    (v128.store offset=0 (local.get $at) (v128.const f32x4 88.7 88.7 88.7 88.7))
+    (v128.store offset=16 (local.get $at) (v128.const f32x4 -87 -87 -87 -87))
+    (v128.store offset=32 (local.get $at)
+      (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))
+    (v128.store offset=48 (local.get $at) (v128.const f32x4 12582912 12582912 12582912 12582912))
+    (v128.store offset=64 (local.get $at) (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
+    (v128.store offset=80 (local.get $at) (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
+    (v128.store offset=96 (local.get $at) (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (v128.store offset=112 (local.get $at) (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
+    (v128.store offset=128 (local.get $at) (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
+    (v128.store offset=144 (local.get $at) (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
+    (v128.store offset=160 (local.get $at) (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
+    (v128.store offset=176 (local.get $at) (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
+    (v128.store offset=192 (local.get $at) (v128.const f32x4 1 1 1 1))
+    ;; bits(magic + n) = 0x4B400000 + n; 2^n has bits (n + 127) << 23.
+    (v128.store offset=208 (local.get $at) (v128.const i32x4 -1262485377 -1262485377 -1262485377 -1262485377)))
+
+  (func (export "sigmoid") (param $dst i32) (param $src i32) (param $n i32) (param $consts i32)
     (local $i i32) (local $end i32) (local $t v128) (local $y v128) (local $fx v128) (local $r v128) (local $p v128)
     (local $hi v128) (local $lo v128) (local $log2e v128) (local $magic v128) (local $ln2hi v128) (local $ln2lo v128)
     (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128)
     (local $one v128) (local $bias v128)
-    (local.set $hi (v128.const f32x4 88.7 88.7 88.7 88.7))
-    (local.set $lo (v128.const f32x4 -87 -87 -87 -87))
-    (local.set $log2e (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))
-    (local.set $magic (v128.const f32x4 12582912 12582912 12582912 12582912))
-    (local.set $ln2hi (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375))
-    (local.set $ln2lo (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))
-    (local.set $c0 (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
-    (local.set $c1 (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3))
-    (local.set $c2 (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3))
-    (local.set $c3 (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2))
-    (local.set $c4 (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1))
-    (local.set $c5 (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1))
-    (local.set $one (v128.const f32x4 1 1 1 1))
-    ;; bits(magic + n) = 0x4B400000 + n; 2^n has bits (n + 127) << 23.
-    (local.set $bias (v128.const i32x4 -1262485377 -1262485377 -1262485377 -1262485377))
+    (local.set $hi (v128.load offset=0 (local.get $consts)))
+    (local.set $lo (v128.load offset=16 (local.get $consts)))
+    (local.set $log2e (v128.load offset=32 (local.get $consts)))
+    (local.set $magic (v128.load offset=48 (local.get $consts)))
+    (local.set $ln2hi (v128.load offset=64 (local.get $consts)))
+    (local.set $ln2lo (v128.load offset=80 (local.get $consts)))
+    (local.set $c0 (v128.load offset=96 (local.get $consts)))
+    (local.set $c1 (v128.load offset=112 (local.get $consts)))
+    (local.set $c2 (v128.load offset=128 (local.get $consts)))
+    (local.set $c3 (v128.load offset=144 (local.get $consts)))
+    (local.set $c4 (v128.load offset=160 (local.get $consts)))
+    (local.set $c5 (v128.load offset=176 (local.get $consts)))
+    (local.set $one (v128.load offset=192 (local.get $consts)))
+    (local.set $bias (v128.load offset=208 (local.get $consts)))
     (local.set $end (i32.shl (local.get $n) (i32.const 2)))
     (block $done
       (loop $loop

@@ -82,7 +82,8 @@ export interface KernelExports {
     dw: number,
     db: number,
   ): void;
-  sigmoid(dst: number, src: number, n: number): void;
+  sigmoid_consts(at: number): void;
+  sigmoid(dst: number, src: number, n: number, consts: number): void;
   relu(dst: number, src: number, n: number): void;
   dsigmoid(d: number, a: number, n: number): void;
   drelu(d: number, a: number, n: number): void;
