@@ -127,7 +127,58 @@
     (local $jb i32) (local $p i32) (local $zr i32) (local $wj i32)
     (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $b3 v128)
     (local $s v128) (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $a4 v128) (local $a5 v128)
     (local.set $rb (i32.shl (local.get $nOutP) (i32.const 2)))
+    ;; Blocks of 24 outputs while at least 40 remain, or exactly 24 (so that
+    ;; what is left goes in blocks of 16, not 4: 128 = 4·24 + 2·16). The sum
+    ;; of one row is a chain of dependent additions per accumulator, so the
+    ;; pass takes about as long with six accumulators as with four, and does
+    ;; half as much again. (Eight spill: with their loads, more than the
+    ;; engine's sixteen vector registers.)
+    (block $wdone
+      (loop $wloop
+        (local.set $p (i32.sub (local.get $rb) (local.get $jb)))
+        (br_if $wdone (i32.and (i32.lt_u (local.get $p) (i32.const 160)) (i32.ne (local.get $p) (i32.const 96))))
+        (local.set $wj (i32.add (local.get $w) (local.get $jb)))
+        ;; Every row, for this block.
+        (local.set $r (i32.const 0))
+        (block $rdone2
+          (loop $rloop2
+            (br_if $rdone2 (i32.ge_u (local.get $r) (local.get $rows)))
+            (local.set $q (i32.shl (i32.load (i32.add (local.get $start) (i32.shl (local.get $r) (i32.const 2)))) (i32.const 2)))
+            (local.set $q1 (i32.shl (i32.load offset=4 (i32.add (local.get $start) (i32.shl (local.get $r) (i32.const 2)))) (i32.const 2)))
+            (local.set $p (i32.add (local.get $bias) (local.get $jb)))
+            (local.set $a0 (v128.load offset=0 (local.get $p)))
+            (local.set $a1 (v128.load offset=16 (local.get $p)))
+            (local.set $a2 (v128.load offset=32 (local.get $p)))
+            (local.set $a3 (v128.load offset=48 (local.get $p)))
+            (local.set $a4 (v128.load offset=64 (local.get $p)))
+            (local.set $a5 (v128.load offset=80 (local.get $p)))
+            ;; The row's entries, in increasing k.
+            (block $qdone2
+              (loop $qloop2
+                (br_if $qdone2 (i32.ge_u (local.get $q) (local.get $q1)))
+                (local.set $s (v128.load32_splat (i32.add (local.get $val) (local.get $q))))
+                (local.set $p (i32.add (local.get $wj) (i32.load (i32.add (local.get $idx) (local.get $q)))))
+                (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $s) (v128.load offset=0 (local.get $p)))))
+                (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $s) (v128.load offset=16 (local.get $p)))))
+                (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $s) (v128.load offset=32 (local.get $p)))))
+                (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $s) (v128.load offset=48 (local.get $p)))))
+                (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (local.get $s) (v128.load offset=64 (local.get $p)))))
+                (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (local.get $s) (v128.load offset=80 (local.get $p)))))
+                (local.set $q (i32.add (local.get $q) (i32.const 4)))
+                (br $qloop2)))
+            (local.set $zr (i32.add (i32.add (local.get $z) (i32.mul (local.get $r) (local.get $rb))) (local.get $jb)))
+            (v128.store offset=0 (local.get $zr) (local.get $a0))
+            (v128.store offset=16 (local.get $zr) (local.get $a1))
+            (v128.store offset=32 (local.get $zr) (local.get $a2))
+            (v128.store offset=48 (local.get $zr) (local.get $a3))
+            (v128.store offset=64 (local.get $zr) (local.get $a4))
+            (v128.store offset=80 (local.get $zr) (local.get $a5))
+            (local.set $r (i32.add (local.get $r) (i32.const 1)))
+            (br $rloop2)))
+        (local.set $jb (i32.add (local.get $jb) (i32.const 96)))
+        (br $wloop)))
     ;; Blocks of 16 outputs: jb is the block's byte offset within a row.
     (block $bdone
       (loop $bloop
@@ -507,7 +558,53 @@
     (param $d i32) (param $nOutP i32) (param $dw i32)
     (local $rb i32) (local $k i32) (local $q i32) (local $q1 i32) (local $jb i32) (local $p i32) (local $dj i32)
     (local $s v128) (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $a4 v128) (local $a5 v128)
     (local.set $rb (i32.shl (local.get $nOutP) (i32.const 2)))
+    ;; Blocks of 24 outputs, chosen as in sparse_fwd.
+    (block $wdone
+      (loop $wloop
+        (local.set $p (i32.sub (local.get $rb) (local.get $jb)))
+        (br_if $wdone (i32.and (i32.lt_u (local.get $p) (i32.const 160)) (i32.ne (local.get $p) (i32.const 96))))
+        (local.set $dj (i32.add (local.get $d) (local.get $jb)))
+        ;; Every pixel with entries, for this block.
+        (local.set $k (i32.const 0))
+        (block $kdone2
+          (loop $kloop2
+            (br_if $kdone2 (i32.ge_u (local.get $k) (local.get $px)))
+            (local.set $q (i32.shl (i32.load (i32.add (local.get $cstart) (i32.shl (local.get $k) (i32.const 2)))) (i32.const 2)))
+            (local.set $q1 (i32.shl (i32.load offset=4 (i32.add (local.get $cstart) (i32.shl (local.get $k) (i32.const 2)))) (i32.const 2)))
+            (if (i32.lt_u (local.get $q) (local.get $q1))
+              (then
+                (local.set $p (i32.add (i32.add (local.get $dw) (i32.mul (local.get $k) (local.get $rb))) (local.get $jb)))
+                (local.set $a0 (v128.load offset=0 (local.get $p)))
+                (local.set $a1 (v128.load offset=16 (local.get $p)))
+                (local.set $a2 (v128.load offset=32 (local.get $p)))
+                (local.set $a3 (v128.load offset=48 (local.get $p)))
+                (local.set $a4 (v128.load offset=64 (local.get $p)))
+                (local.set $a5 (v128.load offset=80 (local.get $p)))
+                ;; The pixel's entries, rows in increasing order.
+                (loop $qloop2
+                  (local.set $s (v128.load32_splat (i32.add (local.get $cval) (local.get $q))))
+                  (local.set $p (i32.add (local.get $dj) (i32.load (i32.add (local.get $crow) (local.get $q)))))
+                  (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $s) (v128.load offset=0 (local.get $p)))))
+                  (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $s) (v128.load offset=16 (local.get $p)))))
+                  (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $s) (v128.load offset=32 (local.get $p)))))
+                  (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $s) (v128.load offset=48 (local.get $p)))))
+                  (local.set $a4 (f32x4.add (local.get $a4) (f32x4.mul (local.get $s) (v128.load offset=64 (local.get $p)))))
+                  (local.set $a5 (f32x4.add (local.get $a5) (f32x4.mul (local.get $s) (v128.load offset=80 (local.get $p)))))
+                  (local.set $q (i32.add (local.get $q) (i32.const 4)))
+                  (br_if $qloop2 (i32.lt_u (local.get $q) (local.get $q1))))
+                (local.set $p (i32.add (i32.add (local.get $dw) (i32.mul (local.get $k) (local.get $rb))) (local.get $jb)))
+                (v128.store offset=0 (local.get $p) (local.get $a0))
+                (v128.store offset=16 (local.get $p) (local.get $a1))
+                (v128.store offset=32 (local.get $p) (local.get $a2))
+                (v128.store offset=48 (local.get $p) (local.get $a3))
+                (v128.store offset=64 (local.get $p) (local.get $a4))
+                (v128.store offset=80 (local.get $p) (local.get $a5))))
+            (local.set $k (i32.add (local.get $k) (i32.const 1)))
+            (br $kloop2)))
+        (local.set $jb (i32.add (local.get $jb) (i32.const 96)))
+        (br $wloop)))
     ;; Blocks of 16 outputs.
     (block $bdone
       (loop $bloop
