@@ -119,7 +119,6 @@ export class FastKernel implements Kernel {
   private f64!: Float64Array;
   private u8!: Uint8Array;
   private i32!: Int32Array;
-  private stagingView!: Float32Array;
   private readonly nLayers: number;
   private readonly pad: PaddedLayer[];
   /** Padded widths of layers 0..L. */
@@ -348,7 +347,6 @@ export class FastKernel implements Kernel {
     this.f64 = new Float64Array(buffer);
     this.u8 = new Uint8Array(buffer);
     this.i32 = new Int32Array(buffer);
-    this.stagingView = this.f32.subarray(this.staging >> 2, (this.staging >> 2) + this.layout.size);
   }
 
   /**
@@ -402,29 +400,46 @@ export class FastKernel implements Kernel {
     }
   }
 
-  /** Copies the parameters into the padded layout and builds the transposed weights. */
+  /**
+   * Copies the parameters into the padded layout and builds the transposed
+   * weights. A layer whose width is a multiple of 4 has the same layout
+   * padded or not: one copy straight into place. Others go through the
+   * staging area and copy_rows.
+   */
   private loadParams(params: Float32Array): void {
-    this.stagingView.set(params);
     const w = this.wasm;
+    const f32 = this.f32;
     for (let l = 0; l < this.nLayers; l++) {
       const L = this.layout.layers[l];
       const P = this.pad[l];
-      w.copy_rows(P.w, P.nOutP * 4, this.staging + L.w * 4, L.nOut * 4, L.nOut * 4, L.nIn);
-      w.copy_rows(P.b, P.nOutP * 4, this.staging + L.b * 4, L.nOut * 4, L.nOut * 4, 1);
+      const layer = params.subarray(L.w, L.b + L.nOut);
+      if (P.nOutP === L.nOut) {
+        f32.set(layer, P.w >> 2);
+      } else {
+        f32.set(layer, (this.staging >> 2) + L.w);
+        w.copy_rows(P.w, P.nOutP * 4, this.staging + L.w * 4, L.nOut * 4, L.nOut * 4, L.nIn);
+        w.copy_rows(P.b, P.nOutP * 4, this.staging + L.b * 4, L.nOut * 4, L.nOut * 4, 1);
+      }
       if (l > 0) w.transpose(P.w, P.nIn, P.nOut, P.nOutP, P.wt, P.nInP);
     }
   }
 
-  /** Copies the padded float32 gradient out in the parameter layout. */
+  /** Copies the padded float32 gradient out in the parameter layout (straight, as loadParams, where it can). */
   private storeGrad(grad: Float32Array): void {
     const w = this.wasm;
+    const f32 = this.f32;
     for (let l = 0; l < this.nLayers; l++) {
       const L = this.layout.layers[l];
       const P = this.pad[l];
-      w.copy_rows(this.staging + L.w * 4, L.nOut * 4, P.gw, P.nOutP * 4, L.nOut * 4, L.nIn);
-      w.copy_rows(this.staging + L.b * 4, L.nOut * 4, P.gb, P.nOutP * 4, L.nOut * 4, 1);
+      const n = L.b + L.nOut - L.w;
+      if (P.nOutP === L.nOut) {
+        grad.set(f32.subarray(P.gw >> 2, (P.gw >> 2) + n), L.w);
+      } else {
+        w.copy_rows(this.staging + L.w * 4, L.nOut * 4, P.gw, P.nOutP * 4, L.nOut * 4, L.nIn);
+        w.copy_rows(this.staging + L.b * 4, L.nOut * 4, P.gb, P.nOutP * 4, L.nOut * 4, 1);
+        grad.set(f32.subarray((this.staging >> 2) + L.w, (this.staging >> 2) + L.w + n), L.w);
+      }
     }
-    grad.set(this.stagingView);
   }
 
   /** Points the chunk's rows at the resident bytes of examples idx[s..s+rows). */
