@@ -32,20 +32,57 @@
     (param $rows i32) (param $rowPtr i32) (param $px i32) (param $kBytes i32)
     (param $start i32) (param $idx i32) (param $val i32) (param $scale i32) (param $pix i32) (result i32)
     (local $r i32) (local $nz i32) (local $row i32) (local $k i32) (local $m i32)
-    (local $full i32) (local $b i32) (local $v i32)
+    (local $full i32) (local $b i32) (local $v i32) (local $full64 i32) (local $m64 i64) (local $z v128)
     (local.set $full (i32.and (local.get $px) (i32.const -16)))
+    (local.set $full64 (i32.and (local.get $px) (i32.const -64)))
     (block $rdone
       (loop $rloop
         (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
         (i32.store (i32.add (local.get $start) (i32.shl (local.get $r) (i32.const 2))) (local.get $nz))
         (local.set $row (i32.load (i32.add (local.get $rowPtr) (i32.shl (local.get $r) (i32.const 2)))))
         (local.set $k (i32.const 0))
+        ;; 64 pixels at a time: four 16-lane masks in one i64, so that the
+        ;; loop over its set bits ends (a branch the CPU cannot predict, as
+        ;; the count varies) once per 64 pixels instead of once per 16.
+        (block $xdone
+          (loop $xloop
+            (br_if $xdone (i32.ge_u (local.get $k) (local.get $full64)))
+            (local.set $b (i32.add (local.get $row) (local.get $k)))
+            (local.set $m64
+              (i64.or
+                (i64.or
+                  (i64.extend_i32_u (i8x16.bitmask (i8x16.ne (v128.load offset=0 (local.get $b)) (local.get $z))))
+                  (i64.shl (i64.extend_i32_u (i8x16.bitmask (i8x16.ne (v128.load offset=16 (local.get $b)) (local.get $z))))
+                    (i64.const 16)))
+                (i64.or
+                  (i64.shl (i64.extend_i32_u (i8x16.bitmask (i8x16.ne (v128.load offset=32 (local.get $b)) (local.get $z))))
+                    (i64.const 32))
+                  (i64.shl (i64.extend_i32_u (i8x16.bitmask (i8x16.ne (v128.load offset=48 (local.get $b)) (local.get $z))))
+                    (i64.const 48)))))
+            ;; Each set bit, lowest first.
+            (block $mdone64
+              (loop $mloop64
+                (br_if $mdone64 (i64.eqz (local.get $m64)))
+                (local.set $b (i32.add (local.get $k) (i32.wrap_i64 (i64.ctz (local.get $m64)))))
+                (i32.store (i32.add (local.get $idx) (i32.shl (local.get $nz) (i32.const 2)))
+                  (i32.mul (local.get $b) (local.get $kBytes)))
+                (if (local.get $pix)
+                  (then (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $b))))
+                (f32.store (i32.add (local.get $val) (i32.shl (local.get $nz) (i32.const 2)))
+                  (f32.load (i32.add (local.get $scale)
+                    (i32.shl (i32.load8_u (i32.add (local.get $row) (local.get $b))) (i32.const 2)))))
+                (local.set $nz (i32.add (local.get $nz) (i32.const 1)))
+                (local.set $m64 (i64.and (local.get $m64) (i64.sub (local.get $m64) (i64.const 1))))
+                (br $mloop64)))
+            (local.set $k (i32.add (local.get $k) (i32.const 64)))
+            (br $xloop)))
+        ;; Then 16 at a time.
         (block $vdone
           (loop $vloop
             (br_if $vdone (i32.ge_u (local.get $k) (local.get $full)))
             (local.set $m
               (i8x16.bitmask
-                (i8x16.ne (v128.load (i32.add (local.get $row) (local.get $k))) (v128.const i32x4 0 0 0 0))))
+                (i8x16.ne (v128.load (i32.add (local.get $row) (local.get $k))) (local.get $z))))
             (block $mdone
               (loop $mloop
                 (br_if $mdone (i32.eqz (local.get $m)))
