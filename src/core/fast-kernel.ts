@@ -20,10 +20,21 @@
  *   A shard's examples are scattered over the dataset, so before the scan a
  *   pass of independent loads touches every cache line of them: the memory
  *   misses overlap instead of coming one row after another.
- * - The first layer is sparse: the input bytes are scanned 16 at a time and
+ * - The first layer is sparse: the input bytes are scanned 64 at a time and
  *   only nonzero pixels (~19% of MNIST) are multiplied, forward and backward.
  * - Weights are input-major (W[k, j]), so both products stream contiguous
- *   rows with f32x4 arithmetic, 16 outputs per pass held in registers.
+ *   rows with f32x4 arithmetic, 16 or 24 outputs per pass held in registers
+ *   (more would not fit the engine's sixteen vector registers). The block of
+ *   outputs is the outer loop, so the slice of weights or deltas in use stays
+ *   in the L1 cache.
+ * - A wide first layer (32 outputs or more) sorts its sparse entries by pixel
+ *   once per chunk (csc), so its dW sums in registers, each slice of dW read
+ *   and written once instead of once per entry.
+ * - Dense layers take two rows (forward) or two inputs (dW) per pass: each
+ *   vector loaded serves twice, and eight accumulators hide the latency of
+ *   the additions.
+ * None of this changes a sum's order: every gradient has the bits it had
+ * with one row and four outputs at a time.
  * - Layer widths are padded to a multiple of 4 inside the kernel's memory
  *   (zero weights in the padding), so any layer size works with whole vectors.
  *
