@@ -278,8 +278,7 @@ export class FastKernel implements Kernel {
       cost += this.outputDelta(data.labels, idx, s, rows);
       this.backward(rows);
       if (chunked) {
-        this.wasm.add_f64(this.grad64, this.grad, this.padSize);
-        f32.fill(0, g, g + this.padSize);
+        this.wasm.add_f64(this.grad64, this.grad, this.padSize); // and zeroes the chunk's sums
       }
     }
     if (chunked) this.wasm.to_f32(this.grad, this.grad64, this.padSize);

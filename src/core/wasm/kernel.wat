@@ -1144,8 +1144,9 @@
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
         (br $loop))))
 
-  ;; add_f64: dst (f64) += src (f32), n values (n even): a chunk's float32
-  ;; sums folded into the shard's float64 total.
+  ;; add_f64: dst (f64) += src (f32), n values (n even), and src = 0: a
+  ;; chunk's float32 sums folded into the shard's float64 total, leaving the
+  ;; chunk's sums zeroed for the next chunk in the same pass.
   (func (export "add_f64") (param $dst i32) (param $src i32) (param $n i32)
     (local $i i32) (local $end i32) (local $p i32)
     (local.set $end (i32.shl (local.get $n) (i32.const 2)))
@@ -1156,6 +1157,7 @@
         (v128.store (local.get $p)
           (f64x2.add (v128.load (local.get $p))
             (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $src) (local.get $i))))))
+        (i64.store (i32.add (local.get $src) (local.get $i)) (i64.const 0))
         (local.set $i (i32.add (local.get $i) (i32.const 8)))
         (br $loop))))
 
