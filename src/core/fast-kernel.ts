@@ -156,7 +156,7 @@ export class FastKernel implements Kernel {
   private readonly csc: boolean;
   /** Pixel index (i32) of each sparse entry, for csc; 0 (none) without csc. */
   private readonly pix: number;
-  /** The entries sorted by pixel (csc): px + 1 starts, row offsets, values; and px counters of scratch. */
+  /** The entries sorted by pixel (csc): px + 1 starts, row offsets, values; and px counters (scan counts, csc's cursor). */
   private readonly cstart: number;
   private readonly crow: number;
   private readonly cval: number;
@@ -497,6 +497,7 @@ export class FastKernel implements Kernel {
       this.val,
       this.scale,
       this.pix,
+      this.cursor,
     );
     for (let l = 0; l < L; l++) {
       const P = this.pad[l];

@@ -25,16 +25,19 @@
   ;; byte offset of weight row k, which spares a multiply per use) and val
   ;; (f32: looked up in the 256-entry f32 table `scale`, i.e. byte/255), and,
   ;; unless the address pix is 0, pix (i32: the pixel index k itself, from
-  ;; which csc sorts the entries by pixel). 16 pixels
+  ;; which csc sorts the entries by pixel) and count[k] (i32, px of them: how
+  ;; many entries pixel k has). 16 pixels
   ;; at a time: a compare and a bitmask find the nonzero lanes, so MNIST's
   ;; ~81% of zeros cost almost nothing. Returns the number of entries.
   (func (export "scan")
     (param $rows i32) (param $rowPtr i32) (param $px i32) (param $kBytes i32)
-    (param $start i32) (param $idx i32) (param $val i32) (param $scale i32) (param $pix i32) (result i32)
+    (param $start i32) (param $idx i32) (param $val i32) (param $scale i32) (param $pix i32) (param $count i32)
+    (result i32)
     (local $r i32) (local $nz i32) (local $row i32) (local $k i32) (local $m i32)
     (local $full i32) (local $b i32) (local $v i32) (local $full64 i32) (local $m64 i64) (local $z v128)
     (local.set $full (i32.and (local.get $px) (i32.const -16)))
     (local.set $full64 (i32.and (local.get $px) (i32.const -64)))
+    (if (local.get $pix) (then (memory.fill (local.get $count) (i32.const 0) (i32.shl (local.get $px) (i32.const 2)))))
     (block $rdone
       (loop $rloop
         (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
@@ -67,7 +70,10 @@
                 (i32.store (i32.add (local.get $idx) (i32.shl (local.get $nz) (i32.const 2)))
                   (i32.mul (local.get $b) (local.get $kBytes)))
                 (if (local.get $pix)
-                  (then (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $b))))
+                  (then
+                    (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $b))
+                    (local.set $v (i32.add (local.get $count) (i32.shl (local.get $b) (i32.const 2))))
+                    (i32.store (local.get $v) (i32.add (i32.load (local.get $v)) (i32.const 1)))))
                 (f32.store (i32.add (local.get $val) (i32.shl (local.get $nz) (i32.const 2)))
                   (f32.load (i32.add (local.get $scale)
                     (i32.shl (i32.load8_u (i32.add (local.get $row) (local.get $b))) (i32.const 2)))))
@@ -90,7 +96,10 @@
                 (i32.store (i32.add (local.get $idx) (i32.shl (local.get $nz) (i32.const 2)))
                   (i32.mul (local.get $b) (local.get $kBytes)))
                 (if (local.get $pix)
-                  (then (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $b))))
+                  (then
+                    (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $b))
+                    (local.set $v (i32.add (local.get $count) (i32.shl (local.get $b) (i32.const 2))))
+                    (i32.store (local.get $v) (i32.add (i32.load (local.get $v)) (i32.const 1)))))
                 (f32.store (i32.add (local.get $val) (i32.shl (local.get $nz) (i32.const 2)))
                   (f32.load (i32.add (local.get $scale)
                     (i32.shl (i32.load8_u (i32.add (local.get $row) (local.get $b))) (i32.const 2)))))
@@ -109,7 +118,10 @@
                 (i32.store (i32.add (local.get $idx) (i32.shl (local.get $nz) (i32.const 2)))
                   (i32.mul (local.get $k) (local.get $kBytes)))
                 (if (local.get $pix)
-                  (then (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $k))))
+                  (then
+                    (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $k))
+                    (local.set $v (i32.add (local.get $count) (i32.shl (local.get $k) (i32.const 2))))
+                    (i32.store (local.get $v) (i32.add (i32.load (local.get $v)) (i32.const 1)))))
                 (f32.store (i32.add (local.get $val) (i32.shl (local.get $nz) (i32.const 2)))
                   (f32.load (i32.add (local.get $scale) (i32.shl (local.get $v) (i32.const 2)))))
                 (local.set $nz (i32.add (local.get $nz) (i32.const 1)))))
@@ -529,24 +541,13 @@
   ;; pixel, rows in increasing order within a pixel: pixel k's entries are
   ;; [cstart[k], cstart[k+1]) of crow (i32: the row's index times dBytes,
   ;; the byte offset of its row of deltas) and cval (f32). A counting sort:
-  ;; count per pixel, prefix sums, then place. `cursor` is px i32 of scratch.
+  ;; `cursor` comes holding each pixel's count (scan counts them); prefix
+  ;; sums, then place, the cursor moving along each pixel's entries.
   (func (export "csc")
     (param $rows i32) (param $start i32) (param $pix i32) (param $val i32) (param $px i32)
     (param $cursor i32) (param $cstart i32) (param $crow i32) (param $cval i32) (param $dBytes i32)
-    (local $n i32) (local $e i32) (local $p i32) (local $k i32) (local $sum i32) (local $c i32)
+    (local $e i32) (local $p i32) (local $k i32) (local $sum i32) (local $c i32)
     (local $r i32) (local $e1 i32) (local $rowOff i32)
-    (local.set $n (i32.load (i32.add (local.get $start) (i32.shl (local.get $rows) (i32.const 2)))))
-    (memory.fill (local.get $cursor) (i32.const 0) (i32.shl (local.get $px) (i32.const 2)))
-    ;; Count each pixel's entries.
-    (block $cdone
-      (loop $cloop
-        (br_if $cdone (i32.ge_u (local.get $e) (local.get $n)))
-        (local.set $p
-          (i32.add (local.get $cursor)
-            (i32.shl (i32.load (i32.add (local.get $pix) (i32.shl (local.get $e) (i32.const 2)))) (i32.const 2))))
-        (i32.store (local.get $p) (i32.add (i32.load (local.get $p)) (i32.const 1)))
-        (local.set $e (i32.add (local.get $e) (i32.const 1)))
-        (br $cloop)))
     ;; Prefix sums: cstart[k] = entries of pixels < k; the cursor starts there.
     (block $sdone
       (loop $sloop

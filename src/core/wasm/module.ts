@@ -17,6 +17,7 @@ export interface KernelExports {
     val: number,
     scale: number,
     pix: number,
+    count: number,
   ): number;
   touch(rows: number, rowPtr: number, px: number): number;
   sparse_fwd(
