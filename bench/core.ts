@@ -16,8 +16,7 @@
  * dilute (it does include V8's garbage-collector and compiler threads).
  */
 
-import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { defaultDataDir, loadDataset } from "../src/core/data/index.js";
 import type { DataBundle } from "../src/core/dataset.js";
@@ -27,6 +26,7 @@ import { runTraining } from "../src/core/trainer.js";
 import { packageRoot } from "../src/shared/package-root.js";
 import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
 import { loadTfjs, type TfBackend, type TfjsRuntime, TfjsTrainer } from "./tfjs-step.js";
+import { pythonPath, torchProblem } from "./torch.js";
 
 const ARCHS = [
   [784, 16, 16, 10],
@@ -330,30 +330,6 @@ async function tfjsRates(
 
 /** The PyTorch throughput script (and the mnist_idx.py it imports, beside it). */
 const TORCH_SCRIPT = join(packageRoot(), "bench", "torch", "torch_mlp.py");
-
-/**
- * The Python to run PyTorch with: GRADFLEET_BENCH_PYTHON, else Debian's
- * /usr/bin/python3 (python3 on PATH may be another one, a pyenv shim say,
- * without Debian's torch), else python3.
- */
-function pythonPath(): string {
-  const chosen = process.env.GRADFLEET_BENCH_PYTHON;
-  if (chosen) return chosen;
-  return existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-}
-
-/** Why PyTorch cannot run here, in one line; undefined when `python3 -c "import torch, numpy"` works. */
-function torchProblem(): string | undefined {
-  const python = pythonPath();
-  const r = spawnSync(python, ["-c", "import torch, numpy"], { encoding: "utf8", timeout: 120_000 });
-  if (r.error) return `cannot run ${python}: ${r.error.message}`;
-  if (r.status === 0) return undefined;
-  const last = r.stderr.trim().split("\n").pop() ?? `exit code ${r.status}`;
-  return (
-    `${python} -c "import torch, numpy" fails (${last}); install Debian's python3-torch python3-numpy ` +
-    "libopenblas0-pthread, or set GRADFLEET_BENCH_PYTHON"
-  );
-}
 
 /**
  * Samples/s of PyTorch's one-thread training step (torch_mlp.py throughput):
