@@ -516,11 +516,19 @@ export class DirectExecutor implements GradientExecutor {
       this.stats.countRejected(why);
       cur.nonFinite.add(u);
       this.o.log.warn(
-        { worker: l.workerId, lo: r.lo, hi: r.hi },
+        { worker: l.workerId, lo: r.lo, hi: r.hi, reason: "non_finite" },
         "refused a non-finite result; computing it again",
       );
       this.again(cur, u, l);
       return;
+    }
+    if (why === "non_finite") {
+      // The recompute is not finite either: the training diverged. The
+      // trainer gets it, checkpoints the last good weights and stops the run.
+      this.o.log.error(
+        { worker: l.workerId, lo: r.lo, hi: r.hi },
+        "non-finite gradient again after a recompute",
+      );
     }
     this.keep(cur, u, r);
     cur.round.accept(u);

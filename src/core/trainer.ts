@@ -270,7 +270,10 @@ export async function runTraining(
     await executor.ready?.();
   } catch (e) {
     if (!(e instanceof StepAbortedError)) throw e;
+    // Stopped before any worker came: a checkpoint of where the run stands,
+    // as for any stop, so that --resume works.
     stopped = true;
+    await hooks.checkpoint?.(state, "stopped");
   }
 
   outer: while (!stopped && state.epoch < cfg.epochs) {
