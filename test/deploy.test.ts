@@ -837,6 +837,9 @@ describe("deploy/k8s", () => {
       listed.map((d) => `${d.kind}/${d.metadata.name}`).sort(),
     );
     for (const d of docs) if (d.kind !== "Namespace") expect(d.metadata.namespace).toBe("gradfleet");
+    // In each manifest (not by kustomize's `labels:`, which Debian's kubectl 1.20 does not know).
+    for (const d of docs)
+      expect(d.metadata.labels?.["app.kubernetes.io/part-of"], d.metadata.name).toBe("gradfleet");
   });
 
   it("has a worker Deployment, a coordinator Job and a Redis with noeviction", () => {

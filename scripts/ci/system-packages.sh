@@ -21,6 +21,7 @@ set -euo pipefail
 #   openssl            the TLS test makes its own CA and server certificate
 #   fonts-dejavu-core  fonts for the browser test's screenshots
 #   docker-compose     validates deploy/docker-compose.yml (`config`); compose-check runs it
+#   kubernetes-client  kubectl kustomize builds deploy/k8s (Debian's kubectl 1.20)
 #   podman, runc       the container runtime testcontainers talks to when no Docker is there
 declare -A proof=(
   [redis-server]=redis-server
@@ -29,6 +30,7 @@ declare -A proof=(
   [openssl]=openssl
   [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
   [docker-compose]=docker-compose
+  [kubernetes-client]=kubectl
 )
 # A machine with Docker (a socket or DOCKER_HOST) runs the container tests on it;
 # only one without needs Podman.
