@@ -23,7 +23,12 @@ import { combineObservers, trainAndReport } from "./train-run.js";
 /** Runs `train`; returns the exit code. */
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const runId = o.runId ?? `local-${randomBytes(4).toString("hex")}`;
-  const log = createLogger({ level: o.logLevel, role: "train", bindings: { run: runId } });
+  const log = createLogger({
+    level: o.logLevel,
+    format: o.logFormat,
+    role: "train",
+    bindings: { run: runId },
+  });
   checkMetricsPorts(o);
   const config = runConfigFrom(o);
   const data = await loadRunData(o);
@@ -110,7 +115,7 @@ function spawnLocalWorker(o: TrainOptions, redisUrl: string, runId: string, i: n
   if (o.redisCa) args.push("--redis-ca", o.redisCa);
   if (o.data) args.push("--data", o.data);
   args.push("--metrics-port", String(o.metricsPort ? o.metricsPort + i : 0), "--metrics-host", o.metricsHost);
-  args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel);
+  args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel, "--log-format", o.logFormat);
   // The child reads flags only: clear GRADFLEET_* variables meant for the coordinator.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_")));
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"], env });
