@@ -46,6 +46,20 @@ function hasTool(cmd: string, args: string[]): boolean {
   return r.error === undefined && r.status === 0;
 }
 
+/**
+ * The coordinator's variables for the direct worker->coordinator data channel,
+ * set in the compose file and the k8s manifests ahead of the CLI options that
+ * will read them (GRADFLEET_DATA_PORT, GRADFLEET_ADVERTISE_HOST). Until then the
+ * CLI ignores them, as it does every GRADFLEET_ variable it does not know.
+ */
+const DATA_CHANNEL_VARS = ["GRADFLEET_DATA_PORT", "GRADFLEET_ADVERTISE_HOST"];
+const DATA_PORT = 7070;
+
+/** Whether `command` reads `name`, or will (the data channel's variables, for the coordinator). */
+function reads(command: CommandName, name: string): boolean {
+  return envVarsOf(command).includes(name) || (command === "coordinator" && DATA_CHANNEL_VARS.includes(name));
+}
+
 const COMPOSE = hasTool("docker-compose", ["version"]);
 const KUBECTL = hasTool("kubectl", ["version", "--client"]);
 
@@ -547,7 +561,7 @@ describe("deploy/docker-compose.yml", () => {
       const command = serviceCommand(s)[0] as CommandName;
       expect(isCommand(command), `${name}: command ${command}`).toBe(true);
       const env = serviceEnv(s);
-      const unread = Object.keys(env).filter((k) => !envVarsOf(command).includes(k));
+      const unread = Object.keys(env).filter((k) => !reads(command, k));
       expect(unread, `${name} (gradfleet ${command}) sets variables it does not read`).toEqual([]);
       // `KEY: ${KEY:-...}`: what a user sets in .env is the CLI's own name.
       for (const [key, value] of Object.entries(env)) {
@@ -561,6 +575,14 @@ describe("deploy/docker-compose.yml", () => {
     // A variable anywhere else in the file would be a setting the CLI never sees.
     const stray = composeVars().filter((v) => !readByAny.has(v));
     expect(stray, "variables interpolated into compose that no gradfleet command reads").toEqual([]);
+  });
+
+  it("gives the coordinator its data port and, as the address workers dial, its service name", () => {
+    const coordinator = services.coordinator;
+    const env = serviceEnv(coordinator);
+    expect(env.GRADFLEET_DATA_PORT).toBe(String(DATA_PORT));
+    expect(env.GRADFLEET_ADVERTISE_HOST).toBe("coordinator");
+    expect((coordinator.expose ?? []).map(String)).toContain(String(DATA_PORT));
   });
 
   it("has a .env.example whose every setting is read by the CLI and reaches a container", () => {
@@ -865,7 +887,7 @@ describe("deploy/k8s", () => {
       const command = container.args?.[0] as CommandName;
       expect(isCommand(command), `${where}: command ${command}`).toBe(true);
       const env = containerEnv(container);
-      const unread = Object.keys(env).filter((k) => !envVarsOf(command).includes(k));
+      const unread = Object.keys(env).filter((k) => !reads(command, k));
       expect(unread, `${where} (gradfleet ${command}) sets variables it does not read`).toEqual([]);
       const { options } = await dryRun(container.args!, env, where);
       runIds.add(options.runId);
@@ -1045,11 +1067,26 @@ describe("deploy/k8s", () => {
         const ports = pods.flatMap(({ pod }) => pod.spec.containers.flatMap((c) => c.ports ?? []));
         const hit = ports.find((cp) => cp.name === target || cp.containerPort === target);
         expect(hit, `Service ${svc.metadata.name} port ${p.port} -> ${target}`).toBeDefined();
-        if (pods.some(({ pod }) => pod.spec.containers.some(isGradfleet)))
+        if (pods.some(({ pod }) => pod.spec.containers.some(isGradfleet)) && hit!.containerPort !== DATA_PORT)
           metricsPorts.add(hit!.containerPort);
       }
     }
     expect([...metricsPorts].sort()).toEqual([DEFAULT_PORT.coordinator, DEFAULT_PORT.worker]);
+  });
+
+  it("gives the coordinator its data port and, as the address workers dial, its Service's name", () => {
+    const { container } = gradfleet.find((g) => g.container.args?.[0] === "coordinator")!;
+    const env = containerEnv(container);
+    expect(env.GRADFLEET_DATA_PORT).toBe(String(DATA_PORT));
+    const port = container.ports?.find((p) => p.containerPort === DATA_PORT);
+    expect(port?.name).toBe("data");
+    const svc = find("Service", env.GRADFLEET_ADVERTISE_HOST) as K8sObject & {
+      spec: { ports: { name?: string; port: number; targetPort?: number | string }[] };
+    };
+    expect(svc.spec.ports.find((p) => p.name === "data")).toMatchObject({
+      port: DATA_PORT,
+      targetPort: "data",
+    });
   });
 
   it("has an example Secret whose REDIS_URL carries the password Redis requires", () => {
