@@ -832,6 +832,26 @@ describe("deploy/k8s", () => {
     }
   });
 
+  it("passes the Kubernetes API's schemas (kubernetes-models: the OpenAPI schemas of the API server, compiled)", async () => {
+    // Types, required fields, enums and formats of every object, offline. Like
+    // `kubectl apply --validate` without a server it does not refuse unknown
+    // fields; the checks below cover the fields gradfleet relies on.
+    for (const o of objects) {
+      const [group, version] = o.apiVersion.includes("/") ? o.apiVersion.split("/") : ["", o.apiVersion];
+      const module = `kubernetes-models/${group ? `${group}/` : ""}${version}`;
+      const models = (await import(module)) as Record<string, new (data: unknown) => { validate(): void }>;
+      const Model = models[o.kind];
+      expect(Model, `${module} has ${o.kind}`).toBeDefined();
+      expect(() => new Model(o).validate(), `${o.kind} ${o.metadata.name}`).not.toThrow();
+    }
+    // The checker does refuse what the API server would.
+    const { Deployment } = await import("kubernetes-models/apps/v1");
+    const worker = find("Deployment", "gradfleet-worker") as K8sObject & { spec: { replicas?: unknown } };
+    expect(() =>
+      new Deployment({ ...worker, spec: { ...worker.spec, replicas: "two" } } as never).validate(),
+    ).toThrow(/replicas must be integer/);
+  });
+
   it("lists every manifest in kustomization.yaml, except the *.example.yaml ones", () => {
     const k = files.find((f) => f.file === "kustomization.yaml")!.objects[0] as K8sObject & {
       resources: string[];

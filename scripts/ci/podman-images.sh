@@ -104,7 +104,13 @@ build_node() {
   cp -a "$npm_dir" "$root$npm_dir"
   ln -sf "$npm_dir/bin/npm-cli.js" "$root/usr/bin/npm"
   ln -sf "$npm_dir/bin/npx-cli.js" "$root/usr/bin/npx"
-  changes=('ENV PATH=/usr/local/bin:/usr/bin:/bin' 'CMD ["node"]')
+  # The machine's CA bundle, trusted by node and npm (npm ci in the Dockerfile
+  # reaches the registry through whatever TLS this machine trusts).
+  changes=(
+    'ENV PATH=/usr/local/bin:/usr/bin:/bin'
+    'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt'
+    'CMD ["node"]'
+  )
   import_root "$root" "$tag"
   rm -rf "$(dirname "$root")"
   echo "built $tag from $node ($(node --version))" >&2

@@ -42,6 +42,7 @@ for extra in "$@"; do
   case "$extra" in
     debootstrap) proof[debootstrap]=debootstrap ;;
     golang-github-containernetworking-plugin-dnsname) proof[$extra]=/usr/lib/cni/dnsname ;;
+    catatonit) proof[$extra]=/usr/libexec/podman/catatonit ;;
     *) proof[$extra]="dpkg:$extra" ;;
   esac
 done
