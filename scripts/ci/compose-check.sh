@@ -16,6 +16,8 @@
 #     `down -v` must leave no container, network or volume of the project;
 #  3. again, with a worker container SIGKILLed mid-run: same bits.
 # Prints the time of each part. Stops everything it started, however it ends.
+# FORCE=1 remakes the local images and builds without the layer cache (the
+# times of a fresh machine).
 #
 # Needs root on Debian (podman rootful; scripts/ci/system-packages.sh installs
 # podman, runc, docker-compose, the CNI dnsname plugin compose's service
@@ -159,7 +161,7 @@ bash scripts/ci/podman-images.sh redis prometheus node
 part "docker build of the Dockerfile (NODE_IMAGE=localhost/gradfleet-node:20)"
 # --format docker keeps the Dockerfile's HEALTHCHECK. Tagged as compose's
 # `gradfleet:local` under both names a short name may resolve to.
-podman build -q --format docker --build-arg NODE_IMAGE=localhost/gradfleet-node:20 \
+podman build -q ${FORCE:+--no-cache} --format docker --build-arg NODE_IMAGE=localhost/gradfleet-node:20 \
   -t localhost/gradfleet:local -t docker.io/library/gradfleet:local . >"$work/build.log" 2>&1 ||
   {
     tail -n 40 "$work/build.log" >&2
