@@ -46,8 +46,34 @@ function hasTool(cmd: string, args: string[]): boolean {
   return r.error === undefined && r.status === 0;
 }
 
+/**
+ * The coordinator's variables for the direct worker->coordinator data channel,
+ * set in the compose file and the k8s manifests ahead of the CLI options that
+ * will read them (GRADFLEET_DATA_PORT, GRADFLEET_ADVERTISE_HOST). Until then the
+ * CLI ignores them, as it does every GRADFLEET_ variable it does not know.
+ */
+const DATA_CHANNEL_VARS = ["GRADFLEET_DATA_PORT", "GRADFLEET_ADVERTISE_HOST"];
+const DATA_PORT = 7070;
+
+/** Whether `command` reads `name`, or will (the data channel's variables, for the coordinator). */
+function reads(command: CommandName, name: string): boolean {
+  return envVarsOf(command).includes(name) || (command === "coordinator" && DATA_CHANNEL_VARS.includes(name));
+}
+
 const COMPOSE = hasTool("docker-compose", ["version"]);
 const KUBECTL = hasTool("kubectl", ["version", "--client"]);
+
+/**
+ * A test that needs a tool: without it the test is skipped, naming the tool and
+ * its Debian package; in CI (`CI=true`) it fails instead, since `npm test`
+ * installs the package there (scripts/ci/system-packages.sh).
+ */
+function needTool(ctx: { skip: (note?: string) => void }, present: boolean, tool: string, pkg: string): void {
+  if (present) return;
+  const why = `${tool} is not on PATH (Debian package ${pkg}; scripts/ci/system-packages.sh installs it as root)`;
+  if (process.env.CI === "true") throw new Error(`required in CI: ${why}`);
+  ctx.skip(why);
+}
 
 // ---------------------------------------------------------------------------
 // Running things
@@ -515,31 +541,27 @@ describe("deploy/docker-compose.yml", () => {
     });
   });
 
-  it.skipIf(!COMPOSE)(
-    COMPOSE
-      ? "docker-compose config accepts the file, and resolves it as this test does"
-      : "docker-compose config accepts the file (SKIPPED: no docker-compose on PATH; .ci/run installs Debian's)",
-    async () => {
-      for (const variant of VARIANTS.filter((v) => v.name !== VARIANTS[2].name)) {
-        const resolved = await composeConfig(variant.envFile);
-        const ours = interpolatedCompose(variant.vars);
-        expect(Object.keys(resolved.services).sort()).toEqual(Object.keys(ours.services).sort());
-        for (const [name, s] of gradfleet) {
-          expect(serviceEnv(resolved.services[name]), `${name} env (${variant.name})`).toEqual(
-            serviceEnv(ours.services[name]),
-          );
-          expect(serviceCommand(resolved.services[name])).toEqual(serviceCommand(s));
-        }
+  it("docker-compose config accepts the file, and resolves it as this test does", async (ctx) => {
+    needTool(ctx, COMPOSE, "docker-compose", "docker-compose");
+    for (const variant of VARIANTS.filter((v) => v.name !== VARIANTS[2].name)) {
+      const resolved = await composeConfig(variant.envFile);
+      const ours = interpolatedCompose(variant.vars);
+      expect(Object.keys(resolved.services).sort()).toEqual(Object.keys(ours.services).sort());
+      for (const [name, s] of gradfleet) {
+        expect(serviceEnv(resolved.services[name]), `${name} env (${variant.name})`).toEqual(
+          serviceEnv(ours.services[name]),
+        );
+        expect(serviceCommand(resolved.services[name])).toEqual(serviceCommand(s));
       }
-    },
-  );
+    }
+  });
 
   it("gives each gradfleet service only variables its command reads", () => {
     for (const [name, s] of gradfleet) {
       const command = serviceCommand(s)[0] as CommandName;
       expect(isCommand(command), `${name}: command ${command}`).toBe(true);
       const env = serviceEnv(s);
-      const unread = Object.keys(env).filter((k) => !envVarsOf(command).includes(k));
+      const unread = Object.keys(env).filter((k) => !reads(command, k));
       expect(unread, `${name} (gradfleet ${command}) sets variables it does not read`).toEqual([]);
       // `KEY: ${KEY:-...}`: what a user sets in .env is the CLI's own name.
       for (const [key, value] of Object.entries(env)) {
@@ -553,6 +575,14 @@ describe("deploy/docker-compose.yml", () => {
     // A variable anywhere else in the file would be a setting the CLI never sees.
     const stray = composeVars().filter((v) => !readByAny.has(v));
     expect(stray, "variables interpolated into compose that no gradfleet command reads").toEqual([]);
+  });
+
+  it("gives the coordinator its data port and, as the address workers dial, its service name", () => {
+    const coordinator = services.coordinator;
+    const env = serviceEnv(coordinator);
+    expect(env.GRADFLEET_DATA_PORT).toBe(String(DATA_PORT));
+    expect(env.GRADFLEET_ADVERTISE_HOST).toBe("coordinator");
+    expect((coordinator.expose ?? []).map(String)).toContain(String(DATA_PORT));
   });
 
   it("has a .env.example whose every setting is read by the CLI and reaches a container", () => {
@@ -802,6 +832,26 @@ describe("deploy/k8s", () => {
     }
   });
 
+  it("passes the Kubernetes API's schemas (kubernetes-models: the OpenAPI schemas of the API server, compiled)", async () => {
+    // Types, required fields, enums and formats of every object, offline. Like
+    // `kubectl apply --validate` without a server it does not refuse unknown
+    // fields; the checks below cover the fields gradfleet relies on.
+    for (const o of objects) {
+      const [group, version] = o.apiVersion.includes("/") ? o.apiVersion.split("/") : ["", o.apiVersion];
+      const module = `kubernetes-models/${group ? `${group}/` : ""}${version}`;
+      const models = (await import(module)) as Record<string, new (data: unknown) => { validate(): void }>;
+      const Model = models[o.kind];
+      expect(Model, `${module} has ${o.kind}`).toBeDefined();
+      expect(() => new Model(o).validate(), `${o.kind} ${o.metadata.name}`).not.toThrow();
+    }
+    // The checker does refuse what the API server would.
+    const { Deployment } = await import("kubernetes-models/apps/v1");
+    const worker = find("Deployment", "gradfleet-worker") as K8sObject & { spec: { replicas?: unknown } };
+    expect(() =>
+      new Deployment({ ...worker, spec: { ...worker.spec, replicas: "two" } } as never).validate(),
+    ).toThrow(/replicas must be integer/);
+  });
+
   it("lists every manifest in kustomization.yaml, except the *.example.yaml ones", () => {
     const k = files.find((f) => f.file === "kustomization.yaml")!.objects[0] as K8sObject & {
       resources: string[];
@@ -816,22 +866,23 @@ describe("deploy/k8s", () => {
     expect(k.images?.map((i) => i.name)).toContain(IMAGE);
   });
 
-  it.skipIf(!KUBECTL)(
-    KUBECTL ? "kubectl kustomize builds it" : "kubectl kustomize builds it (SKIPPED: no kubectl on PATH)",
-    async () => {
-      const r = await run("kubectl", ["kustomize", K8S], { HOME: process.env.HOME ?? "/root" }, 60_000);
-      expect(r.code, r.stderr).toBe(0);
-      const built = parseAllDocuments(r.stdout) as ReturnType<typeof parseAllDocuments>;
-      const docs = (Array.isArray(built) ? built : [built]).map((d) => d.toJS() as K8sObject);
-      const listed = files
-        .filter((f) => f.file !== "kustomization.yaml" && !f.file.includes(".example."))
-        .flatMap((f) => f.objects);
-      expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(
-        listed.map((d) => `${d.kind}/${d.metadata.name}`).sort(),
-      );
-      for (const d of docs) if (d.kind !== "Namespace") expect(d.metadata.namespace).toBe("gradfleet");
-    },
-  );
+  it("kubectl kustomize builds it", async (ctx) => {
+    needTool(ctx, KUBECTL, "kubectl", "kubernetes-client");
+    const r = await run("kubectl", ["kustomize", K8S], { HOME: process.env.HOME ?? "/root" }, 60_000);
+    expect(r.code, r.stderr).toBe(0);
+    const built = parseAllDocuments(r.stdout) as ReturnType<typeof parseAllDocuments>;
+    const docs = (Array.isArray(built) ? built : [built]).map((d) => d.toJS() as K8sObject);
+    const listed = files
+      .filter((f) => f.file !== "kustomization.yaml" && !f.file.includes(".example."))
+      .flatMap((f) => f.objects);
+    expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(
+      listed.map((d) => `${d.kind}/${d.metadata.name}`).sort(),
+    );
+    for (const d of docs) if (d.kind !== "Namespace") expect(d.metadata.namespace).toBe("gradfleet");
+    // In each manifest (not by kustomize's `labels:`, which Debian's kubectl 1.20 does not know).
+    for (const d of docs)
+      expect(d.metadata.labels?.["app.kubernetes.io/part-of"], d.metadata.name).toBe("gradfleet");
+  });
 
   it("has a worker Deployment, a coordinator Job and a Redis with noeviction", () => {
     const kinds = Object.fromEntries(gradfleet.map((g) => [g.container.args?.[0], g.obj.kind]));
@@ -856,7 +907,7 @@ describe("deploy/k8s", () => {
       const command = container.args?.[0] as CommandName;
       expect(isCommand(command), `${where}: command ${command}`).toBe(true);
       const env = containerEnv(container);
-      const unread = Object.keys(env).filter((k) => !envVarsOf(command).includes(k));
+      const unread = Object.keys(env).filter((k) => !reads(command, k));
       expect(unread, `${where} (gradfleet ${command}) sets variables it does not read`).toEqual([]);
       const { options } = await dryRun(container.args!, env, where);
       runIds.add(options.runId);
@@ -1036,11 +1087,26 @@ describe("deploy/k8s", () => {
         const ports = pods.flatMap(({ pod }) => pod.spec.containers.flatMap((c) => c.ports ?? []));
         const hit = ports.find((cp) => cp.name === target || cp.containerPort === target);
         expect(hit, `Service ${svc.metadata.name} port ${p.port} -> ${target}`).toBeDefined();
-        if (pods.some(({ pod }) => pod.spec.containers.some(isGradfleet)))
+        if (pods.some(({ pod }) => pod.spec.containers.some(isGradfleet)) && hit!.containerPort !== DATA_PORT)
           metricsPorts.add(hit!.containerPort);
       }
     }
     expect([...metricsPorts].sort()).toEqual([DEFAULT_PORT.coordinator, DEFAULT_PORT.worker]);
+  });
+
+  it("gives the coordinator its data port and, as the address workers dial, its Service's name", () => {
+    const { container } = gradfleet.find((g) => g.container.args?.[0] === "coordinator")!;
+    const env = containerEnv(container);
+    expect(env.GRADFLEET_DATA_PORT).toBe(String(DATA_PORT));
+    const port = container.ports?.find((p) => p.containerPort === DATA_PORT);
+    expect(port?.name).toBe("data");
+    const svc = find("Service", env.GRADFLEET_ADVERTISE_HOST) as K8sObject & {
+      spec: { ports: { name?: string; port: number; targetPort?: number | string }[] };
+    };
+    expect(svc.spec.ports.find((p) => p.name === "data")).toMatchObject({
+      port: DATA_PORT,
+      targetPort: "data",
+    });
   });
 
   it("has an example Secret whose REDIS_URL carries the password Redis requires", () => {

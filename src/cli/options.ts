@@ -109,6 +109,11 @@ export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** How logs are written: `auto` is readable lines on a terminal, JSON lines anywhere else. */
+export const LOG_FORMATS = ["auto", "text", "json"] as const;
+
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
 /** A parsed option value. */
 export type OptionValue = number | string | boolean | number[];
 
@@ -648,6 +653,16 @@ export const OPTIONS: readonly OptionDef[] = [
     default: "info",
   },
   {
+    name: "log-format",
+    kind: "enum",
+    commands: LOGGERS,
+    group: "Output",
+    description:
+      "Log lines: auto (readable lines when stderr is a terminal, else JSON), text (readable lines) or json",
+    values: LOG_FORMATS,
+    default: "auto",
+  },
+  {
     name: "dry-run",
     kind: "boolean",
     commands: CLUSTER,
@@ -688,6 +703,7 @@ export interface RunOptions extends ModelOptions {
   resume: boolean;
   json: boolean;
   logLevel: LogLevel;
+  logFormat: LogFormat;
   /** Port of the live page (0: off). */
   uiPort: number;
   uiHost: string;
@@ -734,6 +750,7 @@ export interface WorkerOptions extends ClusterOptions {
   /** BullMQ lock duration of this worker's jobs, in seconds. */
   lockSeconds: number;
   logLevel: LogLevel;
+  logFormat: LogFormat;
 }
 
 export interface EvaluateOptions {

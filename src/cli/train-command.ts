@@ -24,7 +24,12 @@ import { combineObservers, traceObserver, trainAndReport } from "./train-run.js"
 /** Runs `train`; returns the exit code. */
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const runId = o.runId ?? `local-${randomBytes(4).toString("hex")}`;
-  const log = createLogger({ level: o.logLevel, role: "train", bindings: { run: runId } });
+  const log = createLogger({
+    level: o.logLevel,
+    format: o.logFormat,
+    role: "train",
+    bindings: { run: runId },
+  });
   checkMetricsPorts(o);
   const config = runConfigFrom(o);
   const data = await loadRunData(o);
@@ -126,7 +131,7 @@ function spawnLocalWorker(
   if (o.data) args.push("--data", o.data);
   if (trace) args.push("--trace", trace);
   args.push("--metrics-port", String(o.metricsPort ? o.metricsPort + i : 0), "--metrics-host", o.metricsHost);
-  args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel);
+  args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel, "--log-format", o.logFormat);
   // The child reads flags only: clear GRADFLEET_* variables meant for the coordinator.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_")));
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"], env });

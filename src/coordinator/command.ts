@@ -16,7 +16,12 @@ import { serveCoordinatorMetrics } from "./metrics.js";
 
 /** Runs `coordinator`; returns the exit code. */
 export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<number> {
-  const log = createLogger({ level: o.logLevel, role: "coordinator", bindings: { run: o.runId } });
+  const log = createLogger({
+    level: o.logLevel,
+    format: o.logFormat,
+    role: "coordinator",
+    bindings: { run: o.runId },
+  });
   // Metrics first: /healthz answers and /readyz says 503 while the data loads and Redis connects.
   const metrics = await serveCoordinatorMetrics(o, log, { cluster: true });
   const stats = new ClusterStats();

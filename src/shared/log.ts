@@ -6,7 +6,7 @@
  * On a terminal the same records are printed as one readable line each
  * (`12:04:05.123 WARN  worker local-1 [run mnist] shard deadline passed step=3`);
  * anywhere else (containers, files, pipes) they stay JSON lines for the log
- * collector.
+ * collector. `--log-format text|json` forces one.
  */
 import { writeSync } from "node:fs";
 import { inspect } from "node:util";
@@ -14,27 +14,56 @@ import { destination, type Logger, pino } from "pino";
 
 export type { Logger };
 
-/** Creates the process logger. `pretty` defaults to "stderr is a terminal". */
+/**
+ * Creates the process logger. `format` "auto" (the default) writes readable
+ * lines when stderr is a terminal and JSON lines anywhere else; "text" and
+ * "json" force one.
+ *
+ * The bindings (role, pid, run, worker) are on every line once: a call that
+ * passes one of them again with the same value (`log.info({ run }, ...)`) does
+ * not repeat it, since JSON with a key twice is ambiguous to log collectors.
+ */
 export function createLogger(opts: {
   level?: string;
   role: string;
   bindings?: Record<string, unknown>;
-  pretty?: boolean;
+  format?: "auto" | "text" | "json";
 }): Logger {
-  const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
+  const format = opts.format ?? "auto";
+  const pretty = format === "text" || (format === "auto" && Boolean(process.stderr.isTTY));
   const color = pretty && Boolean(process.stderr.isTTY) && !process.env.NO_COLOR;
+  const base: Record<string, unknown> = { role: opts.role, pid: process.pid, ...opts.bindings };
   return pino(
     {
       level: opts.level ?? "info",
-      base: { role: opts.role, pid: process.pid, ...opts.bindings },
+      base,
       // Never let a Redis URL with a password into a log line.
       redact: { paths: ["redisUrl", "*.redisUrl", "password", "*.password"], censor: "***" },
+      formatters: {
+        // Drops fields a call repeats from the bindings (same value), so no key appears twice.
+        log: (fields) => withoutRepeats(fields, base),
+      },
     },
     pretty
       ? // Synchronous like the JSON destination, so lines and the progress bar never interleave.
         { write: (line: string) => writeSync(2, `${formatLogLine(line, { color })}\n`) }
       : destination({ dest: 2, sync: true }),
   );
+}
+
+/** `fields` without the keys whose value equals the binding of the same name. */
+function withoutRepeats(
+  fields: Record<string, unknown>,
+  base: Record<string, unknown>,
+): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const key of Object.keys(fields)) {
+    if (key in base && Object.is(fields[key], base[key])) {
+      out ??= { ...fields };
+      delete out[key];
+    }
+  }
+  return out ?? fields;
 }
 
 const LEVELS: Record<number, { name: string; color: string }> = {
@@ -83,9 +112,13 @@ function clock(d: Date): string {
   return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, "0")}`;
 }
 
-/** Strings bare unless they contain spaces or quotes; everything else compact. */
+/** Longest an object field gets on a readable line (the JSON format keeps it whole). */
+const MAX_OBJECT_CHARS = 80;
+
+/** Strings bare unless they contain spaces or quotes; objects compact, cut at 80 characters. */
 function showValue(v: unknown): string {
   if (typeof v === "string") return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
   if (typeof v === "number" || typeof v === "boolean" || v === null) return String(v);
-  return inspect(v, { breakLength: Number.POSITIVE_INFINITY, depth: 4, compact: true });
+  const text = inspect(v, { breakLength: Number.POSITIVE_INFINITY, depth: 4, compact: true });
+  return text.length > MAX_OBJECT_CHARS ? `${text.slice(0, MAX_OBJECT_CHARS - 1)}…` : text;
 }

@@ -15,6 +15,7 @@ const STOP_LIMIT_MS = 20_000;
 export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
   const log = createLogger({
     level: o.logLevel,
+    format: o.logFormat,
     role: "worker",
     bindings: { run: o.runId, worker: o.workerId },
   });

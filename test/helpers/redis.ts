@@ -3,12 +3,17 @@
  *
  * Where it comes from, first that works:
  * 1. a `redis:7` container through testcontainers, where a container runtime
- *    answers (detected without loading testcontainers at all when no Docker
- *    socket or configuration exists, so machines without Docker pay nothing);
+ *    answers: Docker on a user's machine, or the Podman service that the
+ *    global setup (test/helpers/container-runtime.ts) starts where there is no
+ *    Docker (CI). Detected without loading testcontainers at all when no
+ *    runtime socket or configuration exists, so such machines pay nothing;
  * 2. a `redis-server` child process on a free loopback port, when it is on PATH;
  * 3. the server named by `REDIS_URL` (shared, so no restart/kill and no
  *    password or ACL options).
  * `GRADFLEET_TEST_REDIS=testcontainers|redis-server|REDIS_URL` forces one.
+ * In CI (`CI=true`, no GRADFLEET_TEST_REDIS) the container is required: a
+ * runtime that does not answer or a container that does not start fails the
+ * test instead of falling back to redis-server.
  *
  * Every server runs without persistence and with `maxmemory-policy
  * noeviction` (what BullMQ needs), so a restart comes back empty.
@@ -99,7 +104,7 @@ let containersBroken = false;
  * looks at DOCKER_HOST, ~/.testcontainers.properties and these sockets, in
  * that order. Without any of them its probe would fail anyway, so skip it.
  */
-function runtimeHinted(): boolean {
+export function dockerHinted(): boolean {
   if (process.env.DOCKER_HOST) return true;
   const home = homedir();
   const candidates = [
@@ -116,11 +121,13 @@ function runtimeHinted(): boolean {
 /** Whether testcontainers finds a runtime that answers, within 2 s; asked once per process. */
 function containerRuntimeAvailable(): Promise<boolean> {
   runtimeProbe ??= (async () => {
-    if (!runtimeHinted()) return false;
+    if (!dockerHinted()) return false;
     const { getContainerRuntimeClient } = await import("testcontainers");
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), RUNTIME_PROBE_TIMEOUT_MS);
+      // Where the container is required, a busy machine gets longer to answer.
+      const required = process.env.CI === "true" || process.env.GRADFLEET_TEST_REDIS === "testcontainers";
+      timer = setTimeout(() => resolve(false), required ? 30_000 : RUNTIME_PROBE_TIMEOUT_MS);
     });
     const probe = getContainerRuntimeClient().then(
       () => true,
@@ -137,8 +144,11 @@ async function startContainer(opts: StartTestRedisOptions): Promise<TestRedis> {
   const { GenericContainer, Wait } = await import("testcontainers");
   // A fixed host port (rather than a random mapping) so restart() keeps it.
   const port = await freePort();
+  const session = process.env.GRADFLEET_TEST_CONTAINER_SESSION;
   const container = await new GenericContainer("redis:7")
     .withCommand(["redis-server", ...serverArgs(opts)])
+    // The global setup removes what a test forgot to stop (Ryuk is off with Podman).
+    .withLabels(session ? { "gradfleet.test-session": session } : {})
     .withExposedPorts({ container: 6379, host: port })
     .withWaitStrategy(Wait.forLogMessage("Ready to accept connections"))
     .withStartupTimeout(60_000)
@@ -318,14 +328,22 @@ export async function startTestRedis(opts: StartTestRedisOptions = {}): Promise<
     );
   }
 
-  if (forced === "testcontainers" || (forced === undefined && !containersBroken)) {
-    if (forced === "testcontainers" || (await containerRuntimeAvailable())) {
+  // CI runs the container path for real: no silent fallback there.
+  const required = forced === "testcontainers" || (forced === undefined && process.env.CI === "true");
+  if (required || (forced === undefined && !containersBroken)) {
+    if (required && !(await containerRuntimeAvailable())) {
+      throw new Error(
+        "the testcontainers Redis is required here (CI=true or GRADFLEET_TEST_REDIS=testcontainers) " +
+          "but no container runtime answers (no Docker; the global setup starts Podman when it is installed)",
+      );
+    }
+    if (required || (await containerRuntimeAvailable())) {
       try {
         const redis = await startContainer(opts);
         logOnce("testcontainers", "a redis:7 container (testcontainers)");
         return redis;
       } catch (err) {
-        if (forced === "testcontainers") throw err;
+        if (required) throw err;
         // E.g. the image cannot be pulled: fall back, and do not try again.
         containersBroken = true;
         console.log(
