@@ -46,18 +46,12 @@ function hasTool(cmd: string, args: string[]): boolean {
   return r.error === undefined && r.status === 0;
 }
 
-/**
- * The coordinator's variables for the direct worker->coordinator data channel,
- * set in the compose file and the k8s manifests ahead of the CLI options that
- * will read them (GRADFLEET_DATA_PORT, GRADFLEET_ADVERTISE_HOST). Until then the
- * CLI ignores them, as it does every GRADFLEET_ variable it does not know.
- */
-const DATA_CHANNEL_VARS = ["GRADFLEET_DATA_PORT", "GRADFLEET_ADVERTISE_HOST"];
+/** The coordinator's data port in the compose file and the k8s manifests (GRADFLEET_DATA_PORT). */
 const DATA_PORT = 7070;
 
-/** Whether `command` reads `name`, or will (the data channel's variables, for the coordinator). */
+/** Whether `command` reads the environment variable `name`. */
 function reads(command: CommandName, name: string): boolean {
-  return envVarsOf(command).includes(name) || (command === "coordinator" && DATA_CHANNEL_VARS.includes(name));
+  return envVarsOf(command).includes(name);
 }
 
 const COMPOSE = hasTool("docker-compose", ["version"]);
