@@ -36,7 +36,6 @@
  *   duplicate/stale counters behind them (see nextNotice);
  * - gradients are decoded into one buffer per shard, reused every step.
  */
-import { randomBytes } from "node:crypto";
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
@@ -64,7 +63,7 @@ import {
   type ShardJob,
   shardJobId,
 } from "../shared/messages.js";
-import { RUN_SPEC_FORMAT, type RunSpec } from "../shared/run-spec.js";
+import { newRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { ClusterStats } from "./cluster-stats.js";
 
 /** How many times one shard may be refused or rejected before the run stops. */
@@ -170,19 +169,7 @@ export class ClusterExecutor implements GradientExecutor {
   constructor(private readonly o: ClusterExecutorOptions) {
     this.stats = o.stats ?? new ClusterStats();
     for (const c of [o.redis, o.blocking]) c.on("close", () => this.drops++);
-    this.spec = {
-      format: RUN_SPEC_FORMAT,
-      runId: o.runId,
-      session: randomBytes(8).toString("hex"),
-      config: o.config,
-      data: {
-        fingerprint: o.data.fingerprint,
-        trainLimit: o.trainLimit,
-        testLimit: o.testLimit,
-        trainN: o.data.train.n,
-      },
-      paramCount: layoutSize(o.config),
-    };
+    this.spec = newRunSpec(o);
     this.queue = new Queue(QUEUE_NAME, {
       connection: o.redis,
       prefix: o.keys.queuePrefix,
@@ -830,13 +817,6 @@ function minDeadline(pending: Map<number, PendingShard>): number {
   let m = Number.POSITIVE_INFINITY;
   for (const p of pending.values()) m = Math.min(m, p.deadline);
   return m;
-}
-
-function layoutSize(cfg: RunConfig): number {
-  let n = 0;
-  const l = cfg.spec.layers;
-  for (let i = 0; i + 1 < l.length; i++) n += l[i] * l[i + 1] + l[i + 1];
-  return n;
 }
 
 function placeholder(p: PendingShard): Omit<ResultFrame, "grad" | "cost"> {

@@ -24,6 +24,7 @@ import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
 import { stepsPerEpoch } from "../core/plan.js";
 import type { RunConfig } from "../core/run-config.js";
+import { layoutOf } from "../core/spec.js";
 import {
   type GradientExecutor,
   type ShardResult,
@@ -34,7 +35,7 @@ import {
 import { LANES_QUEUE_NAME, LIVE_WORKER_WINDOW_MS, type RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import type { LaneJob } from "../shared/messages.js";
-import { RUN_SPEC_FORMAT, type RunSpec } from "../shared/run-spec.js";
+import { newRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { decodeResult, encodeStepHeader, type RangeResult, resultFrameBytes } from "../shared/step-frames.js";
 import { type Trace, traceNow } from "../shared/trace.js";
 import { deleteRunKeys } from "./cluster-executor.js";
@@ -124,23 +125,10 @@ export class DirectExecutor implements GradientExecutor {
 
   constructor(private readonly o: DirectExecutorOptions) {
     this.stats = o.stats ?? new ClusterStats();
-    this.paramCount = paramCountOf(o.config);
+    this.paramCount = layoutOf(o.config.spec.layers).size;
     this.prefixSum = new Float64Array(this.paramCount);
     this.totalVersions = o.config.epochs * stepsPerEpoch(o.data.train.n, o.config.batch);
-    this.spec = {
-      format: RUN_SPEC_FORMAT,
-      runId: o.runId,
-      session: randomBytes(8).toString("hex"),
-      config: o.config,
-      data: {
-        fingerprint: o.data.fingerprint,
-        trainLimit: o.trainLimit,
-        testLimit: o.testLimit,
-        trainN: o.data.train.n,
-      },
-      paramCount: this.paramCount,
-      direct: { host: o.advertiseHost, port: 0, token: randomBytes(16).toString("hex") },
-    };
+    this.spec = newRunSpec(o, { host: o.advertiseHost, port: 0, token: randomBytes(16).toString("hex") });
     const direct = this.spec.direct!;
     const k = Math.min(o.config.shards, o.config.batch);
     this.server = new StepServer(
@@ -642,12 +630,4 @@ export class DirectExecutor implements GradientExecutor {
 async function until(done: () => boolean | Promise<boolean>, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!(await done()) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-}
-
-/** Float32 parameters of a config's layout. */
-function paramCountOf(cfg: RunConfig): number {
-  let n = 0;
-  const l = cfg.spec.layers;
-  for (let i = 0; i + 1 < l.length; i++) n += l[i] * l[i + 1] + l[i + 1];
-  return n;
 }

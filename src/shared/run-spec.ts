@@ -4,10 +4,11 @@
  * Workers validate it with a strict schema and compare the data fingerprint
  * and kernel with their own before computing anything.
  */
+import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { OPTIMIZERS } from "../core/optimizer.js";
 import { KERNELS, type RunConfig } from "../core/run-config.js";
-import { COSTS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
+import { COSTS, HIDDEN_ACTIVATIONS, layoutOf, OUTPUT_ACTIVATIONS } from "../core/spec.js";
 
 export const RUN_SPEC_FORMAT = "gradfleet-run/1";
 
@@ -72,6 +73,33 @@ export const runSpecSchema = z
 
 /** The run spec. */
 export type RunSpec = z.infer<typeof runSpecSchema> & { config: RunConfig };
+
+/** What a coordinator session publishes, before the session id and data port are drawn. */
+export interface RunSpecSource {
+  runId: string;
+  config: RunConfig;
+  data: { fingerprint: string; train: { n: number } };
+  trainLimit: number | null;
+  testLimit: number | null;
+}
+
+/** A new session's run spec: a fresh random session id; `direct` for direct dispatch. */
+export function newRunSpec(o: RunSpecSource, direct?: RunSpec["direct"]): RunSpec {
+  return {
+    format: RUN_SPEC_FORMAT,
+    runId: o.runId,
+    session: randomBytes(8).toString("hex"),
+    config: o.config,
+    data: {
+      fingerprint: o.data.fingerprint,
+      trainLimit: o.trainLimit,
+      testLimit: o.testLimit,
+      trainN: o.data.train.n,
+    },
+    paramCount: layoutOf(o.config.spec.layers).size,
+    ...(direct ? { direct } : {}),
+  };
+}
 
 /** Parses and validates spec JSON; throws with the failing field named. */
 export function decodeRunSpec(json: string): RunSpec {

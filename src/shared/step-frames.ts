@@ -161,15 +161,9 @@ export function resultFrameIn(
   out.writeUInt32LE(lo, 9);
   out.writeUInt32LE(hi, 13);
   out.writeUInt32LE(0, 17);
-  const ab = out.buffer;
   return {
     frame: out.subarray(0, 5 + l.body),
-    counts: new Uint32Array(ab, base + l.counts, l.m),
-    costs: new Float64Array(ab, base + l.costs, l.m),
-    grads:
-      lo === 0
-        ? new Float64Array(ab, base + l.grads, paramCount)
-        : new Float32Array(ab, base + l.grads, paramCount * l.m),
+    ...resultViews(out.buffer, base, l, lo, paramCount),
     setSeconds: (s) => out.writeDoubleLE(s, 21),
   };
 }
@@ -189,13 +183,24 @@ export function decodeResult(body: Buffer, paramCount: number): RangeResult {
   if (body.length !== l.body) {
     throw new Error(`result frame of shards [${lo}, ${hi}) has ${body.length} bytes, expected ${l.body}`);
   }
-  const ab = body.buffer;
-  const base = body.byteOffset;
   return {
     version,
     lo,
     hi,
     computeSeconds: body.readDoubleLE(16),
+    ...resultViews(body.buffer, body.byteOffset, l, lo, paramCount),
+  };
+}
+
+/** The typed views of a RESULT body that starts at byte `base` of `ab`. */
+function resultViews(
+  ab: ArrayBufferLike,
+  base: number,
+  l: ReturnType<typeof resultLayout>,
+  lo: number,
+  paramCount: number,
+) {
+  return {
     counts: new Uint32Array(ab, base + l.counts, l.m),
     costs: new Float64Array(ab, base + l.costs, l.m),
     grads:
