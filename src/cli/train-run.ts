@@ -49,6 +49,8 @@ export async function trainAndReport(args: {
   extraSummary?: () => Record<string, unknown>;
   /** The command to suggest for resuming. */
   resumeHint: string;
+  /** A stop signal that came before this was called (while the run was being published). */
+  stoppedEarly?: string;
 }): Promise<{ exitCode: number; summary?: Summary; result?: TrainResult }> {
   const { options: o, config, data, executor, log, observer } = args;
   const progress = new Progress(config.epochs);
@@ -68,6 +70,7 @@ export async function trainAndReport(args: {
   const sigterm = () => onSignal("SIGTERM");
   process.on("SIGINT", sigint);
   process.on("SIGTERM", sigterm);
+  if (args.stoppedEarly) onSignal(args.stoppedEarly);
   // Copied now: the trainer advances the state object in place.
   const resumedFrom = args.state ? { epoch: args.state.epoch, step: args.state.step } : null;
   let lastCheckpoint: string | undefined;

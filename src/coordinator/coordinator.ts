@@ -64,6 +64,16 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
   });
   redis.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
   blocking.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
+  // A stop signal while the run is being published is kept for the trainer
+  // (which stops at once, with a checkpoint), not left to kill the process.
+  let stoppedEarly: string | undefined;
+  const early = (sig: string) => () => {
+    stoppedEarly ??= sig;
+  };
+  const earlyInt = early("SIGINT");
+  const earlyTerm = early("SIGTERM");
+  process.on("SIGINT", earlyInt);
+  process.on("SIGTERM", earlyTerm);
   let lease: Lease | undefined;
   let executor: ClusterExecutor | DirectExecutor | undefined;
   try {
@@ -118,7 +128,10 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
     );
     r.onStarted?.(executor, redis);
     const ex = executor;
+    process.off("SIGINT", earlyInt);
+    process.off("SIGTERM", earlyTerm);
     const { exitCode } = await trainAndReport({
+      stoppedEarly,
       options: o,
       config: r.config,
       data: r.data,
@@ -139,6 +152,8 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
     });
     return exitCode;
   } finally {
+    process.off("SIGINT", earlyInt);
+    process.off("SIGTERM", earlyTerm);
     // A coordinator that lost its lease leaves the run's keys to the one that took it.
     await executor
       ?.close(!lease?.lost)
