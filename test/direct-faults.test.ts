@@ -6,11 +6,14 @@
  * bits of in-process training. Progress is read from the coordinator's log
  * (who joined, who left holding work), never from the clock.
  */
+
+import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CliProcess, stopCli, waitFor } from "./helpers/cli.js";
+import { procState } from "./helpers/fleet.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 import { Tracked } from "./helpers/tracked.js";
@@ -242,5 +245,26 @@ describe("lease", () => {
     expect(rb.json!.weightsSha256).toBe(ref.json!.weightsSha256);
     expect(rb.json!.samples).toBe(ref.json!.samples);
     await stopCli(worker);
+  }, 600_000);
+});
+
+describe("local workers", () => {
+  it("train --workers 2 killed with SIGKILL: its workers stop by themselves", async () => {
+    const train = procs.start(["train", ...RUN, "--workers", "2", "--redis-url", redis.url]);
+    await waitFor(
+      () => logLines(train, "worker joined").length >= 2 || train.child.exitCode !== null,
+      120_000,
+    );
+    expect(train.child.exitCode).toBeNull();
+    const pid = train.child.pid!;
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    expect(children.length).toBeGreaterThanOrEqual(2);
+    train.child.kill("SIGKILL");
+    await train.done;
+    // Nothing but the parent's death tells them: they notice it and leave.
+    await waitFor(() => children.every((c) => procState(c) === undefined || procState(c) === "Z"), 60_000);
   }, 600_000);
 });

@@ -16,6 +16,7 @@ import { binPath } from "../shared/package-root.js";
 import { localRunTargets, writeTargetsFile } from "../shared/prometheus-targets.js";
 import { Trace } from "../shared/trace.js";
 import { type LivePage, serveLivePage } from "../ui/server.js";
+import { PARENT_PID_ENV } from "../worker/command.js";
 import { withEventLoopTurns } from "./event-loop.js";
 import { type TrainOptions, UsageError } from "./options.js";
 import { loadRunData, resumeState, runConfigFrom } from "./run-setup.js";
@@ -134,6 +135,8 @@ function spawnLocalWorker(
   args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel, "--log-format", o.logFormat);
   // The child reads flags only: clear GRADFLEET_* variables meant for the coordinator.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_")));
+  // The worker stops when this process is gone, however it ends (see worker/command.ts).
+  env[PARENT_PID_ENV] = String(process.pid);
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"], env });
   child.on("exit", (code, signal) => {
     if (code !== 0 && signal !== "SIGTERM")

@@ -11,6 +11,28 @@ import { serveWorkerMetrics } from "./metrics.js";
 /** Longest a worker takes to stop after SIGINT/SIGTERM (its close waits 10 s for the shard in hand). */
 const STOP_LIMIT_MS = 20_000;
 
+/**
+ * Set by `train --workers N` in the environment of its local workers: the
+ * pid of the train process. Such a worker stops (gracefully) once that
+ * process is gone, however it ended (SIGKILL included), instead of serving
+ * on for ever.
+ */
+export const PARENT_PID_ENV = "GRADFLEET_LOCAL_PARENT_PID";
+/** How often a local worker looks for its parent. */
+const PARENT_CHECK_MS = 1000;
+
+/** Calls `gone` once this process's parent is no longer the train process that started it. */
+function watchParent(gone: () => void): void {
+  const want = Number(process.env[PARENT_PID_ENV]);
+  if (!Number.isSafeInteger(want) || want <= 0) return;
+  const timer = setInterval(() => {
+    if (process.ppid === want) return;
+    clearInterval(timer);
+    gone();
+  }, PARENT_CHECK_MS);
+  timer.unref();
+}
+
 /** Runs `worker` until a signal; returns the exit code. */
 export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
   const log = createLogger({
@@ -48,6 +70,7 @@ export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
   const signal = await new Promise<string>((resolve) => {
     process.once("SIGINT", () => resolve("SIGINT"));
     process.once("SIGTERM", () => resolve("SIGTERM"));
+    watchParent(() => resolve("parent gone"));
   });
   log.info({ signal, shards: worker.jobsDone }, "stopping: finishing the shard in hand");
   // close() bounds each of its waits; this bounds the whole, so that a stop
