@@ -332,7 +332,17 @@ describe("lanes", () => {
       "--concurrency",
       "8",
     ]);
-    const coord = procs.start(["coordinator", "--dispatch", "lanes", ...RUN, ...args, "--step-timeout", "2"]);
+    // A step timeout longer than the good worker takes to start on a loaded
+    // machine: how fast a process starts is no part of what is tested.
+    const coord = procs.start([
+      "coordinator",
+      "--dispatch",
+      "lanes",
+      ...RUN,
+      ...args,
+      "--step-timeout",
+      "30",
+    ]);
     let good: ReturnType<typeof procs.start> | undefined;
     try {
       // The bad worker has refused (each refusal sends its shard out again

@@ -322,10 +322,14 @@ export class ClusterExecutor implements GradientExecutor {
           );
         } else if (n.kind === "refused") {
           this.stats.countRejected(`refused_${n.reason ?? "unknown"}`);
-          if (n.workerId && n.reason && CANNOT_SERVE_REASONS.has(n.reason))
-            this.refusing.set(n.workerId, n.reason);
+          // A worker that cannot serve the run names itself: such refusals are
+          // judged per fleet (checkRefusingFleet), not by the per-shard cap,
+          // or one bad worker refusing a shard every second would stop a run
+          // that a good worker, still starting, could serve.
+          const cannotServe = Boolean(n.workerId && n.reason && CANNOT_SERVE_REASONS.has(n.reason));
+          if (cannotServe) this.refusing.set(n.workerId!, n.reason!);
           if (n.reason === "missing_spec" || n.reason === "missing_weights") await this.republish(req);
-          await this.reject(p, n.reason ?? "refused", pending);
+          await this.reject(p, n.reason ?? "refused", pending, !cannotServe);
         } else {
           await this.settle(p, n.frame, pending, done);
         }
@@ -687,8 +691,13 @@ export class ClusterExecutor implements GradientExecutor {
     return b;
   }
 
-  private async reject(p: PendingShard, reason: string, pending: Map<number, PendingShard>): Promise<void> {
-    p.rejections++;
+  private async reject(
+    p: PendingShard,
+    reason: string,
+    pending: Map<number, PendingShard>,
+    capped = true,
+  ): Promise<void> {
+    if (capped) p.rejections++;
     p.lastReason = reason;
     if (p.rejections > MAX_REJECTIONS_PER_SHARD) {
       throw new Error(

@@ -19,7 +19,7 @@
  *   overdue (`--step-timeout`) too; a step with no worker waits for one.
  */
 import { randomBytes } from "node:crypto";
-import { Queue } from "bullmq";
+import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
 import { stepsPerEpoch } from "../core/plan.js";
@@ -32,25 +32,21 @@ import {
   type StepOutcome,
   type StepRequest,
 } from "../core/trainer.js";
-import { LANES_QUEUE_NAME, LIVE_WORKER_WINDOW_MS, type RunKeys } from "../shared/keys.js";
+import { LIVE_WORKER_WINDOW_MS, type RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
-import type { LaneJob } from "../shared/messages.js";
 import { newRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { decodeResult, encodeStepHeader, type RangeResult, resultFrameBytes } from "../shared/step-frames.js";
 import { type Trace, traceNow } from "../shared/trace.js";
-import { deleteRunKeys } from "./cluster-executor.js";
 import { ClusterStats } from "./cluster-stats.js";
+import { RefusingFleet } from "./refusing-fleet.js";
+import { SeatKeeper, until } from "./seat-keeper.js";
 import { StepRound, type Unit } from "./step-round.js";
 import { StepServer, type WorkerLink } from "./step-server.js";
 
-/** Most seats: more workers than shards could not share a step. */
-const MAX_SEATS = 64;
-/** How often the seat keeper looks at the run's spec and waiting seats. */
-const KEEPER_MS = 1000;
-/** How long closing waits for workers to leave their seats. */
+/** How often a waiting step looks at its deadlines, a stop and the refusing fleet, at the least. */
+const TICK_MS = 1000;
+/** How long closing waits for workers to leave. */
 const CLOSE_WAIT_MS = 2000;
-/** Least time between two writes of the current version to Redis (see noteVersion). */
-const VERSION_MS = 100;
 
 /** Settings of the direct executor. */
 export interface DirectExecutorOptions {
@@ -100,25 +96,17 @@ interface Current {
 export class DirectExecutor implements GradientExecutor {
   readonly spec: RunSpec;
   readonly stats: ClusterStats;
-  /** Seats are lane jobs; metrics count them. */
-  readonly lanesBullQueue: Queue;
+  private readonly seats: SeatKeeper;
   private readonly server: StepServer;
   private readonly links: WorkerLink[] = [];
-  private readonly refusing = new Map<string, string>();
+  private readonly refusing = new RefusingFleet();
   private readonly paramCount: number;
-  private readonly totalVersions: number;
   private current?: Current;
-  private keeper?: NodeJS.Timeout;
-  private seatsAdded = 0;
   private abandonAt = Number.POSITIVE_INFINITY;
-  private specJson = "";
-  private versionNotedAt = 0;
   /** Set by fail(): every step fails with it. */
   private failure?: Error;
   /** The trainer waiting in ready(). */
   private waitingForWorker?: { resolve(): void; reject(e: Error): void };
-  /** Since when every live worker has refused the run (see checkRefusingFleet). */
-  private allRefusingSince: number | undefined;
   /** Owned copies of accepted gradients (a frame's body is reused by the next frame). */
   private prefixSum: Float64Array;
   private readonly shardGrads: Float32Array[] = [];
@@ -127,7 +115,6 @@ export class DirectExecutor implements GradientExecutor {
     this.stats = o.stats ?? new ClusterStats();
     this.paramCount = layoutOf(o.config.spec.layers).size;
     this.prefixSum = new Float64Array(this.paramCount);
-    this.totalVersions = o.config.epochs * stepsPerEpoch(o.data.train.n, o.config.batch);
     this.spec = newRunSpec(o, { host: o.advertiseHost, port: 0, token: randomBytes(16).toString("hex") });
     const direct = this.spec.direct!;
     const k = Math.min(o.config.shards, o.config.batch);
@@ -149,28 +136,19 @@ export class DirectExecutor implements GradientExecutor {
       },
       o.log,
     );
-    this.lanesBullQueue = new Queue(LANES_QUEUE_NAME, {
-      connection: o.redis,
-      prefix: o.keys.queuePrefix,
-      defaultJobOptions: { removeOnComplete: true, removeOnFail: 100, attempts: 1 },
-    });
-    this.lanesBullQueue.on("error", (e) => o.log.warn({ err: e.message }, "bullmq seats queue error"));
+    const versions = o.config.epochs * stepsPerEpoch(o.data.train.n, o.config.batch);
+    this.seats = new SeatKeeper(o.redis, o.keys, versions, o.log, () => this.links.length);
+  }
+
+  /** The seats' queue (metrics count its jobs). */
+  get lanesBullQueue(): Queue {
+    return this.seats.queue;
   }
 
   /** Opens the data port, publishes the run spec, clears an earlier session's keys and adds seats. */
   async open(): Promise<void> {
-    const { redis, keys } = this.o;
     this.spec.direct!.port = await this.server.listen(this.o.listenHost, this.o.listenPort);
-    this.specJson = JSON.stringify(this.spec);
-    await redis.del(keys.version, keys.notices, keys.counters);
-    await this.lanesBullQueue.drain(true);
-    await deleteRunKeys(redis, keys.allResults);
-    await deleteRunKeys(redis, keys.allClaims);
-    await deleteRunKeys(redis, keys.allWeights);
-    await redis.set(keys.spec, this.specJson);
-    await this.addSeats(Math.min(this.o.config.shards, MAX_SEATS));
-    this.keeper = setInterval(() => void this.keepSeats(), KEEPER_MS);
-    this.keeper.unref();
+    await this.seats.open(this.spec, this.o.config.shards);
   }
 
   /** The data port the coordinator listens on. */
@@ -185,7 +163,7 @@ export class DirectExecutor implements GradientExecutor {
     // optimizer changes the params.
     const copy = Buffer.allocUnsafe(weights.length);
     weights.copy(copy);
-    this.noteVersion(req.version);
+    this.seats.noteVersion(req.version);
     const open = this.links.filter((l) => !l.closed && !l.leaving);
     // A worker that missed a deadline and has not answered since (frozen,
     // say) gets no range while others can take the step.
@@ -233,9 +211,9 @@ export class DirectExecutor implements GradientExecutor {
       // Workers that cannot serve the run say so before any step: stop a run
       // that none can serve (see checkRefusingFleet).
       const timer = setInterval(() => {
-        if (this.refusing.size === 0) return;
+        if (!this.refusing.any) return;
         void this.checkRefusingFleet((e) => this.waitingForWorker?.reject(e));
-      }, KEEPER_MS / 2);
+      }, TICK_MS / 2);
       const done = () => clearInterval(timer);
       this.waitingForWorker = {
         resolve: () => {
@@ -269,26 +247,11 @@ export class DirectExecutor implements GradientExecutor {
 
   /** Ends every worker's connection and the seats; with `cleanup`, deletes every key of the run. */
   async close(cleanup: boolean): Promise<void> {
-    clearInterval(this.keeper);
-    // Waiting seats first: a worker whose seat ends would take the next one.
-    // (Not after a lost lease: the queue is the new coordinator's now.)
-    if (cleanup) await this.lanesBullQueue.drain(true).catch(() => {});
+    await this.seats.stop(cleanup);
     for (const l of this.links) l.close("run over");
-    // Let the workers end their seats (complete their lane jobs) before the
-    // queue goes: else each logs BullMQ's "Missing key for job".
     await until(() => this.links.length === 0, CLOSE_WAIT_MS);
-    if (cleanup) {
-      await until(
-        async () => (await this.lanesBullQueue.getActiveCount().catch(() => 0)) === 0,
-        CLOSE_WAIT_MS,
-      );
-    }
     await this.server.close();
-    if (cleanup) {
-      await this.lanesBullQueue.obliterate({ force: true }).catch(() => {});
-      await deleteRunKeys(this.o.redis, this.o.keys.all).catch(() => {});
-    }
-    await this.lanesBullQueue.close();
+    await this.seats.close(cleanup);
   }
 
   /** Sends unit `u` of the step in hand to worker `l`. */
@@ -304,7 +267,7 @@ export class DirectExecutor implements GradientExecutor {
     const cur = this.current;
     if (!cur) return;
     clearTimeout(cur.timer);
-    const at = Math.min(cur.round.nextDeadline(), this.abandonAt, Date.now() + KEEPER_MS);
+    const at = Math.min(cur.round.nextDeadline(), this.abandonAt, Date.now() + TICK_MS);
     cur.timer = setTimeout(() => this.tick(), Math.max(0, at - Date.now()));
   }
 
@@ -316,7 +279,7 @@ export class DirectExecutor implements GradientExecutor {
       cur.reject(new StepAbortedError("the step did not finish within --step-timeout of the stop"));
       return;
     }
-    if (this.links.length > 0 || this.refusing.size === 0) this.allRefusingSince = undefined;
+    if (this.links.length > 0 || !this.refusing.any) this.refusing.reset();
     else
       void this.checkRefusingFleet((e) => {
         if (this.current === cur) cur.reject(e);
@@ -361,21 +324,13 @@ export class DirectExecutor implements GradientExecutor {
 
   private joined(l: WorkerLink): void {
     this.links.push(l);
-    this.refusing.delete(l.workerId);
+    this.refusing.joined(l.workerId);
     this.o.log.info({ worker: l.workerId, workers: this.links.length }, "worker joined");
     this.waitingForWorker?.resolve();
     this.waitingForWorker = undefined;
     const cur = this.current;
     if (!cur) return;
     for (const u of cur.round.unheld()) this.send(l, u);
-  }
-
-  /** The version in Redis for operators and tests to follow progress: at most every VERSION_MS. */
-  private noteVersion(version: number): void {
-    const now = Date.now();
-    if (now - this.versionNotedAt < VERSION_MS) return;
-    this.versionNotedAt = now;
-    this.o.redis.set(this.o.keys.version, String(version)).catch(() => {});
   }
 
   private left(l: WorkerLink, why: string): void {
@@ -398,21 +353,15 @@ export class DirectExecutor implements GradientExecutor {
   }
 
   private refused(workerId: string, reason: string, message: string): void {
-    if (this.refusing.get(workerId) !== reason) {
+    if (this.refusing.refused(workerId, reason)) {
       this.o.log.error({ worker: workerId, reason }, `a worker cannot serve this run: ${message}`);
     }
-    this.refusing.set(workerId, reason);
     this.stats.countRejected(
       reason === "data_mismatch" || reason === "spec_mismatch" ? "spec_mismatch" : "refused",
     );
   }
 
-  /**
-   * No worker is connected and some refused the run: stop it once every live
-   * worker (heartbeat in the last LIVE_WORKER_WINDOW_MS: a worker beats from
-   * the moment Redis answers, before its data loads) has refused it for a
-   * whole step timeout. A good worker still starting keeps the run waiting.
-   */
+  /** No worker is connected and some refused the run: `stop` it if none can serve it (see RefusingFleet). */
   private async checkRefusingFleet(stop: (e: Error) => void): Promise<void> {
     const { redis, keys } = this.o;
     let live: string[];
@@ -421,27 +370,8 @@ export class DirectExecutor implements GradientExecutor {
     } catch {
       return; // Redis unreachable: no verdict now
     }
-    for (const w of this.refusing.keys()) if (!live.includes(w)) this.refusing.delete(w);
-    if (this.links.length > 0 || live.length === 0 || !live.every((w) => this.refusing.has(w))) {
-      this.allRefusingSince = undefined;
-      return;
-    }
-    this.allRefusingSince ??= Date.now();
-    if (Date.now() - this.allRefusingSince >= this.o.stepTimeoutSeconds * 1000)
-      stop(this.refusingFleetError());
-  }
-
-  private refusingFleetError(): Error {
-    const ids = [...this.refusing.keys()];
-    const reasons = [...new Set(this.refusing.values())].join(", ");
-    return new Error(
-      `no live worker can serve this run: ${ids.length === 1 ? "the only one" : `all ${ids.length}`} ` +
-        `(${ids
-          .slice(0, 5)
-          .map((w) => JSON.stringify(w.slice(0, 64)))
-          .join(", ")}${ids.length > 5 ? ", ..." : ""}) refused it (last reason: ${reasons}); ` +
-        "check the workers' logs (same dataset and --train-limit/--test-limit, same gradfleet version?)",
-    );
+    const e = this.refusing.check(live, this.links.length, this.o.stepTimeoutSeconds * 1000);
+    if (e) stop(e);
   }
 
   /** A RESULT frame from worker `l`. */
@@ -586,48 +516,4 @@ export class DirectExecutor implements GradientExecutor {
     }
     return { results, prefix, computeSeconds: Math.max(0, ...cur.perWorker.values()) };
   }
-
-  /** Adds `n` seats (lane jobs of the whole run) for workers to take. */
-  private async addSeats(n: number): Promise<void> {
-    const data: LaneJob = { session: this.spec.session, from: 0, to: this.totalVersions };
-    const jobs = Array.from({ length: n }, () => ({
-      name: "seat",
-      data,
-      opts: { jobId: `${this.spec.session}-seat-${this.seatsAdded++}` },
-    }));
-    await this.lanesBullQueue.addBulk(jobs);
-  }
-
-  /**
-   * Once a second: the run spec must still be in Redis as published (a
-   * restarted or flushed Redis loses it: publish again), and a seat must be
-   * waiting while fewer workers than seats are connected (seats are used up
-   * by workers that leave, refuse, or cannot reach the data port).
-   */
-  private async keepSeats(): Promise<void> {
-    const { redis, keys, log } = this.o;
-    try {
-      const spec = await redis.get(keys.spec);
-      if (spec !== this.specJson) {
-        log.warn(
-          { key: keys.spec },
-          spec === null
-            ? "the run spec vanished from Redis; publishing it again"
-            : "the run spec in Redis was overwritten; publishing it again",
-        );
-        await redis.set(keys.spec, this.specJson);
-      }
-      if (this.links.length >= MAX_SEATS) return;
-      const waiting = await this.lanesBullQueue.getWaitingCount();
-      if (waiting === 0) await this.addSeats(1);
-    } catch (e) {
-      log.debug({ err: (e as Error).message }, "seat keeper: Redis did not answer");
-    }
-  }
-}
-
-/** Resolves once `done()` is true (checked every 20 ms), or after `ms`. */
-async function until(done: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await done()) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }
