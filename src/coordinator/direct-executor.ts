@@ -27,7 +27,6 @@ import type { RunConfig } from "../core/run-config.js";
 import { layoutOf } from "../core/spec.js";
 import {
   type GradientExecutor,
-  type ShardResult,
   StepAbortedError,
   type StepOutcome,
   type StepRequest,
@@ -38,6 +37,7 @@ import { newRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { decodeResult, encodeStepHeader, type RangeResult, resultFrameBytes } from "../shared/step-frames.js";
 import { type Trace, traceNow } from "../shared/trace.js";
 import { ClusterStats } from "./cluster-stats.js";
+import { checkRange, RangeResults } from "./range-results.js";
 import { RefusingFleet } from "./refusing-fleet.js";
 import { SeatKeeper, until } from "./seat-keeper.js";
 import { StepRound, type Unit } from "./step-round.js";
@@ -70,19 +70,12 @@ export interface DirectExecutorOptions {
   trace?: Trace;
 }
 
-/** What a unit's accepted result left behind. */
-interface UnitValue {
-  costs: number[];
-  counts: number[];
-}
-
 /** The step in hand. */
 interface Current {
   req: StepRequest;
   round: StepRound<WorkerLink>;
   header: (lo: number, hi: number) => Buffer;
   weights: Buffer;
-  values: Map<Unit<WorkerLink>, UnitValue>;
   nonFinite: Set<Unit<WorkerLink>>;
   perWorker: Map<string, number>;
   resolve(): void;
@@ -108,13 +101,12 @@ export class DirectExecutor implements GradientExecutor {
   /** The trainer waiting in ready(). */
   private waitingForWorker?: { resolve(): void; reject(e: Error): void };
   /** Owned copies of accepted gradients (a frame's body is reused by the next frame). */
-  private prefixSum: Float64Array;
-  private readonly shardGrads: Float32Array[] = [];
+  private readonly kept: RangeResults;
 
   constructor(private readonly o: DirectExecutorOptions) {
     this.stats = o.stats ?? new ClusterStats();
     this.paramCount = layoutOf(o.config.spec.layers).size;
-    this.prefixSum = new Float64Array(this.paramCount);
+    this.kept = new RangeResults(this.paramCount);
     this.spec = newRunSpec(o, { host: o.advertiseHost, port: 0, token: randomBytes(16).toString("hex") });
     const direct = this.spec.direct!;
     const k = Math.min(o.config.shards, o.config.batch);
@@ -170,6 +162,7 @@ export class DirectExecutor implements GradientExecutor {
     const prompt = open.filter((l) => !l.late);
     const live = prompt.length > 0 ? prompt : open;
     const round = new StepRound(req.shards.length, live, this.o.stepTimeoutSeconds * 1000);
+    this.kept.clear();
     await new Promise<void>((resolve, reject) => {
       const cur: Current = {
         req,
@@ -180,7 +173,6 @@ export class DirectExecutor implements GradientExecutor {
             { version: req.version, epoch: req.epoch, step: req.step, lo, hi },
             this.paramCount,
           ),
-        values: new Map(),
         nonFinite: new Set(),
         perWorker: new Map(),
         resolve,
@@ -201,7 +193,7 @@ export class DirectExecutor implements GradientExecutor {
       this.o.trace.span("wait for results", this.current.sentAt, traceNow());
     const cur = this.current!;
     this.current = undefined;
-    return this.outcome(cur);
+    return this.kept.outcome(cur.round.units, req.shards, Math.max(0, ...cur.perWorker.values()));
   }
 
   /** Resolves once a worker has joined (the trainer starts its clock then). */
@@ -418,7 +410,7 @@ export class DirectExecutor implements GradientExecutor {
       return;
     }
     if (u.holder === l) l.busy = Math.max(0, l.busy - 1);
-    const why = this.check(cur, r);
+    const why = checkRange(cur.req.shards, r);
     if (why === "wrong_shard") {
       this.stats.countRejected(why);
       this.o.log.error(
@@ -448,7 +440,7 @@ export class DirectExecutor implements GradientExecutor {
         "non-finite gradient again after a recompute",
       );
     }
-    this.keep(cur, u, r);
+    this.kept.keep(u, r);
     cur.round.accept(u);
     this.releaseIfIdle(l);
     this.stats.workersSeen.add(l.workerId);
@@ -467,53 +459,5 @@ export class DirectExecutor implements GradientExecutor {
     cur.round.assign(u, to, true);
     to.busy++;
     to.sendAll([cur.header(u.lo, u.hi), cur.weights]);
-  }
-
-  /** Why a result cannot be used, or undefined when it can ("non_finite" is decided by the caller). */
-  private check(cur: Current, r: RangeResult): "wrong_shard" | "non_finite" | undefined {
-    const shards = cur.req.shards;
-    if (r.lo === 0) {
-      let n = 0;
-      for (let s = 0; s < r.hi; s++) n += shards[s].end - shards[s].start;
-      if (r.counts[0] !== n) return "wrong_shard";
-    } else {
-      for (let s = r.lo; s < r.hi; s++)
-        if (r.counts[s - r.lo] !== shards[s].end - shards[s].start) return "wrong_shard";
-    }
-    for (const c of r.costs) if (!Number.isFinite(c)) return "non_finite";
-    const g = r.grads;
-    for (let i = 0; i < g.length; i++) if (g[i] - g[i] !== 0) return "non_finite";
-    return undefined;
-  }
-
-  /** Copies an accepted result out of the frame body (which the next frame reuses). */
-  private keep(cur: Current, u: Unit<WorkerLink>, r: RangeResult): void {
-    if (r.lo === 0) this.prefixSum.set(r.grads as Float64Array);
-    else {
-      const P = this.paramCount;
-      for (let s = r.lo; s < r.hi; s++) {
-        this.shardGrads[s] ??= new Float32Array(P);
-        this.shardGrads[s].set((r.grads as Float32Array).subarray((s - r.lo) * P, (s - r.lo + 1) * P));
-      }
-    }
-    cur.values.set(u, { costs: [...r.costs], counts: [...r.counts] });
-  }
-
-  private outcome(cur: Current): StepOutcome {
-    const results: ShardResult[] = [];
-    let prefix: StepOutcome["prefix"];
-    for (const u of cur.round.units) {
-      const v = cur.values.get(u)!;
-      if (u.lo === 0) prefix = { through: u.hi, sum: this.prefixSum, cost: v.costs[0], count: v.counts[0] };
-      else
-        for (let s = u.lo; s < u.hi; s++)
-          results.push({
-            shard: cur.req.shards[s].shard,
-            grad: this.shardGrads[s],
-            cost: v.costs[s - u.lo],
-            count: v.counts[s - u.lo],
-          });
-    }
-    return { results, prefix, computeSeconds: Math.max(0, ...cur.perWorker.values()) };
   }
 }
