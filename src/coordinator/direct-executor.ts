@@ -199,6 +199,10 @@ export class DirectExecutor implements GradientExecutor {
   /** Resolves once a worker has joined (the trainer starts its clock then). */
   ready(): Promise<void> {
     if (this.links.length > 0) return Promise.resolve();
+    // A stop asked for before the trainer got here (while the run was published).
+    if (this.abandonAt !== Number.POSITIVE_INFINITY) {
+      return Promise.reject(new StepAbortedError("stopped before any worker joined"));
+    }
     return new Promise<void>((resolve, reject) => {
       // Workers that cannot serve the run say so before any step: stop a run
       // that none can serve (see checkRefusingFleet).
