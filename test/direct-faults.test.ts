@@ -16,6 +16,7 @@ import { type CliProcess, stopCli, waitFor } from "./helpers/cli.js";
 import { procState } from "./helpers/fleet.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
+import { SLOW_TRAIN, slowRun } from "./helpers/slow-run.js";
 import { Tracked } from "./helpers/tracked.js";
 
 // Generous test timeouts: these runs take 10 s on a quiet machine and minutes
@@ -24,27 +25,8 @@ import { Tracked } from "./helpers/tracked.js";
 // tens of ms, so a killed worker nearly always holds one; 64 steps leave time
 // for several faults however fast the machine is.
 const EPOCHS = 8;
-const TRAIN = 8_192;
-const BATCH = 1_024;
-const RUN = [
-  "--kernel",
-  "ref",
-  "--layers",
-  "784,128,64,10",
-  "--batch",
-  String(BATCH),
-  "--shards",
-  "4",
-  "--train-limit",
-  String(TRAIN),
-  "--test-limit",
-  "500",
-  "--epochs",
-  String(EPOCHS),
-  "--dispatch",
-  "direct",
-  "--json",
-];
+const TRAIN = SLOW_TRAIN;
+const RUN = slowRun(EPOCHS, "direct", 500);
 const SAMPLES = EPOCHS * TRAIN;
 
 const procs = new Tracked();

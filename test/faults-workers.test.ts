@@ -9,35 +9,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stopCli, waitFor } from "./helpers/cli.js";
 import { Fleet } from "./helpers/fleet.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
+import { SLOW_BATCH, SLOW_TRAIN, slowRun } from "./helpers/slow-run.js";
 import { Tracked } from "./helpers/tracked.js";
 
 // Shards big enough (256 samples through 784-128-64-10 with the reference
 // kernel, tens of ms) that a worker is caught computing one, and enough steps
 // (48) for several faults however fast, or loaded, the machine is.
 const EPOCHS = 6;
-const TRAIN = 8_192;
-const BATCH = 1_024;
-const RUN = [
-  "--kernel",
-  "ref",
-  "--layers",
-  "784,128,64,10",
-  "--batch",
-  String(BATCH),
-  "--shards",
-  "4",
-  "--train-limit",
-  String(TRAIN),
-  "--test-limit",
-  "1000",
-  "--epochs",
-  String(EPOCHS),
-  // Busy workers are found through the lanes' claims in Redis; direct steps
-  // have their own fault tests (direct-faults.test.ts).
-  "--dispatch",
-  "lanes",
-  "--json",
-];
+const TRAIN = SLOW_TRAIN;
+const BATCH = SLOW_BATCH;
+// Busy workers are found through the lanes' claims in Redis; direct steps
+// have their own fault tests (direct-faults.test.ts).
+const RUN = slowRun(EPOCHS, "lanes", 1000);
 const SAMPLES = EPOCHS * TRAIN;
 const STEPS = EPOCHS * Math.ceil(TRAIN / BATCH);
 

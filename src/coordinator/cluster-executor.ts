@@ -38,10 +38,8 @@
  */
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import type { DataBundle } from "../core/dataset.js";
 import type { ShardRange } from "../core/plan.js";
 import { stepsPerEpoch } from "../core/plan.js";
-import type { RunConfig } from "../core/run-config.js";
 import {
   type GradientExecutor,
   type ShardResult,
@@ -49,8 +47,7 @@ import {
   type StepRequest,
 } from "../core/trainer.js";
 import type { Dispatch } from "../shared/dispatch.js";
-import { LANES_QUEUE_NAME, LIVE_WORKER_WINDOW_MS, QUEUE_NAME, type RunKeys } from "../shared/keys.js";
-import type { Logger } from "../shared/log.js";
+import { LANES_QUEUE_NAME, LIVE_WORKER_WINDOW_MS, QUEUE_NAME } from "../shared/keys.js";
 import {
   CANNOT_SERVE_REASONS,
   decodeResult,
@@ -65,6 +62,7 @@ import {
 } from "../shared/messages.js";
 import { newRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { ClusterStats } from "./cluster-stats.js";
+import type { ExecutorOptions } from "./executor-options.js";
 
 /** How many times one shard may be refused or rejected before the run stops. */
 const MAX_REJECTIONS_PER_SHARD = 6;
@@ -89,23 +87,11 @@ const LANE_RESEAT_MS = 1000;
 const MAX_LANES = 64;
 
 /** Settings of the cluster executor. */
-export interface ClusterExecutorOptions {
-  runId: string;
-  keys: RunKeys;
-  /** Producer connection (fail fast) for commands and the queue. */
-  redis: Redis;
+export interface ClusterExecutorOptions extends ExecutorOptions {
   /** A second connection, used only for the blocking BLPOP on notices. */
   blocking: Redis;
-  config: RunConfig;
-  data: DataBundle;
-  trainLimit: number | null;
-  testLimit: number | null;
-  log: Logger;
-  /** Seconds a picked-up shard may take before it is enqueued again. */
-  stepTimeoutSeconds: number;
   /** Lanes (default) or a job per shard. */
   dispatch?: Dispatch;
-  stats?: ClusterStats;
 }
 
 /** A command in flight on the blocking connection: a BLPOP, or the HGETALL behind a batch of them. */

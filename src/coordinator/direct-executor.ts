@@ -20,10 +20,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Queue } from "bullmq";
-import type { Redis } from "ioredis";
-import type { DataBundle } from "../core/dataset.js";
 import { stepsPerEpoch } from "../core/plan.js";
-import type { RunConfig } from "../core/run-config.js";
 import { layoutOf } from "../core/spec.js";
 import {
   type GradientExecutor,
@@ -31,12 +28,12 @@ import {
   type StepOutcome,
   type StepRequest,
 } from "../core/trainer.js";
-import { LIVE_WORKER_WINDOW_MS, type RunKeys } from "../shared/keys.js";
-import type { Logger } from "../shared/log.js";
+import { LIVE_WORKER_WINDOW_MS } from "../shared/keys.js";
 import { newRunSpec, type RunSpec } from "../shared/run-spec.js";
 import { decodeResult, encodeStepHeader, type RangeResult, resultFrameBytes } from "../shared/step-frames.js";
 import { type Trace, traceNow } from "../shared/trace.js";
 import { ClusterStats } from "./cluster-stats.js";
+import type { ExecutorOptions } from "./executor-options.js";
 import { checkRange, RangeResults } from "./range-results.js";
 import { RefusingFleet } from "./refusing-fleet.js";
 import { SeatKeeper, until } from "./seat-keeper.js";
@@ -49,23 +46,13 @@ const TICK_MS = 1000;
 const CLOSE_WAIT_MS = 2000;
 
 /** Settings of the direct executor. */
-export interface DirectExecutorOptions {
-  runId: string;
-  keys: RunKeys;
-  redis: Redis;
-  config: RunConfig;
-  data: DataBundle;
-  trainLimit: number | null;
-  testLimit: number | null;
-  log: Logger;
-  stepTimeoutSeconds: number;
+export interface DirectExecutorOptions extends ExecutorOptions {
   /** Address the data port listens on. */
   listenHost: string;
   /** Port (0: any free one). */
   listenPort: number;
   /** Address workers dial (put in the run spec). */
   advertiseHost: string;
-  stats?: ClusterStats;
   /** Spans of each step (send, wait, each result), when `--trace` is set. */
   trace?: Trace;
 }
@@ -163,36 +150,36 @@ export class DirectExecutor implements GradientExecutor {
     const live = prompt.length > 0 ? prompt : open;
     const round = new StepRound(req.shards.length, live, this.o.stepTimeoutSeconds * 1000);
     this.kept.clear();
-    await new Promise<void>((resolve, reject) => {
-      const cur: Current = {
-        req,
-        round,
-        weights: copy,
-        header: (lo, hi) =>
-          encodeStepHeader(
-            { version: req.version, epoch: req.epoch, step: req.step, lo, hi },
-            this.paramCount,
-          ),
-        nonFinite: new Set(),
-        perWorker: new Map(),
-        resolve,
-        reject,
-      };
-      this.current = cur;
-      const t0 = this.o.trace ? traceNow() : 0;
-      for (const u of round.units) if (u.holder) this.send(u.holder, u);
-      if (this.o.trace) {
-        cur.sentAt = traceNow();
-        this.o.trace.span("send step", t0, cur.sentAt, { version: req.version, workers: live.length });
-      }
-      this.arm();
-    }).finally(() => {
-      clearTimeout(this.current?.timer);
-    });
-    if (this.o.trace && this.current?.sentAt)
-      this.o.trace.span("wait for results", this.current.sentAt, traceNow());
-    const cur = this.current!;
-    this.current = undefined;
+    const cur: Current = {
+      req,
+      round,
+      weights: copy,
+      header: (lo, hi) =>
+        encodeStepHeader({ version: req.version, epoch: req.epoch, step: req.step, lo, hi }, this.paramCount),
+      nonFinite: new Set(),
+      perWorker: new Map(),
+      resolve: () => {},
+      reject: () => {},
+    };
+    this.current = cur;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        cur.resolve = resolve;
+        cur.reject = reject;
+        const t0 = this.o.trace ? traceNow() : 0;
+        for (const u of round.units) if (u.holder) this.send(u.holder, u);
+        if (this.o.trace) {
+          cur.sentAt = traceNow();
+          this.o.trace.span("send step", t0, cur.sentAt, { version: req.version, workers: live.length });
+        }
+        this.arm();
+      });
+    } finally {
+      // Also when the step failed or was given up: nothing may act on it later.
+      clearTimeout(cur.timer);
+      this.current = undefined;
+    }
+    if (this.o.trace && cur.sentAt) this.o.trace.span("wait for results", cur.sentAt, traceNow());
     return this.kept.outcome(cur.round.units, req.shards, Math.max(0, ...cur.perWorker.values()));
   }
 
