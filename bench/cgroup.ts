@@ -17,8 +17,23 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
-/** The CFS period: 100 ms, as `docker run --cpus` uses; a slice is this much quota per period. */
-export const PERIOD_US = 100_000;
+/**
+ * The CFS period: a slice is this much quota per period. 100 ms by default,
+ * as `docker run --cpus` uses; GRADFLEET_BENCH_PERIOD_MS (1..1000) sets
+ * another. A long period lets a group run at full speed for its quota and
+ * then stops it for the rest of the period, which stalls a synchronous step
+ * for up to the whole period; a short one is closer to a host whose core is
+ * slow all the time (what the emulation stands for).
+ */
+export const PERIOD_US = periodFromEnv();
+/** GRADFLEET_BENCH_PERIOD_MS in µs, or 100 ms. */
+function periodFromEnv(): number {
+  const v = process.env.GRADFLEET_BENCH_PERIOD_MS;
+  if (v === undefined || v === "") return 100_000;
+  const ms = Number(v);
+  if (!(ms >= 1 && ms <= 1000)) throw new Error(`GRADFLEET_BENCH_PERIOD_MS must be 1..1000, got "${v}"`);
+  return Math.round(ms * 1000);
+}
 /** The kernel refuses a quota under 1 ms. */
 const MIN_QUOTA_US = 1000;
 

@@ -24,8 +24,9 @@
  * of epochs 2..E; E = 2 + N keeps the timed part about as long for every N
  * if the cluster scales. PyTorch's are its timed loop after 20 warm-up steps.
  *
- * Environment: GRADFLEET_BENCH_SLICE (cores per emulated host, default 0.1)
- * and GRADFLEET_BENCH_SCALING_BATCH (global batch, default 8192).
+ * Environment: GRADFLEET_BENCH_SLICE (cores per emulated host, default 0.1),
+ * GRADFLEET_BENCH_SCALING_BATCH (global batch, default 8192) and
+ * GRADFLEET_BENCH_PERIOD_MS (the CFS period, default 100; see cgroup.ts).
  * Needs root (it creates cgroups); says so and skips when it cannot.
  */
 import { cpus } from "node:os";

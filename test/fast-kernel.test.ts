@@ -8,7 +8,6 @@ import { allocatePixels, pixelHomeOf, WORKSPACE_ROOM } from "../src/core/pixel-m
 import { Rng } from "../src/core/prng.js";
 import { referenceCost, referenceGradient } from "../src/core/reference.js";
 import { layoutOf, type ModelSpec } from "../src/core/spec.js";
-import { meanGradient } from "../src/core/trainer.js";
 import { assembleWat } from "../src/core/wasm/assemble.js";
 import { KERNEL_WASM_BASE64 } from "../src/core/wasm/kernel-bytes.js";
 import { instantiateKernel } from "../src/core/wasm/module.js";
@@ -341,66 +340,5 @@ describe("the shipped WebAssembly", () => {
     const wat = await readFile(new URL("../src/core/wasm/kernel.wat", import.meta.url), "utf8");
     const bytes = await assembleWat(wat);
     expect(Buffer.from(bytes).toString("base64")).toBe(KERNEL_WASM_BASE64);
-  });
-});
-
-describe("the trainer's shard combine (fused for speed)", () => {
-  /** The combine as first written: whole shards added one after another into zeros, then divided. */
-  function naiveMean(grads: Float32Array[], count: number, out: Float64Array): boolean {
-    out.fill(0);
-    for (const g of grads) for (let p = 0; p < out.length; p++) out[p] += g[p];
-    let finite = true;
-    for (let p = 0; p < out.length && finite; p++) {
-      out[p] /= count;
-      finite = Number.isFinite(out[p]);
-    }
-    return finite;
-  }
-
-  /** Values that stress rounding: ±0, subnormals, huge, mixed magnitudes that cancel. */
-  function nasty(n: number, seed: number): Float32Array {
-    const rng = new Rng(seed);
-    const specials = [0, -0, 1e-45, -1e-45, 1.17e-38, 3.4e38, -3.4e38, 1, -1, 0.1, 1e-40];
-    const g = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      g[i] =
-        rng.nextInt(3) === 0
-          ? specials[rng.nextInt(specials.length)]
-          : (rng.nextFloat() - 0.5) * 10 ** (rng.nextInt(30) - 15);
-    }
-    return g;
-  }
-
-  it.each([1, 2, 3, 4, 5, 7, 8, 9])("gives the bits of the shard-by-shard sum for %i shards", (shards) => {
-    for (const count of [1, 3, 10, 64, 100, 1024]) {
-      const grads = Array.from({ length: shards }, (_, k) => nasty(3001, shards * 100 + k + count));
-      const want = new Float64Array(3001);
-      const got = new Float64Array(3001).fill(5);
-      expect(
-        meanGradient(
-          grads.map((grad) => ({ grad })),
-          count,
-          got,
-        ),
-      ).toBe(naiveMean(grads, count, want));
-      expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true);
-    }
-  });
-
-  it("reports a NaN or infinite value in any shard, and no shards at all", () => {
-    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
-      for (const shards of [1, 3, 6]) {
-        const grads = Array.from({ length: shards }, (_, k) => nasty(50, k));
-        grads[shards - 1][17] = bad;
-        expect(
-          meanGradient(
-            grads.map((grad) => ({ grad })),
-            10,
-            new Float64Array(50),
-          ),
-        ).toBe(false);
-      }
-    }
-    expect(meanGradient([], 0, new Float64Array(5))).toBe(false);
   });
 });

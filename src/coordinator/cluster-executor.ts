@@ -42,8 +42,8 @@ import type { ShardRange } from "../core/plan.js";
 import { stepsPerEpoch } from "../core/plan.js";
 import {
   type GradientExecutor,
-  type ShardResult,
   StepAbortedError,
+  type StepOutcome,
   type StepRequest,
 } from "../core/trainer.js";
 import type { Dispatch } from "../shared/dispatch.js";
@@ -149,7 +149,7 @@ export class ClusterExecutor implements GradientExecutor {
   private asked: Asked[] = [];
   /** Set by fail(): the step in hand and every later one fail with it. */
   private failure?: Error;
-  /** One gradient buffer per shard, reused every step (ShardResult allows it). */
+  /** One gradient buffer per shard, reused every step (StepOutcome allows it). */
   private readonly gradBuffers: Float32Array[] = [];
 
   constructor(private readonly o: ClusterExecutorOptions) {
@@ -199,7 +199,7 @@ export class ClusterExecutor implements GradientExecutor {
     return this.lanesQueue;
   }
 
-  async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {
+  async computeStep(req: StepRequest): Promise<StepOutcome> {
     const timeoutMs = this.o.stepTimeoutSeconds * 1000;
     const pending = new Map<number, PendingShard>();
     for (const [index, range] of req.shards.entries()) {
@@ -258,12 +258,13 @@ export class ClusterExecutor implements GradientExecutor {
     // The step's compute is its busiest worker's: a worker with several
     // shards computes them one after another.
     const perWorker = new Map<string, number>();
-    const results = req.shards.map((r) => {
+    // Each shard a leaf of the step's shard tree (the trainer adds them up).
+    const blocks = req.shards.map((r, i) => {
       const f = done.get(r.shard)!;
       perWorker.set(f.workerId, (perWorker.get(f.workerId) ?? 0) + f.computeSeconds);
-      return { shard: r.shard, grad: f.grad, cost: f.cost, count: f.count };
+      return { lo: i, hi: i + 1, grad: f.grad, cost: f.cost, count: f.count };
     });
-    return { results, computeSeconds: Math.max(0, ...perWorker.values()) };
+    return { blocks, computeSeconds: Math.max(0, ...perWorker.values()) };
   }
 
   /**

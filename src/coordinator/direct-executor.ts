@@ -9,10 +9,9 @@
  * - exactly once: the coordinator is the only reader of results, and a
  *   step's range is accepted once (StepRound); a late copy, or one of an old
  *   version, is dropped and counted (duplicate, stale);
- * - the same bits for any worker count: a range that starts at shard 0 comes
- *   back as the float64 running sum of its shards, the coordinator's own
- *   first additions; later ranges come back per shard and are added after it
- *   in shard order (see trainer.meanGradient);
+ * - the same bits for any worker count: a range comes back as the sums of
+ *   the nodes of the step's shard tree that tile it, added by the worker, and
+ *   the trainer adds those up the rest of the tree (core/shard-tree.ts);
  * - nothing silent: a malformed result drops its worker, a wrong count or a
  *   non-finite gradient is refused, counted and computed again elsewhere;
  * - no hang: a range whose worker leaves goes to another at once, one that is
@@ -87,6 +86,8 @@ export class DirectExecutor implements GradientExecutor {
   private failure?: Error;
   /** The trainer waiting in ready(). */
   private waitingForWorker?: { resolve(): void; reject(e: Error): void };
+  /** The weights as sent with the step in hand (see computeStep). */
+  private weightsCopy = Buffer.alloc(0);
   /** Owned copies of accepted gradients (a frame's body is reused by the next frame). */
   private readonly kept: RangeResults;
 
@@ -101,10 +102,8 @@ export class DirectExecutor implements GradientExecutor {
       {
         session: this.spec.session,
         token: direct.token,
-        maxFrameBytes: Math.max(
-          resultFrameBytes(0, k, this.paramCount),
-          resultFrameBytes(1, k + 1, this.paramCount),
-        ),
+        // A range of k shards is tiled by at most k tree nodes (and never more than 64).
+        maxFrameBytes: resultFrameBytes(Math.min(k, 64), this.paramCount),
       },
       {
         onJoin: (l) => this.joined(l),
@@ -139,8 +138,12 @@ export class DirectExecutor implements GradientExecutor {
     if (this.failure) throw this.failure;
     const weights = Buffer.from(req.params.buffer, req.params.byteOffset, req.params.byteLength);
     // Copied: a slow worker's socket may still hold these bytes when the
-    // optimizer changes the params.
-    const copy = Buffer.allocUnsafe(weights.length);
+    // optimizer changes the params. The last step's copy is reused once every
+    // socket has handed its bytes to the kernel (no garbage per step).
+    if (this.links.some((l) => l.unsent > 0) || this.weightsCopy.length !== weights.length) {
+      this.weightsCopy = Buffer.allocUnsafe(weights.length);
+    }
+    const copy = this.weightsCopy;
     weights.copy(copy);
     this.seats.noteVersion(req.version);
     const open = this.links.filter((l) => !l.closed && !l.leaving);
@@ -180,7 +183,7 @@ export class DirectExecutor implements GradientExecutor {
       this.current = undefined;
     }
     if (this.o.trace && cur.sentAt) this.o.trace.span("wait for results", cur.sentAt, traceNow());
-    return this.kept.outcome(cur.round.units, req.shards, Math.max(0, ...cur.perWorker.values()));
+    return this.kept.outcome(cur.round.units, Math.max(0, ...cur.perWorker.values()));
   }
 
   /** Resolves once a worker has joined (the trainer starts its clock then). */
@@ -431,7 +434,7 @@ export class DirectExecutor implements GradientExecutor {
         "non-finite gradient again after a recompute",
       );
     }
-    this.kept.keep(u, r);
+    this.kept.keep(u, r, cur.req.shards.length);
     cur.round.accept(u);
     this.releaseIfIdle(l);
     this.stats.workersSeen.add(l.workerId);

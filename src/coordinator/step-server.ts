@@ -34,6 +34,11 @@ export class WorkerLink {
     private readonly socket: Socket,
   ) {}
 
+  /** Bytes written to this connection that the kernel has not taken yet. */
+  get unsent(): number {
+    return this.socket.writableLength;
+  }
+
   /** Sends the pieces of one frame in one go (corked: one writev); false once the connection is gone. */
   sendAll(pieces: Buffer[]): boolean {
     if (this.closed) return false;

@@ -6,7 +6,8 @@
 import type { DataBundle } from "./dataset.js";
 import { makeKernel } from "./kernel.js";
 import type { RunConfig } from "./run-config.js";
-import type { GradientExecutor, ShardResult, StepRequest } from "./trainer.js";
+import type { GradBlock } from "./shard-tree.js";
+import type { GradientExecutor, StepOutcome, StepRequest } from "./trainer.js";
 
 /** Computes shards in this process. */
 export class LocalExecutor implements GradientExecutor {
@@ -20,15 +21,16 @@ export class LocalExecutor implements GradientExecutor {
     this.kernel = makeKernel(cfg.kernel, cfg.spec);
   }
 
-  async computeStep(req: StepRequest): Promise<{ results: ShardResult[]; computeSeconds: number }> {
+  /** Every shard's gradient, each a leaf of the step's shard tree (the trainer adds them up). */
+  async computeStep(req: StepRequest): Promise<StepOutcome> {
     const perm = req.permutation();
     const t0 = performance.now();
-    const results: ShardResult[] = req.shards.map((s, i) => {
+    const blocks: GradBlock[] = req.shards.map((s, i) => {
       this.grads[i] ??= new Float32Array(req.params.length);
       const grad = this.grads[i];
       const { cost, count } = this.kernel.gradSum(req.params, this.data.train, perm, s.start, s.end, grad);
-      return { shard: s.shard, grad, cost, count };
+      return { lo: i, hi: i + 1, grad, cost, count };
     });
-    return { results, computeSeconds: (performance.now() - t0) / 1000 };
+    return { blocks, computeSeconds: (performance.now() - t0) / 1000 };
   }
 }

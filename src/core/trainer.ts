@@ -1,8 +1,8 @@
 /**
  * The training loop shared by in-process training and the cluster
  * coordinator: for every step it asks a GradientExecutor for the gradient
- * sums of the step's shards, combines them in shard order in float64, takes
- * the mean ONCE (the notes' (1/n) Σ_k over all n examples of the batch),
+ * sums of the step's shards, adds them up the step's shard tree (the same
+ * additions whoever computed what: shard-tree.ts), takes the mean ONCE (the notes' (1/n) Σ_k over all n examples of the batch),
  * applies the optimizer and moves on. Only where the shards are computed
  * differs between `train --workers 0` and a cluster.
  */
@@ -13,6 +13,7 @@ import { applyUpdate, initOptimizerState } from "./optimizer.js";
 import { type ShardRange, shardRanges, stepsPerEpoch } from "./plan.js";
 import { epochPermutation } from "./prng.js";
 import type { RunConfig } from "./run-config.js";
+import { type GradBlock, ShardTree } from "./shard-tree.js";
 
 /** Where training stands: enough to resume with the same bits. */
 export interface TrainState {
@@ -45,14 +46,6 @@ export interface StepRequest {
   shards: ShardRange[];
 }
 
-/** One shard's contribution. The executor may reuse `grad` after the next call. */
-export interface ShardResult {
-  shard: number;
-  grad: Float32Array;
-  cost: number;
-  count: number;
-}
-
 /** Seconds a step spent in each phase (the executor fills compute and communication). */
 export interface StepTiming {
   /**
@@ -67,33 +60,21 @@ export interface StepTiming {
   total: number;
 }
 
-/**
- * The first shards of a step already added up, in shard order in float64
- * starting from +0: exactly the trainer's own first additions, so a worker
- * that computed shards 0..k-1 can send one sum instead of k gradients and the
- * bits stay the same.
- */
-export interface PrefixSum {
-  /** Shards [0, through) are in it. */
-  through: number;
-  sum: Float64Array;
-  /** Their costs added from 0 in shard order. */
-  cost: number;
-  count: number;
-}
-
 /** What an executor returns for a step. */
 export interface StepOutcome {
-  /** One result per requested shard not in `prefix`, in shard order, each finite. */
-  results: ShardResult[];
-  /** The step's first shards, already summed (the cluster's direct steps). */
-  prefix?: PrefixSum;
+  /**
+   * The step's gradients as nodes of its shard tree that tile all its shards
+   * in order (see shard-tree.ts): one block per shard in process, a few
+   * pre-added nodes from a cluster's workers. Each finite. The executor may
+   * reuse a block's `grad` after the next call.
+   */
+  blocks: GradBlock[];
   computeSeconds: number;
 }
 
 /** Computes a step's shard gradients: in this process, or on a cluster. */
 export interface GradientExecutor {
-  /** Returns the step's gradients: every requested shard, in `prefix` or `results`. */
+  /** Returns the step's gradients: blocks that tile every requested shard. */
   computeStep(req: StepRequest): Promise<StepOutcome>;
   /**
    * Resolves when the executor can compute steps (a cluster: once a worker is
@@ -179,54 +160,18 @@ export interface TrainResult {
   stopped: boolean;
 }
 
-/** Zeros standing in for the missing shards of meanGradient's last group (never written). */
-let zeros = new Float32Array(0);
-
 /**
- * Writes the mean gradient `(prefix + Σ_k shards[k].grad) / count` into `out`
- * and returns whether every value of it is finite (no prefix: from +0).
- *
- * Each value is summed in float64 in shard order starting from +0 and then
- * divided by count: exactly the additions of summing whole shards one after
- * another, so exactly the same bits, but with four shards per pass over
- * memory and the division in the same pass (the combine is a serial part of
- * every step). The last group's missing shards read zeros: a sum that starts
- * at +0 is never -0, so adding +0 never changes it.
+ * Writes the mean gradient `sum / count` into `out` (float64: the float32 sum
+ * of the shard tree divided by the step's examples) and returns whether
+ * every value of it is finite.
  */
-export function meanGradient(
-  shards: readonly { grad: Float32Array }[],
-  count: number,
-  out: Float64Array,
-  prefix?: Float64Array,
-): boolean {
+export function meanGradient(sum: Float32Array, count: number, out: Float64Array): boolean {
   const n = out.length;
   let bad = false;
-  if (shards.length === 1 && !prefix) {
-    const g = shards[0].grad;
-    for (let p = 0; p < n; p++) {
-      const m = (0 + g[p]) / count;
-      out[p] = m;
-      if (m - m !== 0) bad = true; // NaN or ±Infinity
-    }
-    return !bad;
-  }
-  if (zeros.length < n) zeros = new Float32Array(n);
-  // A prefix is a sum that started at +0, so it is never -0 either.
-  if (prefix) out.set(prefix);
-  else out.fill(0);
-  let k = 0;
-  for (; k + 4 < shards.length; k += 4) {
-    const [g0, g1, g2, g3] = [shards[k].grad, shards[k + 1].grad, shards[k + 2].grad, shards[k + 3].grad];
-    for (let p = 0; p < n; p++) out[p] = out[p] + g0[p] + g1[p] + g2[p] + g3[p];
-  }
-  const g0 = shards[k]?.grad ?? zeros;
-  const g1 = shards[k + 1]?.grad ?? zeros;
-  const g2 = shards[k + 2]?.grad ?? zeros;
-  const g3 = shards[k + 3]?.grad ?? zeros;
   for (let p = 0; p < n; p++) {
-    const m = (out[p] + g0[p] + g1[p] + g2[p] + g3[p]) / count;
+    const m = sum[p] / count;
     out[p] = m;
-    if (m - m !== 0) bad = true;
+    if (m - m !== 0) bad = true; // NaN or ±Infinity
   }
   return !bad;
 }
@@ -260,6 +205,8 @@ export async function runTraining(
   const steps = stepsPerEpoch(n, cfg.batch);
   const evalNet = new Network(cfg.spec);
   const sum = new Float64Array(state.params.length);
+  const tree = new ShardTree(state.params.length);
+  const treeSum = new Float32Array(state.params.length);
   let test: Evaluation | undefined;
   let stepsHere = 0;
   let samplesHere = 0;
@@ -306,16 +253,12 @@ export async function runTraining(
         await hooks.checkpoint?.(state, "stopped");
         break outer;
       }
-      const { results, computeSeconds, prefix } = step;
+      const { computeSeconds } = step;
       const t1 = performance.now();
-      // Combine in shard order in float64: the same bits for any worker count.
-      let cost = prefix?.cost ?? 0;
-      let count = prefix?.count ?? 0;
-      for (const r of results) {
-        cost += r.cost;
-        count += r.count;
-      }
-      const finite = meanGradient(results, count, sum, prefix?.sum) && Number.isFinite(cost);
+      // Add up the shard tree (the same additions for any worker count).
+      const k = shards.length;
+      const { grad, cost, count } = tree.sum(step.blocks, 0, k, k, treeSum);
+      const finite = meanGradient(grad, count, sum) && Number.isFinite(cost);
       if (!finite) {
         await hooks.checkpoint?.(state, "diverged");
         throw new DivergenceError(state.epoch, state.step, cfg.optimizer.lr);

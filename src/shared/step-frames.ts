@@ -14,11 +14,11 @@
  * of 8 within the body, so a receiver that copies the body into an aligned
  * buffer reads them through views, with no per-value decoding.
  *
- * A RESULT of a range that starts at shard 0 carries the float64 running sum
- * of its shards (the coordinator's own first additions, done in the same
- * order: the same bits); a range that starts later carries each shard's
- * float32 gradient, which the coordinator adds after the prefix in shard
- * order. So the sum is the same whoever computed what.
+ * A RESULT carries one float32 gradient per node of the step's shard tree
+ * that tiles the worker's range (core/shard-tree.ts, blocksOf: one node for a
+ * range that is a node, a few otherwise), added up by the worker; the
+ * coordinator adds the nodes up the rest of the tree. Every addition is the
+ * tree's, so the sum is the same whoever computed what.
  */
 
 /** Frame types. */
@@ -103,56 +103,50 @@ export interface RangeResult {
   hi: number;
   /** Seconds the worker spent computing the range. */
   computeSeconds: number;
-  /**
-   * lo = 0: one entry, the running sums over the range (costs from 0 in shard
-   * order; counts). lo > 0: one entry per shard.
-   */
+  /** Per block (node of the shard tree tiling [lo, hi), in order): examples and tree sum of costs. */
   counts: Uint32Array;
   costs: Float64Array;
-  /** lo = 0: Float64Array of paramCount running sums; else Float32Array of (hi-lo)·paramCount. */
-  grads: Float64Array | Float32Array;
+  /** The blocks' float32 gradients, one after another (blocks · paramCount). */
+  grads: Float32Array;
 }
 
 const RESULT_HEADER = 24;
+/** At most this many blocks in one RESULT (a range of up to 2^16 shards has fewer). */
+const MAX_BLOCKS = 64;
 
-/** Entries of a range's result: one running sum for a prefix, else one per shard. */
-export function resultEntries(lo: number, hi: number): number {
-  return lo === 0 ? 1 : hi - lo;
-}
-
-function resultLayout(lo: number, hi: number, paramCount: number) {
-  const m = resultEntries(lo, hi);
+function resultLayout(blocks: number, paramCount: number) {
   const counts = RESULT_HEADER;
-  const costs = counts + Math.ceil((4 * m) / 8) * 8;
-  const grads = costs + 8 * m;
-  const gradBytes = lo === 0 ? 8 * paramCount : 4 * paramCount * m;
-  return { m, counts, costs, grads, body: grads + gradBytes };
+  const costs = counts + Math.ceil((4 * blocks) / 8) * 8;
+  const grads = costs + 8 * blocks;
+  return { m: blocks, counts, costs, grads, body: grads + 4 * paramCount * blocks };
 }
 
-/** Bytes of a RESULT frame (prefix included). */
-export function resultFrameBytes(lo: number, hi: number, paramCount: number): number {
-  return 5 + resultLayout(lo, hi, paramCount).body;
+/** Bytes of a RESULT frame of `blocks` gradients. */
+export function resultFrameBytes(blocks: number, paramCount: number): number {
+  return 5 + resultLayout(blocks, paramCount).body;
 }
 
 /**
- * A RESULT frame laid out in `out` (at least resultFrameBytes, and with
- * `out.byteOffset + 5` a multiple of 8) for the worker to fill in place: the
- * kernel writes gradients straight into the views, and `frame` is what to send.
+ * A RESULT frame of `blocks` gradients laid out in `out` (at least
+ * resultFrameBytes, and with `out.byteOffset + 5` a multiple of 8) for the
+ * worker to fill in place: the kernel writes gradients straight into the
+ * views, and `frame` is what to send.
  */
 export function resultFrameIn(
   out: Buffer,
   version: number,
   lo: number,
   hi: number,
+  blocks: number,
   paramCount: number,
 ): {
   frame: Buffer;
   counts: Uint32Array;
   costs: Float64Array;
-  grads: Float64Array | Float32Array;
+  grads: Float32Array;
   setSeconds(s: number): void;
 } {
-  const l = resultLayout(lo, hi, paramCount);
+  const l = resultLayout(blocks, paramCount);
   const base = out.byteOffset + 5;
   if (base % 8 !== 0) throw new Error("result buffer must leave the body 8-byte aligned");
   out.writeUInt32LE(l.body + 1, 0);
@@ -160,10 +154,10 @@ export function resultFrameIn(
   out.writeUInt32LE(version, 5);
   out.writeUInt32LE(lo, 9);
   out.writeUInt32LE(hi, 13);
-  out.writeUInt32LE(0, 17);
+  out.writeUInt32LE(blocks, 17);
   return {
     frame: out.subarray(0, 5 + l.body),
-    ...resultViews(out.buffer, base, l, lo, paramCount),
+    ...resultViews(out.buffer, base, l, paramCount),
     setSeconds: (s) => out.writeDoubleLE(s, 21),
   };
 }
@@ -171,15 +165,20 @@ export function resultFrameIn(
 /**
  * Reads a RESULT body (aligned, see FrameReader); the arrays are views into
  * it. Throws, naming what is wrong, for a body that is not a well-formed
- * result for `paramCount` parameters.
+ * result for `paramCount` parameters. (Whether its blocks are the ones its
+ * range should have is the receiver's check: it knows the step.)
  */
 export function decodeResult(body: Buffer, paramCount: number): RangeResult {
   if (body.length < RESULT_HEADER) throw new Error(`result frame of ${body.length} bytes is too short`);
   const version = body.readUInt32LE(0);
   const lo = body.readUInt32LE(4);
   const hi = body.readUInt32LE(8);
+  const blocks = body.readUInt32LE(12);
   if (hi <= lo || hi - lo > 1 << 16) throw new Error(`result frame names shards [${lo}, ${hi})`);
-  const l = resultLayout(lo, hi, paramCount);
+  if (blocks < 1 || blocks > Math.min(hi - lo, MAX_BLOCKS)) {
+    throw new Error(`result frame of shards [${lo}, ${hi}) names ${blocks} blocks`);
+  }
+  const l = resultLayout(blocks, paramCount);
   if (body.length !== l.body) {
     throw new Error(`result frame of shards [${lo}, ${hi}) has ${body.length} bytes, expected ${l.body}`);
   }
@@ -188,7 +187,7 @@ export function decodeResult(body: Buffer, paramCount: number): RangeResult {
     lo,
     hi,
     computeSeconds: body.readDoubleLE(16),
-    ...resultViews(body.buffer, body.byteOffset, l, lo, paramCount),
+    ...resultViews(body.buffer, body.byteOffset, l, paramCount),
   };
 }
 
@@ -197,16 +196,12 @@ function resultViews(
   ab: ArrayBufferLike,
   base: number,
   l: ReturnType<typeof resultLayout>,
-  lo: number,
   paramCount: number,
 ) {
   return {
     counts: new Uint32Array(ab, base + l.counts, l.m),
     costs: new Float64Array(ab, base + l.costs, l.m),
-    grads:
-      lo === 0
-        ? new Float64Array(ab, base + l.grads, paramCount)
-        : new Float32Array(ab, base + l.grads, paramCount * l.m),
+    grads: new Float32Array(ab, base + l.grads, paramCount * l.m),
   };
 }
 
@@ -228,14 +223,21 @@ export function decodeJson(body: Buffer): Record<string, unknown> {
 }
 
 /**
- * Cuts a byte stream into frames. Each frame's body is copied into a buffer
- * of its own ArrayBuffer (8-byte aligned, reused from frame to frame: a body
- * is valid until the next frame is handled), so typed views need no copy.
+ * Cuts a byte stream into frames. Each byte is copied once, as it arrives,
+ * into the frame's body: a buffer of its own ArrayBuffer (8-byte aligned,
+ * reused from frame to frame: a body is valid until the next frame is
+ * handled), so typed views need no copy, and nothing of a pushed chunk is
+ * kept (the caller may reuse it: a socket's `onread` buffer).
  */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  /** The 5-byte head (length, type) of the frame being read, and how much of it is in. */
+  private readonly head = Buffer.alloc(5);
+  private headIn = 0;
   private body = Buffer.allocUnsafeSlow(0);
+  /** The frame being read: its type, body length and the body bytes in so far (-1: reading the head). */
+  private type = 0;
+  private want = -1;
+  private bodyIn = 0;
 
   /** @param onFrame called synchronously for each complete frame */
   constructor(
@@ -244,51 +246,37 @@ export class FrameReader {
   ) {}
 
   /** Feeds received bytes; throws on a frame larger than allowed. */
-  push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    for (;;) {
-      if (this.buffered < 4) return;
-      const head = this.peek(4);
-      const len = head.readUInt32LE(0);
-      if (len < 1 || len > this.maxBytes) throw new Error(`frame of ${len} bytes is out of bounds`);
-      if (this.buffered < 4 + len) return;
-      this.skip(4);
-      const type = this.take(1)[0];
-      const n = len - 1;
-      if (this.body.buffer.byteLength < n) this.body = Buffer.allocUnsafeSlow(Math.max(n, 1024));
-      const body = Buffer.from(this.body.buffer, 0, n);
-      this.copyOut(body);
-      this.onFrame(type, body);
+  push(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.want < 0) {
+        const k = Math.min(5 - this.headIn, chunk.length - at);
+        this.head.set(chunk.subarray(at, at + k), this.headIn);
+        this.headIn += k;
+        at += k;
+        if (this.headIn < 4) return;
+        const len = this.head.readUInt32LE(0);
+        if (len < 1 || len > this.maxBytes) throw new Error(`frame of ${len} bytes is out of bounds`);
+        if (this.headIn < 5) return;
+        this.type = this.head[4];
+        this.want = len - 1;
+        this.bodyIn = 0;
+        if (this.body.buffer.byteLength < this.want) {
+          this.body = Buffer.allocUnsafeSlow(Math.max(this.want, 1024));
+        }
+      }
+      const k = Math.min(this.want - this.bodyIn, chunk.length - at);
+      if (k > 0) {
+        this.body.set(chunk.subarray(at, at + k), this.bodyIn);
+        this.bodyIn += k;
+        at += k;
+      }
+      if (this.bodyIn === this.want) {
+        const body = Buffer.from(this.body.buffer, 0, this.want);
+        this.want = -1;
+        this.headIn = 0;
+        this.onFrame(this.type, body);
+      }
     }
-  }
-
-  private peek(n: number): Buffer {
-    if (this.chunks[0].length >= n) return this.chunks[0];
-    return Buffer.concat(this.chunks, Math.min(this.buffered, 64));
-  }
-
-  private skip(n: number): void {
-    this.take(n);
-  }
-
-  private take(n: number): Buffer {
-    const out = Buffer.allocUnsafe(n);
-    this.copyOut(out);
-    return out;
-  }
-
-  /** Moves the next out.length buffered bytes into `out`. */
-  private copyOut(out: Buffer): void {
-    let off = 0;
-    while (off < out.length) {
-      const c = this.chunks[0];
-      const k = Math.min(c.length, out.length - off);
-      c.copy(out, off, 0, k);
-      off += k;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    this.buffered -= out.length;
   }
 }

@@ -2,15 +2,16 @@
  * A worker's seat in a direct-dispatch session (see shared/step-frames.ts):
  * dial the coordinator's data port named in the run spec, say hello with the
  * session's token, then for every STEP frame compute the range of shards it
- * names on the weights it carries and answer with one RESULT frame. The
- * kernel writes straight into the outgoing frame; a range that starts at
- * shard 0 is summed here, in shard order in float64 from +0, exactly as the
- * coordinator would have summed it.
+ * names on the weights it carries and answer with one RESULT frame: the sums
+ * of the nodes of the step's shard tree that tile the range, added up here
+ * exactly as the coordinator would have (core/shard-tree.ts). A node of one
+ * shard goes straight from the kernel into the outgoing frame.
  */
 import { connect, type Socket } from "node:net";
 import type { DataBundle } from "../core/dataset.js";
 import type { Kernel } from "../core/kernel.js";
 import { shardRanges, stepsPerEpoch } from "../core/plan.js";
+import { blocksOf, type GradBlock, ShardTree } from "../core/shard-tree.js";
 import type { Logger } from "../shared/log.js";
 import type { RunSpec } from "../shared/run-spec.js";
 import {
@@ -28,6 +29,8 @@ import { type Trace, traceNow } from "../shared/trace.js";
 
 /** How long dialling the coordinator may take. */
 const CONNECT_MS = 5000;
+/** The seat's read buffer: a STEP frame of 784-16-16-10 (52 KB) in one read. */
+const READ_BUFFER_BYTES = 256 * 1024;
 /** How long a leaving worker waits for the coordinator to release it. */
 const LEAVE_MS = 10_000;
 
@@ -36,8 +39,6 @@ export interface SeatSession {
   spec: RunSpec;
   data: DataBundle;
   kernel: Kernel;
-  /** Scratch gradient of one shard (for a prefix range's running sum). */
-  grad: Float32Array;
   /** The epoch's permutation (cached by the worker). */
   permutation(epoch: number): Uint32Array;
 }
@@ -68,7 +69,19 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
   return new Promise((resolve) => {
     let connected = false;
     let end: SeatEnd = "dropped";
-    const socket = connect({ host, port });
+    // Reads land in one buffer of the seat's (the reader copies them out at
+    // once): no buffer allocated per read, so no garbage per step.
+    const socket = connect({
+      host,
+      port,
+      onread: {
+        buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+        callback: (n: number, buf: Uint8Array) => {
+          onBytes(buf.subarray(0, n));
+          return true;
+        },
+      },
+    });
     socket.setNoDelay(true);
     const connectTimer = setTimeout(() => socket.destroy(new Error("timed out")), CONNECT_MS);
     o.onStop(() => {
@@ -101,14 +114,14 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
         "seated: steps come over the data port",
       );
     });
-    socket.on("data", (chunk: Buffer) => {
+    const onBytes = (chunk: Uint8Array) => {
       try {
         reader.push(chunk);
       } catch (e) {
         o.log.error({ err: (e as Error).message }, "bad frame from the coordinator; leaving the seat");
         socket.destroy();
       }
-    });
+    };
     socket.on("error", (e) => {
       if (!connected) {
         end = "unreachable";
@@ -167,6 +180,9 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
   // Frames are reused once the socket has handed the last one to the kernel.
   let out = Buffer.alloc(0);
   let sentAt = 0;
+  // Leaf gradients of a node of several shards, and the tree that adds them.
+  const leaf: Float32Array[] = [];
+  const tree = new ShardTree(P);
   return (body) => {
     const arrived = o.trace ? traceNow() : 0;
     if (o.trace && sentAt) o.trace.span("wait for step", sentAt, arrived);
@@ -174,43 +190,41 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
     const ranges = shardRanges(spec.data.trainN, c.batch, c.shards, order.step);
     const bad = checkOrder(order, perEpoch, c.epochs, ranges.length);
     if (bad) throw new Error(bad);
-    const size = resultFrameBytes(order.lo, order.hi, P);
+    const blocks = blocksOf(order.lo, order.hi, ranges.length);
+    const size = resultFrameBytes(blocks.length, P);
     if (out.length < size || socket.writableLength > 0) {
       // Body at an 8-byte boundary: 3 bytes of slack put the 5-byte frame head before it.
       out = Buffer.allocUnsafeSlow(size + 3).subarray(3);
     }
-    const r = resultFrameIn(out, order.version, order.lo, order.hi, P);
+    const r = resultFrameIn(out, order.version, order.lo, order.hi, blocks.length, P);
     const perm = s.permutation(order.epoch);
     const t0 = performance.now();
-    if (order.lo === 0) {
-      const sum = r.grads as Float64Array;
-      sum.fill(0);
-      let cost = 0;
-      let count = 0;
-      for (let k = 0; k < order.hi; k++) {
-        const g = s.kernel.gradSum(params, s.data.train, perm, ranges[k].start, ranges[k].end, s.grad);
-        const grad = s.grad;
-        for (let p = 0; p < P; p++) sum[p] += grad[p];
-        cost += g.cost;
-        count += g.count;
+    for (const [i, [lo, hi]] of blocks.entries()) {
+      const into = r.grads.subarray(i * P, (i + 1) * P);
+      let b: GradBlock;
+      if (hi - lo === 1) {
+        // A one-shard node: the kernel writes it into the frame.
+        const g = s.kernel.gradSum(params, s.data.train, perm, ranges[lo].start, ranges[lo].end, into);
+        b = { lo, hi, grad: into, ...g };
+      } else {
+        const leaves: GradBlock[] = [];
+        for (let k = lo; k < hi; k++) {
+          leaf[k - lo] ??= new Float32Array(P);
+          const g = s.kernel.gradSum(
+            params,
+            s.data.train,
+            perm,
+            ranges[k].start,
+            ranges[k].end,
+            leaf[k - lo],
+          );
+          leaves.push({ lo: k, hi: k + 1, grad: leaf[k - lo], ...g });
+        }
+        b = tree.sum(leaves, lo, hi, ranges.length, into);
+        if (b.grad !== into) into.set(b.grad);
       }
-      r.costs[0] = cost;
-      r.counts[0] = count;
-    } else {
-      const grads = r.grads as Float32Array;
-      for (let k = order.lo; k < order.hi; k++) {
-        const i = k - order.lo;
-        const g = s.kernel.gradSum(
-          params,
-          s.data.train,
-          perm,
-          ranges[k].start,
-          ranges[k].end,
-          grads.subarray(i * P, (i + 1) * P),
-        );
-        r.costs[i] = g.cost;
-        r.counts[i] = g.count;
-      }
+      r.costs[i] = b.cost;
+      r.counts[i] = b.count;
     }
     const seconds = (performance.now() - t0) / 1000;
     r.setSeconds(seconds);
