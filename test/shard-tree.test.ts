@@ -5,6 +5,7 @@
  * step into ranges.
  */
 import { describe, expect, it } from "vitest";
+import { F32Heap } from "../src/core/f32-heap.js";
 import { Rng } from "../src/core/prng.js";
 import { blocksOf, type GradBlock, rootSize, ShardTree } from "../src/core/shard-tree.js";
 import { meanGradient } from "../src/core/trainer.js";
@@ -123,6 +124,31 @@ describe("ShardTree", () => {
         expect(got.count).toBe(want.count);
       }
     }
+  });
+
+  it("in a heap (the kernel's SIMD additions) gives the bits of the JavaScript additions", () => {
+    for (const P of [1, 3, 4, 97, 13_002]) {
+      for (const k of [2, 3, 5, 8, 13]) {
+        const plain = Array.from({ length: k }, (_, i) => nasty(P, 31 * k + i + P));
+        const heap = new F32Heap(P, k + ShardTree.scratchBuffers(k) + 1);
+        const held = plain.map((g) => {
+          const h = heap.alloc();
+          h.set(g);
+          return h;
+        });
+        const want = new ShardTree(P).sum(leafBlocks(plain, 0, k), 0, k, k, new Float32Array(P));
+        const got = new ShardTree(P, heap).sum(leafBlocks(held, 0, k), 0, k, k, heap.alloc());
+        expect(heap.holds(got.grad)).toBe(true);
+        for (let p = 0; p < P; p++) {
+          // NaN payloads may differ between engines' additions; any NaN is refused anyway.
+          if (Number.isNaN(want.grad[p])) expect(got.grad[p]).toBeNaN();
+          else expect(Object.is(got.grad[p], want.grad[p])).toBe(true);
+        }
+      }
+    }
+    const heap = new F32Heap(4, 1);
+    heap.alloc();
+    expect(() => heap.alloc()).toThrow(/all in use/);
   });
 
   it("refuses blocks that do not tile the range", () => {

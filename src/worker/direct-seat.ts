@@ -9,6 +9,7 @@
  */
 import { connect, type Socket } from "node:net";
 import type { DataBundle } from "../core/dataset.js";
+import { F32Heap } from "../core/f32-heap.js";
 import type { Kernel } from "../core/kernel.js";
 import { shardRanges, stepsPerEpoch } from "../core/plan.js";
 import { blocksOf, type GradBlock, ShardTree } from "../core/shard-tree.js";
@@ -31,6 +32,8 @@ import { type Trace, traceNow } from "../shared/trace.js";
 const CONNECT_MS = 5000;
 /** The seat's read buffer: a STEP frame of 784-16-16-10 (52 KB) in one read. */
 const READ_BUFFER_BYTES = 256 * 1024;
+/** The largest heap of shard gradients a seat keeps for SIMD additions (above, plain arrays). */
+const MAX_HEAP_BYTES = 256 * 2 ** 20;
 /** How long a leaving worker waits for the coordinator to release it. */
 const LEAVE_MS = 10_000;
 
@@ -180,9 +183,15 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
   // Frames are reused once the socket has handed the last one to the kernel.
   let out = Buffer.alloc(0);
   let sentAt = 0;
-  // Leaf gradients of a node of several shards, and the tree that adds them.
+  // Leaf gradients of a node of several shards, the tree that adds them and
+  // where it puts the node's sum: in a heap of the kernel's SIMD additions
+  // when it fits (see F32Heap), else in plain arrays.
+  const slots = c.shards + ShardTree.scratchBuffers(c.shards) + 1;
+  const heap = slots * P * 4 <= MAX_HEAP_BYTES ? new F32Heap(P, slots) : undefined;
+  const buffer = () => heap?.alloc() ?? new Float32Array(P);
   const leaf: Float32Array[] = [];
-  const tree = new ShardTree(P);
+  const tree = new ShardTree(P, heap);
+  let nodeSum: Float32Array | undefined;
   return (body) => {
     const arrived = o.trace ? traceNow() : 0;
     if (o.trace && sentAt) o.trace.span("wait for step", sentAt, arrived);
@@ -209,7 +218,7 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
       } else {
         const leaves: GradBlock[] = [];
         for (let k = lo; k < hi; k++) {
-          leaf[k - lo] ??= new Float32Array(P);
+          leaf[k - lo] ??= buffer();
           const g = s.kernel.gradSum(
             params,
             s.data.train,
@@ -220,7 +229,8 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
           );
           leaves.push({ lo: k, hi: k + 1, grad: leaf[k - lo], ...g });
         }
-        b = tree.sum(leaves, lo, hi, ranges.length, into);
+        nodeSum ??= buffer();
+        b = tree.sum(leaves, lo, hi, ranges.length, nodeSum);
         if (b.grad !== into) into.set(b.grad);
       }
       r.costs[i] = b.cost;

@@ -1172,4 +1172,19 @@
           (f32.demote_f64 (f64.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 3))))))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $loop))))
+
+  ;; add_f32: dst = a + b (float32, correctly rounded), n values (n a
+  ;; multiple of 4); dst may be a. The shard tree's node sums, inside the
+  ;; kernel's memory (see FastKernel.gradTree).
+  (func (export "add_f32") (param $dst i32) (param $a i32) (param $b i32) (param $n i32)
+    (local $i i32) (local $end i32)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+        (v128.store (i32.add (local.get $dst) (local.get $i))
+          (f32x4.add (v128.load (i32.add (local.get $a) (local.get $i)))
+            (v128.load (i32.add (local.get $b) (local.get $i)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $loop))))
 )

@@ -99,6 +99,7 @@ export interface KernelExports {
   ): void;
   add_f64(dst: number, src: number, n: number): void;
   to_f32(dst: number, src: number, n: number): void;
+  add_f32(dst: number, a: number, b: number, n: number): void;
 }
 
 /**
