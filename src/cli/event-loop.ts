@@ -22,6 +22,7 @@ export function withEventLoopTurns(
 ): GradientExecutor {
   let last = performance.now();
   return {
+    heap: executor.heap,
     computeStep: async (req) => {
       const now = performance.now();
       if (now - last >= everyMs) {

@@ -19,6 +19,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Queue } from "bullmq";
+import { type F32Heap, treeHeap } from "../core/f32-heap.js";
 import { stepsPerEpoch } from "../core/plan.js";
 import { layoutOf } from "../core/spec.js";
 import {
@@ -86,6 +87,8 @@ export class DirectExecutor implements GradientExecutor {
   private failure?: Error;
   /** The trainer waiting in ready(). */
   private waitingForWorker?: { resolve(): void; reject(e: Error): void };
+  /** Where the kept gradients and the trainer's tree sums live (see F32Heap). */
+  readonly heap?: F32Heap;
   /** The weights as sent with the step in hand (see computeStep). */
   private weightsCopy = Buffer.alloc(0);
   /** Owned copies of accepted gradients (a frame's body is reused by the next frame). */
@@ -94,7 +97,8 @@ export class DirectExecutor implements GradientExecutor {
   constructor(private readonly o: DirectExecutorOptions) {
     this.stats = o.stats ?? new ClusterStats();
     this.paramCount = layoutOf(o.config.spec.layers).size;
-    this.kept = new RangeResults(this.paramCount);
+    this.heap = treeHeap(this.paramCount, o.config.shards);
+    this.kept = new RangeResults(this.paramCount, this.heap);
     this.spec = newRunSpec(o, { host: o.advertiseHost, port: 0, token: randomBytes(16).toString("hex") });
     const direct = this.spec.direct!;
     const k = Math.min(o.config.shards, o.config.batch);

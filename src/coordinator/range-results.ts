@@ -4,6 +4,7 @@
  * the next frame), and handed to the trainer as blocks of the step's shard
  * tree (see core/shard-tree.ts).
  */
+import type { F32Heap } from "../core/f32-heap.js";
 import type { ShardRange } from "../core/plan.js";
 import { blocksOf, type GradBlock } from "../core/shard-tree.js";
 import type { StepOutcome } from "../core/trainer.js";
@@ -39,7 +40,14 @@ export class RangeResults {
   private readonly grads: Float32Array[] = [];
   private readonly kept = new Map<ShardSpan, GradBlock[]>();
 
-  constructor(private readonly paramCount: number) {}
+  /**
+   * @param heap where to keep the kept gradients (the trainer adds them up
+   *   the shard tree there, with SIMD additions)
+   */
+  constructor(
+    private readonly paramCount: number,
+    private readonly heap?: F32Heap,
+  ) {}
 
   /** Starts a new step. */
   clear(): void {
@@ -50,7 +58,7 @@ export class RangeResults {
   keep(u: ShardSpan, r: RangeResult, k: number): void {
     const P = this.paramCount;
     const blocks = blocksOf(r.lo, r.hi, k).map(([lo, hi], i) => {
-      this.grads[lo] ??= new Float32Array(P);
+      this.grads[lo] ??= this.heap?.alloc() ?? new Float32Array(P);
       const grad = this.grads[lo];
       grad.set(r.grads.subarray(i * P, (i + 1) * P));
       return { lo, hi, grad, cost: r.costs[i], count: r.counts[i] };

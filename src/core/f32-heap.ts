@@ -8,7 +8,21 @@
  * The memory is sized once and never grows (growing a WebAssembly memory
  * detaches every view of it).
  */
+import { ShardTree } from "./shard-tree.js";
 import { instantiateKernel, type KernelExports } from "./wasm/module.js";
+
+/** The largest heap kept for a step's gradients (above it, plain arrays and JavaScript additions). */
+const MAX_TREE_HEAP_BYTES = 256 * 2 ** 20;
+
+/**
+ * A heap for one step's shard gradients of `paramCount` values and the
+ * shard tree's sums over them: a buffer per shard, the tree's partial sums
+ * and its result. Undefined when that would take more than 256 MiB.
+ */
+export function treeHeap(paramCount: number, shards: number): F32Heap | undefined {
+  const slots = shards + ShardTree.scratchBuffers(shards) + 1;
+  return slots * paramCount * 4 <= MAX_TREE_HEAP_BYTES ? new F32Heap(paramCount, slots) : undefined;
+}
 
 /** A fixed set of float32 buffers in one WebAssembly memory. */
 export class F32Heap {

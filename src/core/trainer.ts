@@ -7,6 +7,7 @@
  * differs between `train --workers 0` and a cluster.
  */
 import type { DataBundle } from "./dataset.js";
+import type { F32Heap } from "./f32-heap.js";
 import { initParams } from "./init.js";
 import { type Evaluation, Network } from "./network.js";
 import { applyUpdate, initOptimizerState } from "./optimizer.js";
@@ -74,6 +75,12 @@ export interface StepOutcome {
 
 /** Computes a step's shard gradients: in this process, or on a cluster. */
 export interface GradientExecutor {
+  /**
+   * Where the executor keeps the blocks it returns, when it keeps them in a
+   * float32 heap: the trainer then adds them up the shard tree with the
+   * kernel's SIMD additions (same bits).
+   */
+  readonly heap?: F32Heap;
   /** Returns the step's gradients: blocks that tile every requested shard. */
   computeStep(req: StepRequest): Promise<StepOutcome>;
   /**
@@ -205,8 +212,8 @@ export async function runTraining(
   const steps = stepsPerEpoch(n, cfg.batch);
   const evalNet = new Network(cfg.spec);
   const sum = new Float64Array(state.params.length);
-  const tree = new ShardTree(state.params.length);
-  const treeSum = new Float32Array(state.params.length);
+  const tree = new ShardTree(state.params.length, executor.heap);
+  const treeSum = executor.heap?.alloc() ?? new Float32Array(state.params.length);
   let test: Evaluation | undefined;
   let stepsHere = 0;
   let samplesHere = 0;

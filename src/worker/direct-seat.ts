@@ -9,7 +9,7 @@
  */
 import { connect, type Socket } from "node:net";
 import type { DataBundle } from "../core/dataset.js";
-import { F32Heap } from "../core/f32-heap.js";
+import { treeHeap } from "../core/f32-heap.js";
 import type { Kernel } from "../core/kernel.js";
 import { shardRanges, stepsPerEpoch } from "../core/plan.js";
 import { blocksOf, type GradBlock, ShardTree } from "../core/shard-tree.js";
@@ -32,8 +32,6 @@ import { type Trace, traceNow } from "../shared/trace.js";
 const CONNECT_MS = 5000;
 /** The seat's read buffer: a STEP frame of 784-16-16-10 (52 KB) in one read. */
 const READ_BUFFER_BYTES = 256 * 1024;
-/** The largest heap of shard gradients a seat keeps for SIMD additions (above, plain arrays). */
-const MAX_HEAP_BYTES = 256 * 2 ** 20;
 /** How long a leaving worker waits for the coordinator to release it. */
 const LEAVE_MS = 10_000;
 
@@ -186,8 +184,7 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
   // Leaf gradients of a node of several shards, the tree that adds them and
   // where it puts the node's sum: in a heap of the kernel's SIMD additions
   // when it fits (see F32Heap), else in plain arrays.
-  const slots = c.shards + ShardTree.scratchBuffers(c.shards) + 1;
-  const heap = slots * P * 4 <= MAX_HEAP_BYTES ? new F32Heap(P, slots) : undefined;
+  const heap = treeHeap(P, c.shards);
   const buffer = () => heap?.alloc() ?? new Float32Array(P);
   const leaf: Float32Array[] = [];
   const tree = new ShardTree(P, heap);
