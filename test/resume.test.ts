@@ -48,19 +48,24 @@ it("coordinator SIGKILL mid-epoch, then --resume: same weightsSha256 as uninterr
   const client = new Redis(redis.url);
   try {
     const first = startCli(["coordinator", ...RUN, ...args, ...ck]);
-    // Mid-epoch 1 (94 steps per epoch), past a few checkpoints.
-    await waitFor(async () => Number(await client.get(runKeys(runId).version)) >= 60, 60_000);
+    // Past the first checkpoint (update 25 of 188; 94 steps an epoch). The
+    // version in Redis trails the run by up to 0.1 s, so how far the run got
+    // before the kill depends on the machine's speed: the test asserts only
+    // that the newest checkpoint is one of the run's (every 25 updates, or
+    // an epoch's end) short of its end, and that resuming from it gives the
+    // same bits.
+    await waitFor(async () => Number(await client.get(runKeys(runId).version)) >= 30, 60_000);
     first.child.kill("SIGKILL");
     await first.done;
     const saved = await loadCheckpoint(dir);
-    expect(saved.state.epoch).toBe(0);
-    expect(saved.state.step).toBeGreaterThan(0);
-    expect(saved.state.step % 25).toBe(0);
+    expect(saved.state.updates).toBeGreaterThanOrEqual(25);
+    expect(saved.state.updates).toBeLessThan(2 * 94);
+    expect(saved.state.updates % 25 === 0 || saved.state.step === 0).toBe(true);
     // No temporary files left next to the checkpoint (write-then-rename).
     expect((await readdir(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
     const second = await runCli(["coordinator", ...RUN, ...args, ...ck, "--resume"]);
     expect(second.code, second.stderr).toBe(0);
-    expect(second.json!.resumedFrom).toEqual({ epoch: 0, step: saved.state.step });
+    expect(second.json!.resumedFrom).toEqual({ epoch: saved.state.epoch, step: saved.state.step });
     expect(second.json!.weightsSha256).toBe(baseline.weightsSha256);
     expect(second.json!.samples).toBe(2 * 6000);
   } finally {

@@ -22,8 +22,9 @@ export interface OptimizerConfig {
   weightDecay: number;
 }
 
-const ADAM_BETA2 = 0.999;
-const ADAM_EPS = 1e-8;
+/** Adam's β2 and ε (fixed, as in Kingma & Ba). */
+export const ADAM_BETA2 = 0.999;
+export const ADAM_EPS = 1e-8;
 
 /** How many moment buffers an optimizer keeps. */
 export function momentCount(name: OptimizerName): number {

@@ -15,6 +15,7 @@ import { type ShardRange, shardRanges, stepsPerEpoch } from "./plan.js";
 import { epochPermutation } from "./prng.js";
 import type { RunConfig } from "./run-config.js";
 import { type GradBlock, ShardTree } from "./shard-tree.js";
+import { WasmOptimizer } from "./wasm-optimizer.js";
 
 /** Where training stands: enough to resume with the same bits. */
 export interface TrainState {
@@ -183,6 +184,22 @@ export function meanGradient(sum: Float32Array, count: number, out: Float64Array
   return !bad;
 }
 
+/**
+ * The WebAssembly update for a run, holding the state's parameters and
+ * moments from now on; undefined where WebAssembly SIMD is missing (the
+ * JavaScript update then does the same arithmetic).
+ */
+function wasmOptimizer(cfg: RunConfig, state: TrainState): WasmOptimizer | undefined {
+  let opt: WasmOptimizer;
+  try {
+    opt = new WasmOptimizer(cfg.optimizer, state.params.length);
+  } catch {
+    return undefined;
+  }
+  opt.adopt(state);
+  return opt;
+}
+
 /** A fresh state at the start of a run. */
 export function initialState(cfg: RunConfig): TrainState {
   const params = initParams(cfg.spec, cfg.seed);
@@ -212,6 +229,9 @@ export async function runTraining(
   const steps = stepsPerEpoch(n, cfg.batch);
   const evalNet = new Network(cfg.spec);
   const sum = new Float64Array(state.params.length);
+  // The update in WebAssembly (same bits) where the engine has it; it keeps
+  // the parameters and moments in its memory from here on.
+  const fastUpdate = wasmOptimizer(cfg, state);
   const tree = new ShardTree(state.params.length, executor.heap);
   const treeSum = executor.heap?.alloc() ?? new Float32Array(state.params.length);
   let test: Evaluation | undefined;
@@ -265,12 +285,17 @@ export async function runTraining(
       // Add up the shard tree (the same additions for any worker count).
       const k = shards.length;
       const { grad, cost, count } = tree.sum(step.blocks, 0, k, k, treeSum);
-      const finite = meanGradient(grad, count, sum) && Number.isFinite(cost);
+      // Nothing is updated unless the mean gradient and the cost are finite.
+      let finite = Number.isFinite(cost);
+      if (finite && fastUpdate) finite = fastUpdate.update(grad, count, state.updates + 1);
+      else if (finite) {
+        finite = meanGradient(grad, count, sum);
+        if (finite) applyUpdate(cfg.optimizer, state.params, state.opt, sum, state.updates + 1);
+      }
       if (!finite) {
         await hooks.checkpoint?.(state, "diverged");
         throw new DivergenceError(state.epoch, state.step, cfg.optimizer.lr);
       }
-      applyUpdate(cfg.optimizer, state.params, state.opt, sum, state.updates + 1);
       state.updates++;
       state.step++;
       state.samples += count;

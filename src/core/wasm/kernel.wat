@@ -1187,4 +1187,139 @@
             (v128.load (i32.add (local.get $b) (local.get $i)))))
         (local.set $i (i32.add (local.get $i) (i32.const 16)))
         (br $loop))))
+
+  ;; ---------------------------------------------------------------------
+  ;; The optimizers' updates (optimizer.ts, applyUpdate), fused with the
+  ;; mean gradient: g = sum[p] / count (+ wd·param), in float64 with the
+  ;; operations of the JavaScript in the same order (wasm has no fused
+  ;; multiply-add and rounds each operation to nearest, as JavaScript does),
+  ;; so the bits are those of meanGradient + applyUpdate. Two values a
+  ;; pass in f64x2, the last odd one alone. Pointers to float32 arrays of n.
+
+  ;; sgd: param -= lr · (g + wd · param)
+  (func (export "sgd") (param $x i32) (param $sum i32) (param $n i32)
+    (param $count f64) (param $lr f64) (param $wd f64)
+    (local $i i32) (local $pairs i32) (local $xv v128) (local $g v128)
+    (local $xs f64)
+    (local.set $pairs (i32.and (local.get $n) (i32.const -2)))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $i) (local.get $pairs)))
+        (local.set $xv (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2))))))
+        (local.set $g (f64x2.div (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $sum) (i32.shl (local.get $i) (i32.const 2)))))
+          (f64x2.splat (local.get $count))))
+        (v128.store64_lane 0 (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))
+          (f32x4.demote_f64x2_zero
+            (f64x2.sub (local.get $xv)
+              (f64x2.mul (f64x2.splat (local.get $lr))
+                (f64x2.add (local.get $g) (f64x2.mul (f64x2.splat (local.get $wd)) (local.get $xv)))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
+        (br $loop)))
+    (if (i32.lt_u (local.get $pairs) (local.get $n))
+      (then
+        (local.set $xs (f64.promote_f32 (f32.load (i32.add (local.get $x) (i32.shl (local.get $pairs) (i32.const 2))))))
+        (f32.store (i32.add (local.get $x) (i32.shl (local.get $pairs) (i32.const 2)))
+          (f32.demote_f64
+            (f64.sub (local.get $xs)
+              (f64.mul (local.get $lr)
+                (f64.add
+                  (f64.div (f64.promote_f32 (f32.load (i32.add (local.get $sum) (i32.shl (local.get $pairs) (i32.const 2))))) (local.get $count))
+                  (f64.mul (local.get $wd) (local.get $xs))))))))))
+
+  ;; momentum: v = mu · state + (g + wd · param); state = v; param -= lr · v
+  ;; (v unrounded in the parameter's update, as in JavaScript)
+  (func (export "momentum") (param $x i32) (param $st i32) (param $sum i32) (param $n i32)
+    (param $count f64) (param $lr f64) (param $wd f64) (param $mu f64)
+    (local $i i32) (local $pairs i32) (local $o i32) (local $xv v128) (local $v v128)
+    (local $xs f64) (local $vs f64)
+    (local.set $pairs (i32.and (local.get $n) (i32.const -2)))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $i) (local.get $pairs)))
+        (local.set $o (i32.shl (local.get $i) (i32.const 2)))
+        (local.set $xv (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o)))))
+        (local.set $v
+          (f64x2.add
+            (f64x2.mul (f64x2.splat (local.get $mu)) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $st) (local.get $o)))))
+            (f64x2.add
+              (f64x2.div (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $sum) (local.get $o)))) (f64x2.splat (local.get $count)))
+              (f64x2.mul (f64x2.splat (local.get $wd)) (local.get $xv)))))
+        (v128.store64_lane 0 (i32.add (local.get $st) (local.get $o)) (f32x4.demote_f64x2_zero (local.get $v)))
+        (v128.store64_lane 0 (i32.add (local.get $x) (local.get $o))
+          (f32x4.demote_f64x2_zero (f64x2.sub (local.get $xv) (f64x2.mul (f64x2.splat (local.get $lr)) (local.get $v)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
+        (br $loop)))
+    (if (i32.lt_u (local.get $pairs) (local.get $n))
+      (then
+        (local.set $o (i32.shl (local.get $pairs) (i32.const 2)))
+        (local.set $xs (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o)))))
+        (local.set $vs
+          (f64.add
+            (f64.mul (local.get $mu) (f64.promote_f32 (f32.load (i32.add (local.get $st) (local.get $o)))))
+            (f64.add
+              (f64.div (f64.promote_f32 (f32.load (i32.add (local.get $sum) (local.get $o)))) (local.get $count))
+              (f64.mul (local.get $wd) (local.get $xs)))))
+        (f32.store (i32.add (local.get $st) (local.get $o)) (f32.demote_f64 (local.get $vs)))
+        (f32.store (i32.add (local.get $x) (local.get $o))
+          (f32.demote_f64 (f64.sub (local.get $xs) (f64.mul (local.get $lr) (local.get $vs))))))))
+
+  ;; adam: g = mean + wd · param; m = b1 · m + (1 - b1) · g;
+  ;; v = b2 · v + ((1 - b2) · g) · g; param -= (lr · (m / c1)) / (sqrt(v / c2) + eps)
+  ;; (m and v unrounded in the parameter's update; m at $st, v at $st + 4n)
+  (func (export "adam") (param $x i32) (param $st i32) (param $sum i32) (param $n i32)
+    (param $count f64) (param $lr f64) (param $wd f64)
+    (param $b1 f64) (param $a1 f64) (param $b2 f64) (param $a2 f64) (param $c1 f64) (param $c2 f64) (param $eps f64)
+    (local $i i32) (local $pairs i32) (local $o i32) (local $sv i32)
+    (local $xv v128) (local $g v128) (local $m v128) (local $v v128)
+    (local $xs f64) (local $gs f64) (local $ms f64) (local $vs f64)
+    (local.set $pairs (i32.and (local.get $n) (i32.const -2)))
+    (local.set $sv (i32.add (local.get $st) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $loop
+        (br_if $done (i32.ge_u (local.get $i) (local.get $pairs)))
+        (local.set $o (i32.shl (local.get $i) (i32.const 2)))
+        (local.set $xv (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $x) (local.get $o)))))
+        (local.set $g
+          (f64x2.add
+            (f64x2.div (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $sum) (local.get $o)))) (f64x2.splat (local.get $count)))
+            (f64x2.mul (f64x2.splat (local.get $wd)) (local.get $xv))))
+        (local.set $m
+          (f64x2.add
+            (f64x2.mul (f64x2.splat (local.get $b1)) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $st) (local.get $o)))))
+            (f64x2.mul (f64x2.splat (local.get $a1)) (local.get $g))))
+        (local.set $v
+          (f64x2.add
+            (f64x2.mul (f64x2.splat (local.get $b2)) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $sv) (local.get $o)))))
+            (f64x2.mul (f64x2.mul (f64x2.splat (local.get $a2)) (local.get $g)) (local.get $g))))
+        (v128.store64_lane 0 (i32.add (local.get $st) (local.get $o)) (f32x4.demote_f64x2_zero (local.get $m)))
+        (v128.store64_lane 0 (i32.add (local.get $sv) (local.get $o)) (f32x4.demote_f64x2_zero (local.get $v)))
+        (v128.store64_lane 0 (i32.add (local.get $x) (local.get $o))
+          (f32x4.demote_f64x2_zero
+            (f64x2.sub (local.get $xv)
+              (f64x2.div
+                (f64x2.mul (f64x2.splat (local.get $lr)) (f64x2.div (local.get $m) (f64x2.splat (local.get $c1))))
+                (f64x2.add (f64x2.sqrt (f64x2.div (local.get $v) (f64x2.splat (local.get $c2)))) (f64x2.splat (local.get $eps)))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
+        (br $loop)))
+    (if (i32.lt_u (local.get $pairs) (local.get $n))
+      (then
+        (local.set $o (i32.shl (local.get $pairs) (i32.const 2)))
+        (local.set $xs (f64.promote_f32 (f32.load (i32.add (local.get $x) (local.get $o)))))
+        (local.set $gs
+          (f64.add
+            (f64.div (f64.promote_f32 (f32.load (i32.add (local.get $sum) (local.get $o)))) (local.get $count))
+            (f64.mul (local.get $wd) (local.get $xs))))
+        (local.set $ms
+          (f64.add (f64.mul (local.get $b1) (f64.promote_f32 (f32.load (i32.add (local.get $st) (local.get $o)))))
+            (f64.mul (local.get $a1) (local.get $gs))))
+        (local.set $vs
+          (f64.add (f64.mul (local.get $b2) (f64.promote_f32 (f32.load (i32.add (local.get $sv) (local.get $o)))))
+            (f64.mul (f64.mul (local.get $a2) (local.get $gs)) (local.get $gs))))
+        (f32.store (i32.add (local.get $st) (local.get $o)) (f32.demote_f64 (local.get $ms)))
+        (f32.store (i32.add (local.get $sv) (local.get $o)) (f32.demote_f64 (local.get $vs)))
+        (f32.store (i32.add (local.get $x) (local.get $o))
+          (f32.demote_f64
+            (f64.sub (local.get $xs)
+              (f64.div (f64.mul (local.get $lr) (f64.div (local.get $ms) (local.get $c1)))
+                (f64.add (f64.sqrt (f64.div (local.get $vs) (local.get $c2))) (local.get $eps)))))))))
 )

@@ -100,6 +100,33 @@ export interface KernelExports {
   add_f64(dst: number, src: number, n: number): void;
   to_f32(dst: number, src: number, n: number): void;
   add_f32(dst: number, a: number, b: number, n: number): void;
+  sgd(x: number, sum: number, n: number, count: number, lr: number, wd: number): void;
+  momentum(
+    x: number,
+    st: number,
+    sum: number,
+    n: number,
+    count: number,
+    lr: number,
+    wd: number,
+    mu: number,
+  ): void;
+  adam(
+    x: number,
+    st: number,
+    sum: number,
+    n: number,
+    count: number,
+    lr: number,
+    wd: number,
+    b1: number,
+    a1: number,
+    b2: number,
+    a2: number,
+    c1: number,
+    c2: number,
+    eps: number,
+  ): void;
 }
 
 /**
