@@ -14,7 +14,13 @@ import type { RunConfig } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
 import { runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
-import { checkRedisConfig, connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
+import {
+  checkRedisConfig,
+  connectRedis,
+  explainRedisFull,
+  redactUrl,
+  waitForRedis,
+} from "../shared/redis.js";
 import type { Trace } from "../shared/trace.js";
 import { ClusterStats } from "./cluster-stats.js";
 import { DirectExecutor } from "./direct-executor.js";
@@ -136,6 +142,10 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       }),
     });
     return exitCode;
+  } catch (e) {
+    // A full Redis answers every write with its raw "OOM command not
+    // allowed" text, which names no setting to change: say which.
+    throw explainRedisFull(e, o.redisUrl);
   } finally {
     process.off("SIGINT", earlyInt);
     process.off("SIGTERM", earlyTerm);

@@ -11,7 +11,7 @@
 import type { Redis } from "ioredis";
 import { type RunKeys, runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
-import { connectRedis, waitForRedis } from "../shared/redis.js";
+import { connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
 import type { Trace } from "../shared/trace.js";
 import { DatasetCache } from "./datasets.js";
 import { Heartbeat } from "./heartbeat.js";
@@ -98,6 +98,7 @@ export class GradWorker {
         keys: this.keys,
         workerId: o.workerId,
         log: o.log,
+        where: redactUrl(o.redisUrl),
         lockDuration: o.lockDuration ?? 30_000,
         stalledInterval: o.stalledInterval ?? 5_000,
       },

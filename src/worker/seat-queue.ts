@@ -2,12 +2,15 @@
  * The worker's side of the BullMQ seats queue: one BullMQ Worker that takes
  * one seat at a time (a seat computes whatever ranges its coordinator sends,
  * so a second seat in the same process would only take one another process
- * could use), restarted when BullMQ's loop dies, and closed with a bound.
+ * could use), restarted when BullMQ's loop dies, paused while Redis is full,
+ * and closed with a bound.
  */
 import { type Job, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import { type RunKeys, SEATS_QUEUE_NAME } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
+import { isRedisFull } from "../shared/redis.js";
+import { FullRedisBackoff } from "./full-redis-backoff.js";
 
 /** How long a forced close may take. */
 const FORCE_CLOSE_MS = 3000;
@@ -17,6 +20,8 @@ export interface SeatQueueOptions {
   keys: RunKeys;
   workerId: string;
   log: Logger;
+  /** The Redis, as shown in messages (no credentials). */
+  where: string;
   /** BullMQ lock duration (ms) of a seat: a killed worker's seat comes back after it. */
   lockDuration: number;
   /** BullMQ stalled-job check period (ms). */
@@ -38,6 +43,7 @@ export async function within(p: Promise<unknown>, ms: number): Promise<void> {
 /** The seats queue's BullMQ worker; see the module comment. */
 export class SeatQueue {
   private readonly worker: Worker;
+  private readonly backoff: FullRedisBackoff;
   private closing = false;
 
   /**
@@ -64,18 +70,31 @@ export class SeatQueue {
       removeOnFail: { count: 100 },
     });
     const w = this.worker;
-    w.on("error", (e) => o.log.warn({ err: e.message }, "bullmq worker error"));
+    this.backoff = new FullRedisBackoff(
+      o.where,
+      o.log,
+      () => void w.pause(true).catch(() => {}),
+      () => {
+        if (!this.closing) w.resume();
+      },
+    );
+    w.on("error", (e) => {
+      if (isRedisFull(e)) this.backoff.full();
+      else o.log.warn({ err: e.message }, "bullmq worker error");
+    });
+    w.on("active", () => this.backoff.recovered());
     w.on("failed", (job, e) => o.log.warn({ job: job?.id, err: e.message }, "seat job failed"));
   }
 
   /**
    * BullMQ workers have been seen to stop taking jobs after their Redis
    * restarted (taskforcesh/bullmq issues 648, 2466, 2964): its main loop ends
-   * on an error and is not restarted. Restart it ourselves.
+   * on an error and is not restarted. Restart it ourselves (not while it is
+   * paused on purpose, for a full Redis).
    */
   watchdog(): void {
     const w = this.worker;
-    if (this.closing || w.isRunning() || w.closing) return;
+    if (this.closing || w.isRunning() || w.closing || w.isPaused() || this.backoff.waiting) return;
     this.o.log.warn(
       "the BullMQ worker of the seats queue stopped taking jobs (Redis restarted?); restarting it",
     );
@@ -91,6 +110,7 @@ export class SeatQueue {
    */
   async close(graceMs: number): Promise<boolean> {
     this.closing = true;
+    this.backoff.close();
     let timer: NodeJS.Timeout | undefined;
     const graceful = await Promise.race([
       this.worker.close().then(() => true),
