@@ -22,7 +22,7 @@ const CLOSE_WAIT_MS = 2000;
 /** Least time between two writes of the current version to Redis (see noteVersion). */
 const VERSION_MS = 100;
 
-/** Publishes a direct-dispatch session in Redis and keeps its seats. */
+/** Publishes a session in Redis and keeps its seats. */
 export class SeatKeeper {
   /** The seats' queue (metrics count its jobs). */
   readonly queue: Queue;

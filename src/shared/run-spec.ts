@@ -43,7 +43,7 @@ export const runSpecSchema = z
   .object({
     format: z.literal(RUN_SPEC_FORMAT),
     runId: z.string().min(1).max(64),
-    /** Random id of this coordinator session: jobs and results carry it. */
+    /** Random id of this coordinator session: its seats and the workers' hellos on the data port carry it. */
     session: z.string().regex(/^[0-9a-f]{16}$/),
     config: runConfigSchema,
     data: z
