@@ -5,17 +5,15 @@
  * for N = 1, 2, 4 at global batch 256 and 1024: 784-16-16-10, sigmoid +
  * quadratic cost, plain SGD, the fast kernel.
  *
- * The dispatch modes run, interleaved, cell by cell: `direct` (the default:
- * steps over the coordinator's data port), `lanes` (workers claim shards
- * from a lane, no BullMQ job per step) and `jobs`
- * (`--dispatch jobs`: a BullMQ job per shard per step, as DESIGN.md first had
- * it), so the table compares them side by side on the same machine load.
+ * Steps go over the coordinator's data port (the only dispatch; the
+ * Redis-only `lanes` and `jobs` were removed, see the README's figures of
+ * earlier sessions). With GRADFLEET_BENCH_BASELINE another build runs
+ * interleaved, cell by cell, so the table compares them on the same load.
  *
  * Shards: 4 at both batch sizes, the same for every worker count (the bits
- * must not depend on it): enough for 4 workers to share a step, and no more,
- * since every shard costs a claim and a submit (a job, with `--dispatch
- * jobs`) while its compute is small (256 examples: about 0.4 ms). 1024 with
- * 8 shards is measured too, to show what each extra shard costs.
+ * must not depend on it): enough for 4 workers to share a step while a
+ * shard's compute is small (256 examples: about 0.4 ms). 1024 with 8 shards
+ * is measured too, to show what each extra shard costs.
  *
  * Figures per cell:
  * - samples/s in the steady state: the epochs after the first. The first
@@ -133,11 +131,7 @@ export const clusterSection: Section = {
     const plan = opts.quick ? QUICK : FULL;
     const machine = machineLine();
     out.progress(`cluster: ${machine}`);
-    const builds: Build[] = [
-      { label: "direct", bin: binPath(), args: ["--dispatch", "direct"] },
-      { label: "lanes", bin: binPath(), args: ["--dispatch", "lanes"] },
-      { label: "jobs", bin: binPath(), args: ["--dispatch", "jobs"] },
-    ];
+    const builds: Build[] = [{ label: "direct", bin: binPath(), args: [] }];
     const baseline = process.env.GRADFLEET_BENCH_BASELINE;
     if (baseline) builds.unshift({ label: "baseline", bin: baseline, args: [] });
     const redis = await startPrivateRedis();
@@ -271,11 +265,10 @@ export const clusterSection: Section = {
           "of the wait for the shards; update = combine + optimizer.",
         "overhead p50 = coordination overhead per step (step time minus the busiest worker's compute) = " +
           "communication p50 + update p50.",
-        "build: direct = --dispatch direct (the default: steps over the data port), lanes = --dispatch lanes (shards claimed in lanes), jobs = --dispatch jobs " +
-          "(a BullMQ job per shard per step).",
+        "build: direct = this build (steps over the coordinator's data port).",
         "CPU ms/step c/w/r: CPU time per step (epochs 2..E) of the coordinator / all workers / redis-server.",
         "coord MB / worker MB: peak RSS (VmHWM) of the coordinator and of the largest worker (MiB).",
-        ...(baseline ? [`baseline: ${baseline}; lanes and jobs: ${binPath()}`] : []),
+        ...(baseline ? [`baseline: ${baseline}; direct: ${binPath()}`] : []),
         `Machine: ${machine}. Section took ${seconds.toFixed(0)} s.`,
       ],
     );

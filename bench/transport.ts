@@ -2,9 +2,10 @@
  * The transport benchmark: what one Redis hop between two processes costs on
  * this machine, and so the least coordination overhead a step can have.
  *
- * A lanes step (see docs/design-notes.md) needs two hops at the least: the
- * weights out (a 50 KB pub/sub message) and a result back (a 52 KB list
- * push the coordinator pops). This section measures, against a private
+ * A step through Redis (the removed `lanes` dispatch: why direct steps use
+ * a data port instead, see docs/design-notes.md) needed two hops at the
+ * least: the weights out (a 50 KB pub/sub message) and a result back (a
+ * 52 KB list push the coordinator pops). This section measures, against a private
  * redis-server and a peer process (bench/transport-peer.ts):
  * - a list ping-pong with 16-byte messages (round trip);
  * - a list ping-pong with a 52 KB reply (round trip; the issue's 0.76 ms);

@@ -1,18 +1,22 @@
 /**
  * Direct steps (`--dispatch direct`, the default) with real processes and
  * faults: workers SIGKILLed while they hold a range of a step, a worker
- * frozen (SIGSTOP) past the step deadline, workers that cannot serve the
- * run. Every run that finishes must have every sample counted once and the
- * bits of in-process training. Progress is read from the coordinator's log
- * (who joined, who left holding work), never from the clock.
+ * frozen (SIGSTOP) past the step deadline, every worker replaced gracefully
+ * mid-run, workers that cannot serve the run (other data, or a new session
+ * on other data than the one they hold). Every run that finishes must have
+ * every sample counted once and the bits of in-process training. Progress is
+ * read from the coordinator's log (who joined, who left holding work) or the
+ * version it writes to Redis, never from the clock.
  */
 
 import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CliProcess, stopCli, waitFor } from "./helpers/cli.js";
+import { runKeys } from "../src/shared/keys.js";
+import { type CliProcess, runCli, stopCli, waitFor } from "./helpers/cli.js";
 import { procState } from "./helpers/fleet.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
@@ -26,7 +30,7 @@ import { Tracked } from "./helpers/tracked.js";
 // for several faults however fast the machine is.
 const EPOCHS = 8;
 const TRAIN = SLOW_TRAIN;
-const RUN = slowRun(EPOCHS, "direct", 500);
+const RUN = slowRun(EPOCHS, 500);
 const SAMPLES = EPOCHS * TRAIN;
 
 const procs = new Tracked();
@@ -135,6 +139,7 @@ describe("direct steps under faults", () => {
 });
 
 describe("direct steps and workers that cannot serve the run", () => {
+  // `--dispatch direct` is still accepted (the only dispatch left), for existing scripts.
   const tiny = ["--layers", "64,8,4", "--batch", "32", "--shards", "2", "--dispatch", "direct", "--json"];
 
   it("a worker with other data says so on the data port; the run stops and names the reason", async () => {
@@ -186,6 +191,83 @@ describe("direct steps and workers that cannot serve the run", () => {
     expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
     expect(r.json!.workersSeen).toBe(1);
     await Promise.all([stopCli(badWorker), stopCli(goodWorker)]);
+  });
+});
+
+describe("seats", () => {
+  // 41 steps per epoch, the last of 3 examples, 4 epochs: 164 steps.
+  const flags = [
+    "--train-limit",
+    String(40 * 64 + 3),
+    "--test-limit",
+    "500",
+    "--epochs",
+    "4",
+    "--batch",
+    "64",
+    "--shards",
+    "2",
+    "--json",
+  ];
+
+  it("every worker replaced gracefully mid-run: the newcomers take over, nothing is sent again, same bits", async () => {
+    const runId = "direct-replaced";
+    const args = cluster(runId);
+    const keys = runKeys(runId);
+    const ref = await procs.run(["train", ...flags, "--workers", "0"]);
+    expect(ref.code, ref.stderr).toBe(0);
+    const client = new Redis(redis.url);
+    const first = ["a1", "a2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+    // Longer than newcomers take to start on a loaded machine: how fast a
+    // process starts is no part of what is tested (no deadline may pass).
+    const coord = procs.start(["coordinator", ...flags, ...args, "--step-timeout", "60"]);
+    try {
+      await waitFor(
+        async () => coord.child.exitCode !== null || Number(await client.get(keys.version)) >= 40,
+        120_000,
+      );
+      expect(coord.child.exitCode).toBeNull();
+      // Leaving, each computes what it was sent and is released: no range is sent again.
+      for (const w of first) expect((await stopCli(w, "SIGTERM")).code).toBe(0);
+      const second = ["b1", "b2"].map((id) => procs.start(["worker", ...args, "--worker-id", id]));
+      const r = await coord.done;
+      await Promise.all(second.map((w) => stopCli(w)));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
+      expect(r.json!.samples).toBe(ref.json!.samples);
+      expect(r.json!.retriedShards).toBe(0);
+      expect(r.json!.workersSeen).toBe(4);
+    } finally {
+      client.disconnect();
+    }
+  }, 600_000);
+
+  it("a worker still holding an earlier session, given a new one on other data, refuses out loud, naming itself", async () => {
+    const dirs = [join(tmp, "first"), join(tmp, "second")];
+    await Promise.all(dirs.map((d) => mkdir(d)));
+    const a = await makeTinyDataset(dirs[0], { trainN: 256, testN: 32, seed: 5 });
+    const b = await makeTinyDataset(dirs[1], { trainN: 256, testN: 32, seed: 6 });
+    const args = cluster("direct-new-data");
+    const model = ["--layers", "64,8,4", "--batch", "32", "--shards", "2", "--epochs", "1", "--json"];
+    // Any printable ASCII: the id travels in the refusal and in the coordinator's verdict.
+    const id = 'w:refused:"data_mismatch"';
+    const worker = procs.start(["worker", ...args, "--data", a.dir, "--worker-id", id]);
+    const ok = await procs.run(["coordinator", "--data", a.dir, ...model, ...args]);
+    expect(ok.code, ok.stderr).toBe(0);
+    // Same run id, other data: the worker still holds the first session.
+    const r = await procs.run(["coordinator", "--data", b.dir, ...model, ...args, "--step-timeout", "2"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(
+      `no live worker can serve this run: the only one (${JSON.stringify(id)}) refused it (last reason: data_mismatch)`,
+    );
+    const w = await stopCli(worker);
+    expect(w.stderr).toMatch(/"reason":"data_mismatch"/);
+  });
+
+  it("a worker id outside printable ASCII is refused at the command line", async () => {
+    const r = await runCli(["worker", "--worker-id", "wörker", "--dry-run"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--worker-id/);
   });
 });
 

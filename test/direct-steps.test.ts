@@ -1,10 +1,12 @@
 /**
  * The pure parts of direct steps: the wire format (frames cut at any byte
  * boundary), the split of a step's shards into ranges, the step round's
- * bookkeeping with a fake clock. (The shard tree that keeps the bits has
- * its own tests: shard-tree.test.ts.)
+ * bookkeeping with a fake clock, and the verdict on a fleet that refuses the
+ * run. (The shard tree that keeps the bits has its own tests:
+ * shard-tree.test.ts.)
  */
 import { describe, expect, it } from "vitest";
+import { RefusingFleet } from "../src/coordinator/refusing-fleet.js";
 import { StepRound, splitShards } from "../src/coordinator/step-round.js";
 import {
   decodeJson,
@@ -138,5 +140,40 @@ describe("StepRound", () => {
     const round = new StepRound<string>(4, [], 1000);
     expect(round.units.map((u) => [u.lo, u.hi, u.holder])).toEqual([[0, 4, undefined]]);
     expect(round.unheld().length).toBe(1);
+  });
+});
+describe("RefusingFleet", () => {
+  it("names the workers that cannot serve the run, whatever printable ASCII their ids hold", () => {
+    let now = 0;
+    const ids = ["w1", "host:4242", 'ok:refused:"data_mismatch"', "x".repeat(128)];
+    const fleet = new RefusingFleet(() => now);
+    for (const id of ids) expect(fleet.refused(id, "data_mismatch")).toBe(true);
+    // The same refusal again is no news (the coordinator logs news only).
+    expect(fleet.refused("w1", "data_mismatch")).toBe(false);
+    // Every live worker refuses: the verdict comes after a whole step timeout.
+    expect(fleet.check(ids, 0, 1000)).toBeUndefined();
+    now = 999;
+    expect(fleet.check(ids, 0, 1000)).toBeUndefined();
+    now = 1000;
+    const e = fleet.check(ids, 0, 1000)!;
+    expect(e.message).toContain("no live worker can serve this run: all 4");
+    // Each id as a JSON string (quotes escaped), cut at 64 characters.
+    for (const id of ids) expect(e.message).toContain(JSON.stringify(id.slice(0, 64)));
+    expect(e.message).toContain("(last reason: data_mismatch)");
+  });
+
+  it("waits while a live worker has not refused, or one is connected", () => {
+    let now = 0;
+    const fleet = new RefusingFleet(() => now);
+    fleet.refused("bad", "data_mismatch");
+    // A good worker still loading its data beats but has not refused.
+    expect(fleet.check(["bad", "good"], 0, 10)).toBeUndefined();
+    now = 100;
+    expect(fleet.check(["bad", "good"], 0, 10)).toBeUndefined();
+    // One is connected: the run goes on.
+    expect(fleet.check(["bad"], 1, 10)).toBeUndefined();
+    // The refusing worker is gone from the live set: forgotten.
+    expect(fleet.check([], 0, 10)).toBeUndefined();
+    expect(fleet.any).toBe(false);
   });
 });

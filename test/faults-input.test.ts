@@ -1,51 +1,67 @@
 /**
- * Hostile or broken input against a real coordinator process: a rogue
- * client writes each kind of bad result and bad job into the run's keys,
- * and results into another run's keys. Every bad result is refused, counted
- * by reason and its shard recomputed; every bad job is refused by the worker
- * (invalid data logged and dropped, plan mismatches reported); the weights
- * end bit-identical to a fault-free in-process run.
+ * Hostile or broken input on the coordinator's data port, against a real
+ * coordinator process while a real worker process does the real work.
+ *
+ * A rogue client in this process reads the session's token from the run
+ * spec in Redis, says hello like a worker, and answers every range it is
+ * sent with a bad result: wrong sample counts, non-finite gradients or
+ * costs, frames of the wrong size or naming no shards, a frame type the
+ * protocol does not have, a length prefix past any limit, or it vanishes.
+ * Before that it may slip in a result for an old version (stale), a copy of
+ * the other worker's range (a duplicate: whichever of the two comes second)
+ * and a result for shards nobody asked for. Every bad result is refused and
+ * counted by reason, every range it held is computed again by the real
+ * worker, every late copy is dropped and counted, and the weights end
+ * bit-identical to in-process training. Strangers (a wrong token, a first
+ * frame that is not a hello) are turned away, and seat jobs with bad data
+ * are dropped by the real worker.
  */
-import { Queue, Worker } from "bullmq";
+import { connect, type Socket } from "node:net";
+import { Queue } from "bullmq";
 import { Redis } from "ioredis";
-import { Packr } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadDataset } from "../src/core/data/index.js";
 import type { DataBundle } from "../src/core/dataset.js";
 import { type Kernel, makeKernel } from "../src/core/kernel.js";
 import { shardRanges } from "../src/core/plan.js";
 import { epochPermutation } from "../src/core/prng.js";
-import { LANES_QUEUE_NAME, QUEUE_NAME, runKeys } from "../src/shared/keys.js";
-import {
-  encodeResult,
-  RESULT_TAG,
-  type ResultFrame,
-  type ShardJob,
-  shardJobSchema,
-} from "../src/shared/messages.js";
+import { blocksOf, ShardTree } from "../src/core/shard-tree.js";
+import { runKeys, SEATS_QUEUE_NAME } from "../src/shared/keys.js";
 import { decodeRunSpec, type RunSpec } from "../src/shared/run-spec.js";
-import { SUBMIT_RESULT } from "../src/shared/scripts.js";
+import {
+  decodeJson,
+  decodeStep,
+  encodeJson,
+  FrameReader,
+  FrameType,
+  type Hello,
+  resultFrameBytes,
+  resultFrameIn,
+  type StepOrder,
+} from "../src/shared/step-frames.js";
 import { type CliProcess, stopCli, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 import { Tracked } from "./helpers/tracked.js";
 
 const TRAIN = 6000;
 const BATCH = 64;
+// Steps are fast (a few ms): enough of them that the rogue, which misses a
+// step or two each time it is dropped, plays every kind several times.
+const EPOCHS = 4;
 const RUN = [
   "--train-limit",
   String(TRAIN),
   "--test-limit",
   "1000",
   "--epochs",
-  "1",
+  String(EPOCHS),
   "--batch",
   String(BATCH),
   "--shards",
   "4",
   "--json",
 ];
-const STEPS = Math.ceil(TRAIN / BATCH);
-const RUN_ID = "rogue-results";
+const STEPS = EPOCHS * Math.ceil(TRAIN / BATCH);
 
 const procs = new Tracked();
 let redis: TestRedis;
@@ -57,7 +73,7 @@ beforeAll(async () => {
   const r = await procs.run(["train", ...RUN, "--workers", "0"]);
   expect(r.code, r.stderr).toBe(0);
   baseline = r.json!;
-  expect(baseline.samples).toBe(TRAIN);
+  expect(baseline.samples).toBe(EPOCHS * TRAIN);
   data = await loadDataset({ trainLimit: TRAIN, testLimit: 1000 });
 });
 
@@ -66,467 +82,328 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/** Lines of a process's stderr that contain `text`. */
-function linesWith(stderr: string, text: string): number {
-  return stderr.split("\n").filter((l) => l.includes(text)).length;
-}
-
-/** What a rogue injection sees: the job it hijacks and a well-formed frame for it. */
-interface Ctx {
-  j: ShardJob;
-  spec: RunSpec;
-  /** A frame that would pass every check (zero gradient). */
-  frame: ResultFrame;
-  /** Writes `payload` as the result of (version, shard) through the real submit script. */
-  submit(version: number, payload: Uint8Array): Promise<string>;
-  cmd: Redis;
+/** Lines of a process's stderr with log message `msg`. */
+function logLines(stderr: string, msg: string): number {
+  return stderr.split("\n").filter((l) => l.includes(`"msg":${JSON.stringify(msg)}`)).length;
 }
 
 /**
- * One kind of bad input: `reason` is the rejection reason the coordinator
- * must count (undefined: not counted), `retries` whether the shard is enqueued again.
+ * A RESULT frame for shards [lo, hi) of `version`: one block per node of the
+ * shard tree that tiles the range (hi may pass the step's shards, for a
+ * range nobody asked for), zero gradients and the plan's counts, to be spoiled.
  */
-interface Kind {
+function resultFrame(order: StepOrder, lo: number, hi: number, spec: RunSpec, version = order.version) {
+  const P = spec.paramCount;
+  const ranges = shardRanges(spec.data.trainN, spec.config.batch, spec.config.shards, order.step);
+  const blocks = blocksOf(lo, hi, Math.max(ranges.length, hi));
+  // Body at an 8-byte boundary, as the worker lays it out.
+  const out = Buffer.allocUnsafeSlow(resultFrameBytes(blocks.length, P) + 3).subarray(3);
+  const r = resultFrameIn(out, version, lo, hi, blocks.length, P);
+  r.grads.fill(0);
+  const sizes = (k: number) => (ranges[k] ? ranges[k].end - ranges[k].start : 0);
+  for (const [i, [a, b]] of blocks.entries()) {
+    let n = 0;
+    for (let k = a; k < b; k++) n += sizes(k);
+    r.counts[i] = n;
+    r.costs[i] = 1;
+  }
+  r.setSeconds(0);
+  return { ...r, blocks };
+}
+
+/** What one play of the rogue did to the range it held, and what the coordinator must count for it. */
+interface Verdict {
   name: string;
+  /** Counted under this reason in rejectedByReason (undefined: not a result, not counted). */
   reason?: string;
-  retries: boolean;
-  inject(c: Ctx): Promise<void>;
+  /** The coordinator drops the connection (the rogue dials again). */
+  drops: boolean;
+  /** The frames to send for range [lo, hi) of the step. */
+  frames(order: StepOrder, lo: number, hi: number, spec: RunSpec): Buffer[];
 }
 
-const plain = new Packr({ useRecords: false, structuredClone: false, moreTypes: false, useFloat32: 0 });
-
-/** A bad result written through SUBMIT_RESULT (it must be accepted as the first write). */
-function badResult(name: string, reason: string, bytes: (c: Ctx) => Uint8Array): Kind {
-  return {
-    name,
-    reason,
-    retries: true,
-    inject: async (c) => {
-      expect(await c.submit(c.j.version, bytes(c)), name).toBe("ok");
-    },
-  };
-}
-
-/** Where the gradient blob starts in an encoded frame (it is the last item). */
-function gradOffset(bytes: Buffer, paramCount: number): number {
-  return bytes.length - paramCount * 4;
-}
-
-const KINDS: Kind[] = [
-  badResult("random bytes", "decode", () => Buffer.from("definitely not msgpack \u0000\u00ff\u00c1")),
-  badResult("empty payload", "decode", () => Buffer.alloc(0)),
-  // {"__proto__": {"polluted": true}}: a map, refused before anything is built from it.
-  badResult("msgpack map with __proto__", "decode", () =>
-    Buffer.concat([
-      Buffer.from([0x81, 0xa9]),
-      Buffer.from("__proto__"),
-      Buffer.from([0x81, 0xa8]),
-      Buffer.from("polluted"),
-      Buffer.from([0xc3]),
-    ]),
-  ),
-  badResult("msgpackr record extension instead of the frame", "decode", (c) =>
-    new Packr({ useRecords: true, structuredClone: true }).pack({
-      tag: RESULT_TAG,
-      session: c.j.session,
-      grad: c.frame.grad,
-    }),
-  ),
-  badResult("extension in place of the gradient", "decode", (c) => {
-    const ok = encodeResult(c.frame);
-    const at = gradOffset(ok, c.spec.paramCount);
-    // bin16 header (0xc5 len len) becomes an ext16 header (0xc8 len len type).
-    expect(ok[at - 3]).toBe(0xc5);
-    const head = ok.subarray(0, at - 3);
-    const len = ok.subarray(at - 2, at);
-    return Buffer.concat([head, Buffer.from([0xc8]), len, Buffer.from([0x01]), ok.subarray(at)]);
-  }),
-  badResult("gradient as a msgpack array of numbers", "decode", (c) =>
-    plain.pack([
-      RESULT_TAG,
-      c.j.session,
-      c.j.version,
-      c.j.shard,
-      "rogue",
-      1,
-      c.frame.count,
-      0,
-      Array.from(c.frame.grad.subarray(0, 100)),
-    ]),
-  ),
-  badResult("truncated frame", "decode", (c) => encodeResult(c.frame).subarray(0, 1000)),
-  badResult("trailing bytes", "decode", (c) => Buffer.concat([encodeResult(c.frame), Buffer.from([0xc0])])),
-  badResult("wrong tag", "decode", (c) =>
-    plain.pack([
-      "gf-result/0",
-      c.j.session,
-      c.j.version,
-      c.j.shard,
-      "rogue",
-      1,
-      c.frame.count,
-      0,
-      encodeResult(c.frame).subarray(-c.spec.paramCount * 4),
-    ]),
-  ),
-  badResult("gradient one float short", "bad_length", (c) =>
-    encodeResult({ ...c.frame, grad: new Float32Array(c.spec.paramCount - 1) }),
-  ),
-  badResult("gradient twice as long", "bad_length", (c) =>
-    encodeResult({ ...c.frame, grad: new Float32Array(2 * c.spec.paramCount) }),
-  ),
-  badResult("NaN in the gradient", "non_finite", (c) => {
-    const g = new Float32Array(c.spec.paramCount);
-    g[c.spec.paramCount >> 1] = Number.NaN;
-    return encodeResult({ ...c.frame, grad: g });
-  }),
-  badResult("+Infinity in the gradient", "non_finite", (c) => {
-    const g = new Float32Array(c.spec.paramCount);
-    g[0] = Number.POSITIVE_INFINITY;
-    return encodeResult({ ...c.frame, grad: g });
-  }),
-  badResult("NaN cost", "non_finite", (c) => encodeResult({ ...c.frame, cost: Number.NaN })),
-  badResult("wrong session id", "spec_mismatch", (c) =>
-    encodeResult({ ...c.frame, session: "0123456789abcdef" }),
-  ),
-  badResult("frame claims another version", "spec_mismatch", (c) =>
-    encodeResult({ ...c.frame, version: c.j.version + 1 }),
-  ),
-  badResult("frame claims another shard", "spec_mismatch", (c) =>
-    encodeResult({ ...c.frame, shard: (c.j.shard + 1) % 4 }),
-  ),
-  badResult("wrong count", "wrong_shard", (c) => encodeResult({ ...c.frame, count: c.frame.count + 1 })),
-  badResult("huge count", "wrong_shard", (c) => encodeResult({ ...c.frame, count: 2 ** 40 })),
+const VERDICTS: Verdict[] = [
   {
-    name: "forged refusal notice",
-    reason: "refused_bad_job",
-    retries: true,
-    inject: async (c) => {
-      await c.cmd.rpush(runKeys(RUN_ID).notices, `${c.j.version}:${c.j.shard}:refused:bad_job`);
+    name: "wrong sample count",
+    reason: "wrong_shard",
+    drops: false,
+    frames: (o, lo, hi, spec) => {
+      const r = resultFrame(o, lo, hi, spec);
+      r.counts[0] += 1;
+      return [r.frame];
     },
   },
   {
-    name: "forged ok notice without a result",
-    retries: true,
-    inject: async (c) => {
-      await c.cmd.rpush(runKeys(RUN_ID).notices, `${c.j.version}:${c.j.shard}:ok`);
+    name: "NaN in the gradient",
+    reason: "non_finite",
+    drops: false,
+    frames: (o, lo, hi, spec) => {
+      const r = resultFrame(o, lo, hi, spec);
+      r.grads[7] = Number.NaN;
+      return [r.frame];
     },
   },
+  {
+    name: "infinite cost",
+    reason: "non_finite",
+    drops: false,
+    frames: (o, lo, hi, spec) => {
+      const r = resultFrame(o, lo, hi, spec);
+      r.costs[0] = Number.POSITIVE_INFINITY;
+      return [r.frame];
+    },
+  },
+  {
+    name: "result 8 bytes short",
+    reason: "decode",
+    drops: true,
+    frames: (o, lo, hi, spec) => {
+      const f = Buffer.from(resultFrame(o, lo, hi, spec).frame.subarray(0, -8));
+      f.writeUInt32LE(f.length - 4, 0);
+      return [f];
+    },
+  },
+  {
+    name: "result naming no shards (hi = lo)",
+    reason: "decode",
+    drops: true,
+    frames: (o, lo, _hi, spec) => {
+      const f = Buffer.from(resultFrame(o, lo, lo + 1, spec).frame);
+      f.writeUInt32LE(lo, 13);
+      return [f];
+    },
+  },
+  {
+    name: "a frame type the protocol does not have",
+    drops: true,
+    frames: () => [encodeJson(7, { evil: true })],
+  },
+  {
+    name: "a length prefix past any limit",
+    drops: true,
+    frames: () => {
+      const f = Buffer.alloc(5);
+      f.writeUInt32LE(0x7fffffff, 0);
+      f.writeUInt8(FrameType.result, 4);
+      return [f];
+    },
+  },
+  { name: "vanishes holding the range", drops: true, frames: () => [] },
 ];
 
-/** Injections that do not take the job over: the true result follows them. */
-const NOISE: Kind[] = [
-  {
-    name: "malformed notices",
-    retries: false,
-    inject: async (c) => {
-      const k = runKeys(RUN_ID).notices;
-      const junk = [
-        "",
-        "x",
-        "1:2",
-        `${c.j.version}:${c.j.shard}:ok:extra`,
-        `-1:${c.j.shard}:ok`,
-        `${c.j.version}:99999:ok`,
-        "9".repeat(5000),
-      ];
-      await c.cmd.rpush(k, ...junk);
-    },
-  },
-  {
-    name: "results under another run's keys",
-    retries: false,
-    inject: async (c) => {
-      const other = runKeys("other-run");
-      const garbage = encodeResult({ ...c.frame, grad: new Float32Array(c.spec.paramCount).fill(1e3) });
-      await c.cmd.set(other.version, String(c.j.version));
-      const out = await c.cmd.eval(
-        SUBMIT_RESULT,
-        4,
-        other.result(c.j.version, c.j.shard),
-        other.version,
-        other.notices,
-        other.counters,
-        String(c.j.version),
-        String(c.j.shard),
-        garbage,
-        "600",
-      );
-      expect(["ok", "duplicate"]).toContain(out);
-    },
-  },
-];
+/** A client that speaks the step-frame protocol and never delivers a good result; see the module comment. */
+class Rogue {
+  readonly played = new Map<string, number>();
+  readonly expectedByReason: Record<string, number> = {};
+  expectedRetries = 0;
+  expectedDuplicates = 0;
+  expectedStale = 0;
+  wrongRange = 0;
+  private next = 0;
+  private socket?: Socket;
+  private done = false;
+  private readonly kernel: Kernel;
 
-describe("rogue results", () => {
-  it("each kind of bad result is refused, counted by reason and recomputed; the weights end bit-identical", async () => {
-    const keys = runKeys(RUN_ID);
-    const conn = new Redis(redis.url, { maxRetriesPerRequest: null });
-    const cmd = new Redis(redis.url);
-    const injected = new Map<string, number>();
-    const expectedByReason: Record<string, number> = {};
-    let expectedRetries = 0;
-    let injectedDuplicates = 0;
-    let injectedStale = 0;
-    let next = 0;
-    let noise = 0;
-    let session: { id: string; spec: RunSpec; kernel: Kernel; grad: Float32Array } | undefined;
-    const count = (name: string) => injected.set(name, (injected.get(name) ?? 0) + 1);
-    // Our own worker (the run's only one), in this process: it computes the
-    // true gradients with the core, but for some jobs it first plays the rogue.
-    const worker = new Worker(
-      QUEUE_NAME,
-      async (job) => {
-        const j = shardJobSchema.parse(job.data);
-        const attempt = Number(String(job.id).split("-").pop());
-        if (session?.id !== j.session) {
-          const spec = decodeRunSpec((await cmd.get(keys.spec))!);
-          session = {
-            id: j.session,
-            spec,
-            kernel: makeKernel(spec.config.kernel, spec.config.spec),
-            grad: new Float32Array(spec.paramCount),
-          };
-        }
-        const { spec, kernel } = session;
-        const submit = (version: number, payload: Uint8Array) =>
-          cmd.eval(
-            SUBMIT_RESULT,
-            4,
-            keys.result(version, j.shard),
-            keys.version,
-            keys.notices,
-            keys.counters,
-            String(version),
-            String(j.shard),
-            Buffer.from(payload),
-            "600",
-          ) as Promise<string>;
-        const zero: ResultFrame = {
-          session: j.session,
-          version: j.version,
-          shard: j.shard,
-          workerId: "rogue",
-          cost: 1,
-          count: j.end - j.start,
-          computeSeconds: 0,
-          grad: new Float32Array(spec.paramCount),
-        };
-        const ctx: Ctx = { j, spec, frame: zero, submit, cmd };
-        // One shard of every step (never shard 0, never a recompute) gets a bad result instead of the true one.
-        if (attempt === 0 && j.shard > 0 && (j.version + j.shard) % 3 === 0) {
-          const kind = KINDS[next++ % KINDS.length];
-          await kind.inject(ctx);
-          count(kind.name);
-          if (kind.reason) expectedByReason[kind.reason] = (expectedByReason[kind.reason] ?? 0) + 1;
-          if (kind.retries) expectedRetries++;
-          return;
-        }
-        const params = new Float32Array(spec.paramCount);
-        new Uint8Array(params.buffer).set((await cmd.getBuffer(keys.weights(j.version)))!);
-        const perm = epochPermutation(data.train.n, spec.config.seed, j.epoch);
-        const { cost, count: n } = kernel.gradSum(params, data.train, perm, j.start, j.end, session.grad);
-        const frame = { ...zero, workerId: "in-test", cost, count: n, grad: session.grad };
-        expect(await submit(j.version, encodeResult(frame))).toBe("ok");
-        // Noise after the true result: it lands behind it on the notices list.
-        if (attempt === 0 && j.shard > 0 && (j.version + j.shard) % 3 === 1) {
-          const kind = NOISE[noise++ % NOISE.length];
-          await kind.inject(ctx);
-          count(kind.name);
-        }
-        // Shard 0 goes first in its step, so the step cannot end before these land.
-        if (attempt === 0 && j.shard === 0 && j.version > 0 && j.version % 10 === 0) {
-          const garbage = encodeResult({ ...frame, grad: new Float32Array(spec.paramCount).fill(1e3) });
-          expect(await submit(j.version, garbage)).toBe("duplicate");
-          injectedDuplicates++;
-          count("duplicate result (garbage)");
-          expect(
-            await submit(
-              j.version - 1,
-              encodeResult({
-                ...frame,
-                version: j.version - 1,
-                grad: new Float32Array(spec.paramCount).fill(1e3),
-              }),
-            ),
-          ).toBe("stale");
-          injectedStale++;
-          count("result for an old version (garbage)");
-        }
-      },
-      { connection: conn, prefix: keys.queuePrefix, concurrency: 1 },
-    );
-    try {
-      const r = await procs.run([
-        "coordinator",
-        ...RUN,
-        // The worker above is played through BullMQ shard jobs.
-        "--dispatch",
-        "jobs",
-        "--redis-url",
-        redis.url,
-        "--run-id",
-        RUN_ID,
-        "--metrics-port",
-        "0",
-      ]);
-      expect(r.code, r.stderr).toBe(0);
-      const s = r.json!;
-      const byReason = { ...(s.rejectedByReason as Record<string, number>) };
-      // A forged "ok" notice with no result behind it is retried; it is not a result, so it may or may not be counted.
-      delete byReason.missing_result;
-      const table = [...injected].map(([k, v]) => `${k}=${v}`).join("; ");
-      console.log(
-        `[faults] rogue results: ${table}\n[faults] rejectedByReason=${JSON.stringify(s.rejectedByReason)} expected=${JSON.stringify(expectedByReason)} ` +
-          `retriedShards=${s.retriedShards} (expected ${expectedRetries}) duplicateResults=${s.duplicateResults} staleResults=${s.staleResults} ` +
-          `samples=${s.samples}/${TRAIN} sameBits=${s.weightsSha256 === baseline.weightsSha256}`,
-      );
-      // Every kind was tried several times.
-      for (const k of [...KINDS, ...NOISE])
-        expect(injected.get(k.name) ?? 0, k.name).toBeGreaterThanOrEqual(2);
-      expect(byReason).toEqual(expectedByReason);
-      expect(s.retriedShards).toBe(expectedRetries);
-      expect(s.duplicateResults).toBe(injectedDuplicates);
-      expect(s.staleResults).toBe(injectedStale);
-      // Each refused result is logged with its step, shard and reason.
-      const resultRejections = Object.entries(expectedByReason)
-        .filter(([k]) => !k.startsWith("refused_"))
-        .reduce((a, [, v]) => a + v, 0);
-      expect(linesWith(r.stderr, '"msg":"refused a result"')).toBe(resultRejections);
-      expect(s.samples).toBe(TRAIN);
-      expect(s.steps).toBe(STEPS);
-      expect(s.weightsSha256).toBe(baseline.weightsSha256);
-      // Another run's keys were written, and not touched by this run's cleanup.
-      expect(await cmd.exists(runKeys("other-run").version)).toBe(1);
-    } finally {
-      await worker.close();
-      conn.disconnect();
-      cmd.disconnect();
+  constructor(private readonly spec: RunSpec) {
+    this.kernel = makeKernel(spec.config.kernel, spec.config.spec);
+  }
+
+  /** Dials the data port and says hello; dials again whenever the coordinator drops it, until stop(). */
+  dial(): void {
+    if (this.done) return;
+    const { host, port, token } = this.spec.direct;
+    const socket = connect({ host, port });
+    this.socket = socket;
+    const reader = new FrameReader((type, body) => {
+      if (type === FrameType.step) this.onStep(socket, body);
+      else if (type === FrameType.bye && decodeJson(body).reason === "run over") this.done = true;
+    });
+    socket.on("connect", () => {
+      const hello: Hello = { token, session: this.spec.session, workerId: "rogue" };
+      socket.write(encodeJson(FrameType.hello, hello));
+    });
+    socket.on("data", (chunk: Buffer) => reader.push(chunk));
+    socket.on("error", () => {});
+    socket.on("close", () => setImmediate(() => this.dial()));
+  }
+
+  stop(): void {
+    this.done = true;
+    this.socket?.destroy();
+  }
+
+  private count(name: string): void {
+    this.played.set(name, (this.played.get(name) ?? 0) + 1);
+  }
+
+  /** A STEP frame: first the injections that leave the range held, then a verdict that hands it back. */
+  private onStep(socket: Socket, body: Buffer): void {
+    const spec = this.spec;
+    const { order, params } = decodeStep(body, spec.paramCount);
+    const { lo, hi } = order;
+    const shards = shardRanges(spec.data.trainN, spec.config.batch, spec.config.shards, order.step).length;
+    const out: Buffer[] = [];
+    // A result for the previous version: dropped as stale.
+    if (order.version > 0) {
+      out.push(resultFrame(order, lo, hi, spec, order.version - 1).frame);
+      this.expectedStale++;
+      this.count("result for the previous version");
     }
-  });
-});
+    // A true copy of the other worker's range (two workers: the rest of the
+    // step). The step cannot end while this range is held, so whichever of
+    // the copy and the real worker's result comes second is a duplicate.
+    const other = lo === 0 ? [hi, shards] : [0, lo];
+    if (other[0] < other[1]) {
+      out.push(this.trueResult(order, params, other[0], other[1]));
+      this.expectedDuplicates++;
+      this.count("true copy of the other worker's range");
+    }
+    // Shards nobody asked for: refused, and the range is still held.
+    out.push(resultFrame(order, lo, hi + 1, spec).frame);
+    this.expectedByReason.wrong_shard = (this.expectedByReason.wrong_shard ?? 0) + 1;
+    this.wrongRange++;
+    this.count("result for shards nobody asked for");
+    const v = VERDICTS[this.next++ % VERDICTS.length];
+    out.push(...v.frames(order, lo, hi, spec));
+    if (v.reason) this.expectedByReason[v.reason] = (this.expectedByReason[v.reason] ?? 0) + 1;
+    // Every verdict hands the range back: the real worker computes it again.
+    this.expectedRetries += hi - lo;
+    this.count(v.name);
+    // Vanishing: the frames still go out first (end flushes, destroy would not).
+    if (v.name === "vanishes holding the range") socket.end(Buffer.concat(out));
+    else socket.write(Buffer.concat(out));
+  }
 
-describe("rogue jobs", () => {
-  it("jobs with invalid data or outside the plan are refused by a real worker; the run ends with the same bits", async () => {
-    const runId = "rogue-jobs";
+  /** The result a faithful worker sends for shards [lo, hi): the same bits (see direct-seat.ts). */
+  private trueResult(order: StepOrder, params: Float32Array, lo: number, hi: number): Buffer {
+    const spec = this.spec;
+    const P = spec.paramCount;
+    const ranges = shardRanges(spec.data.trainN, spec.config.batch, spec.config.shards, order.step);
+    const perm = epochPermutation(spec.data.trainN, spec.config.seed, order.epoch);
+    const r = resultFrame(order, lo, hi, spec);
+    const tree = new ShardTree(P);
+    for (const [i, [a, b]] of r.blocks.entries()) {
+      const leaves = [];
+      for (let k = a; k < b; k++) {
+        const grad = new Float32Array(P);
+        const g = this.kernel.gradSum(params, data.train, perm, ranges[k].start, ranges[k].end, grad);
+        leaves.push({ lo: k, hi: k + 1, grad, ...g });
+      }
+      const node = tree.sum(leaves, a, b, ranges.length, new Float32Array(P));
+      r.grads.set(node.grad, i * P);
+      r.costs[i] = node.cost;
+      r.counts[i] = node.count;
+    }
+    return Buffer.from(r.frame);
+  }
+}
+
+/** Says hello with `hello` (or sends `first` instead) and resolves with the coordinator's BYE reason, if any. */
+function stranger(spec: RunSpec, first: Buffer): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let reason: string | undefined;
+    const socket = connect({ host: spec.direct.host, port: spec.direct.port });
+    const reader = new FrameReader((type, body) => {
+      if (type === FrameType.bye) reason = String(decodeJson(body).reason);
+    });
+    socket.on("connect", () => socket.write(first));
+    socket.on("data", (c: Buffer) => reader.push(c));
+    socket.on("error", () => {});
+    socket.on("close", () => resolve(reason));
+  });
+}
+
+describe("a rogue worker on the data port", () => {
+  it("every bad result is refused, counted by reason and computed again by the real worker; the weights end bit-identical", async () => {
+    const runId = "rogue";
     const keys = runKeys(runId);
     const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
     const client = new Redis(redis.url);
-    const queue = new Queue(QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
-    const lanes = new Queue(LANES_QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
-    // No worker yet: the coordinator publishes step 0 and waits, so the rogue
-    // jobs (added LIFO, ahead of the real ones) meet the current version.
-    // Shard jobs, so that there are real jobs to copy and to race.
-    const coord = procs.start(["coordinator", ...RUN, "--dispatch", "jobs", ...args]);
+    const seats = new Queue(SEATS_QUEUE_NAME, { connection: client, prefix: keys.queuePrefix });
+    // No step timeout in the way: every retry counted here is the rogue's doing.
+    const coord = procs.start(["coordinator", ...RUN, ...args, "--step-timeout", "300"]);
     let worker: CliProcess | undefined;
+    let rogue: Rogue | undefined;
     try {
-      await waitFor(async () => (await queue.getWaitingCount()) === 4, 30_000);
-      const spec = decodeRunSpec((await client.get(keys.spec))!);
-      expect(await client.get(keys.version)).toBe("0");
-      const real = (await queue.getWaiting())
-        .map((j) => j.data as ShardJob)
-        .sort((a, b) => a.shard - b.shard);
-      const session = spec.session;
-      const step3 = shardRanges(TRAIN, BATCH, 4, 3)[0];
-      const ok = real[0];
-      // Refused as invalid data (schema): logged and dropped, nothing computed.
-      const invalid: [string, unknown][] = [
-        ["empty object", {}],
-        ["missing fields", { session }],
-        ["huge version", { ...ok, version: 1e300 }],
-        ["huge start beyond 2^31", { ...ok, start: 2 ** 40, end: 2 ** 40 + 16 }],
-        ["negative shard", { ...ok, shard: -1 }],
-        ["fractional step", { ...ok, step: 0.5 }],
-        ["number as a string", { ...ok, version: "0" }],
-        ["extra field", { ...ok, evil: "x" }],
-        ["prototype key", JSON.parse(`{"__proto__": {"polluted": true}, "session": "${session}"}`)],
-        ["end before start", { ...ok, start: 10, end: 5 }],
-        ["session not hex", { ...ok, session: "zzzzzzzzzzzzzzzz" }],
-        ["array instead of an object", [1, 2, 3]],
-        ["null", null],
-      ];
-      // Valid data, but not a shard of the run: refused with a notice (reason bad_job / spec_mismatch).
-      const offPlan: [string, ShardJob, string, boolean][] = [
-        // [name, data, reason, pending shard (counted by the coordinator)]
-        ["shard outside the plan", { ...ok, shard: 4095 }, "bad_job", false],
-        ["range not the shard's", { ...real[2], start: 0, end: 2 ** 31 - 1 }, "bad_job", true],
-        ["epoch beyond the run", { ...real[1], epoch: 5 }, "bad_job", true],
-        ["in-range huge positions", { ...real[3], start: 2 ** 31 - 3, end: 2 ** 31 - 2 }, "bad_job", true],
-        // The samples of step 3 under the version of step 0: the result would
-        // be accepted for shard 0 of step 0 unless the worker refuses it.
-        [
-          "step that does not match the version",
-          { ...ok, step: 3, start: step3.start, end: step3.end },
-          "bad_job",
-          true,
-        ],
-        ["wrong session", { ...ok, session: "0123456789abcdef" }, "spec_mismatch", true],
-      ];
-      // A copy of a real job (first added, so processed last of the rogue jobs): computed, the
-      // same bits; the real job's result is then a duplicate.
-      await queue.add("shard", real[1], { jobId: "replayed", lifo: true });
-      // Lane jobs: invalid data is refused; a lane beyond the run is refused
-      // (it would hold the worker's seat for nothing); a lane of another
-      // session ends quietly (a dead coordinator's leftover).
-      const invalidLanes: unknown[] = [
-        {},
-        { session, from: 5, to: 2 },
-        { session, from: -1, to: 3 },
-        { session, from: 0, to: 64, evil: "x" },
-        { session: "zzzzzzzzzzzzzzzz", from: 0, to: 64 },
-        "lane",
-      ];
-      const beyondRun = [{ session, from: 1_000_000, to: 1_000_064 }];
-      let n = 0;
-      for (const d of [...invalidLanes, ...beyondRun, { session: "0123456789abcdef", from: 0, to: 64 }])
-        await lanes.add("lane", d, { jobId: `rogue-lane-${n++}` });
-      for (const [, d] of offPlan) await queue.add("shard", d, { jobId: `offplan-${n++}`, lifo: true });
-      for (const [, d] of invalid) await queue.add("shard", d, { jobId: `invalid-${n++}`, lifo: true });
-      worker = procs.start(["worker", ...args, "--worker-id", "real"]);
-      // More invalid jobs while the run is well under way.
-      await waitFor(async () => Number(await client.get(keys.version)) >= 20, 60_000);
-      for (const [, d] of invalid) await queue.add("shard", d, { jobId: `late-invalid-${n++}`, lifo: true });
-      const r = await coord.done;
-      expect(r.code, r.stderr).toBe(0);
-      const w = await stopCli(worker, "SIGTERM");
-      expect(w.code, w.stderr).toBe(0);
-      const s = r.json!;
-      const refusedInvalid = linesWith(w.stderr, '"msg":"refused invalid job data"');
-      const refusedInvalidLanes = linesWith(w.stderr, '"msg":"refused invalid lane job data"');
-      const refusedBeyondRun = linesWith(w.stderr, '"msg":"refused a lane outside the run\'s plan"');
-      const refusedBadJob = linesWith(w.stderr, '"reason":"bad_job"');
-      const refusedSession = linesWith(w.stderr, '"reason":"spec_mismatch"');
-      const expected: Record<string, number> = {};
-      for (const [, , reason, pending] of offPlan) {
-        if (pending) expected[`refused_${reason}`] = (expected[`refused_${reason}`] ?? 0) + 1;
-      }
-      console.log(
-        `[faults] rogue jobs: invalid data ${2 * invalid.length} (worker refused ${refusedInvalid}); ` +
-          `invalid lanes ${invalidLanes.length} (refused ${refusedInvalidLanes}), lanes beyond the run ${beyondRun.length} ` +
-          `(refused ${refusedBeyondRun}); off-plan ${offPlan.length} ` +
-          `(worker refused bad_job ${refusedBadJob}, spec_mismatch ${refusedSession}); replayed 1; ` +
-          `coordinator rejectedByReason=${JSON.stringify(s.rejectedByReason)} retriedShards=${s.retriedShards} ` +
-          `duplicateResults=${s.duplicateResults} staleResults=${s.staleResults} samples=${s.samples}/${TRAIN} ` +
-          `sameBits=${s.weightsSha256 === baseline.weightsSha256}`,
+      await waitFor(
+        async () => coord.child.exitCode !== null || (await client.exists(keys.spec)) === 1,
+        60_000,
       );
-      expect(refusedInvalid).toBe(2 * invalid.length);
-      expect(refusedInvalidLanes).toBe(invalidLanes.length);
-      expect(refusedBeyondRun).toBe(beyondRun.length);
-      expect(refusedBadJob).toBe(offPlan.filter((o) => o[2] === "bad_job").length);
-      expect(refusedSession).toBe(offPlan.filter((o) => o[2] === "spec_mismatch").length);
-      expect(s.rejectedByReason).toEqual(expected);
-      expect(s.samples).toBe(TRAIN);
+      const spec = decodeRunSpec((await client.get(keys.spec))!);
+      // Seat jobs with bad data, ahead of the real seats (LIFO): the real
+      // worker drops each, then takes a real seat.
+      const badSeats: unknown[] = [
+        {},
+        { session: "zzzzzzzzzzzzzzzz" },
+        { session: spec.session, evil: "x" },
+        [1, 2, 3],
+        JSON.parse(`{"__proto__": {"polluted": true}, "session": "${spec.session}"}`),
+      ];
+      for (const [i, d] of badSeats.entries()) await seats.add("seat", d, { lifo: true, jobId: `bad-${i}` });
+      // A seat of another session (valid data): left quietly.
+      await seats.add("seat", { session: "0123456789abcdef" }, { lifo: true, jobId: "other-session" });
+      worker = procs.start(["worker", ...args, "--worker-id", "real"]);
+      await waitFor(
+        () =>
+          coord.child.exitCode !== null || /"worker":"real"[^\n]*"msg":"worker joined"/.test(coord.stderr()),
+        60_000,
+      );
+      expect(coord.child.exitCode).toBeNull();
+      rogue = new Rogue(spec);
+      rogue.dial();
+      // Strangers: a wrong token, and a first frame that is no hello.
+      const wrong: Hello = { token: "0".repeat(32), session: spec.session, workerId: "stranger" };
+      expect(await stranger(spec, encodeJson(FrameType.hello, wrong))).toBe("wrong session or token");
+      expect(await stranger(spec, encodeJson(FrameType.result, {}))).toBeUndefined();
+      const r = await coord.done;
+      rogue.stop();
+      expect(r.code, r.stderr).toBe(0);
+      const s = r.json!;
+      const table = [...rogue.played].map(([k, v]) => `${k}=${v}`).join("; ");
+      console.log(
+        `[faults] rogue on the data port: ${table}\n[faults] rejectedByReason=${JSON.stringify(s.rejectedByReason)} ` +
+          `expected=${JSON.stringify(rogue.expectedByReason)} retriedShards=${s.retriedShards} (expected ${rogue.expectedRetries}) ` +
+          `duplicateResults=${s.duplicateResults} (expected ${rogue.expectedDuplicates}) staleResults=${s.staleResults} ` +
+          `(expected ${rogue.expectedStale}) samples=${s.samples} sameBits=${s.weightsSha256 === baseline.weightsSha256}`,
+      );
+      // Every kind was played, several times.
+      for (const v of VERDICTS) expect(rogue.played.get(v.name) ?? 0, v.name).toBeGreaterThanOrEqual(2);
+      expect(rogue.expectedStale).toBeGreaterThanOrEqual(2);
+      expect(rogue.expectedDuplicates).toBeGreaterThanOrEqual(2);
+      expect(s.rejectedByReason).toEqual(rogue.expectedByReason);
+      expect(s.retriedShards).toBe(rogue.expectedRetries);
+      expect(s.duplicateResults).toBe(rogue.expectedDuplicates);
+      expect(s.staleResults).toBe(rogue.expectedStale);
+      // Each refusal is logged, by what was wrong.
+      const stderr = r.stderr;
+      const played = (name: string) => rogue!.played.get(name) ?? 0;
+      expect(logLines(stderr, "refused a result with the wrong sample counts")).toBe(
+        played("wrong sample count"),
+      );
+      expect(logLines(stderr, "refused a result for shards nobody asked for")).toBe(rogue.wrongRange);
+      expect(logLines(stderr, "refused a non-finite result; computing it again")).toBe(
+        played("NaN in the gradient") + played("infinite cost"),
+      );
+      expect(logLines(stderr, "refused a malformed result; dropping the worker")).toBe(
+        played("result 8 bytes short") + played("result naming no shards (hi = lo)"),
+      );
+      expect(logLines(stderr, "dropped a worker connection")).toBe(
+        played("a frame type the protocol does not have") + played("a length prefix past any limit"),
+      );
+      expect(logLines(stderr, "refused a data connection with another session or a wrong token")).toBe(1);
+      expect(logLines(stderr, "refused a data connection that did not say hello")).toBe(1);
+      expect(s.samples).toBe(EPOCHS * TRAIN);
       expect(s.steps).toBe(STEPS);
       expect(s.weightsSha256).toBe(baseline.weightsSha256);
-      // The replayed job's twin, and the recomputes the refusals asked for, were dropped and counted.
-      expect(Number(s.duplicateResults) + Number(s.staleResults)).toBeGreaterThanOrEqual(1);
-      // Nothing was built from the prototype key.
-      expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+      // The real worker dropped each bad seat, saying so, and served the run.
+      const w = await stopCli(worker);
+      expect(w.code, w.stderr).toBe(0);
+      expect(logLines(w.stderr, "refused invalid seat job data")).toBe(badSeats.length);
     } finally {
+      rogue?.stop();
       if (worker) await stopCli(worker, "SIGKILL");
-      await stopCli(coord, "SIGKILL");
-      await queue.close();
-      await lanes.close();
+      await seats.close();
       client.disconnect();
     }
-  });
+  }, 600_000);
 });

@@ -238,20 +238,14 @@ describe("metrics of a coordinator and a worker (in this process)", () => {
     const w = new WorkerMetrics("w-7");
     w.observer.onShard!("ok", Number.NaN, Number.NaN);
     w.observer.onShard!("ok", 0.004, 1000);
-    w.observer.onShard!("stale", 0, 0);
-    w.observer.onWeightsFetch!(Number.NaN, -5);
-    w.observer.onWeightsFetch!(0.001, 50880);
-    // Weights that came with their announcement: received, but not a read.
-    w.observer.onWeightsAnnounced!(50880);
+    w.observer.onShard!("refused", 0, 0);
     const text = await w.registry.metrics();
     expect(expositionProblems(text)).toEqual([]);
     expect(sampleValue(text, "gradfleet_worker_shards_total", { outcome: "ok" })).toBe(2);
-    expect(sampleValue(text, "gradfleet_worker_shards_total", { outcome: "stale" })).toBe(1);
-    expect(sampleValue(text, "gradfleet_worker_shards_total", { outcome: "refused" })).toBe(0);
+    expect(sampleValue(text, "gradfleet_worker_shards_total", { outcome: "refused" })).toBe(1);
+    // A refusal computes nothing: no compute time.
     expect(sampleValue(text, "gradfleet_worker_shard_compute_seconds_count")).toBe(1);
     expect(sampleValue(text, "gradfleet_worker_sent_bytes_total")).toBe(1000);
-    expect(sampleValue(text, "gradfleet_worker_received_bytes_total")).toBe(2 * 50880);
-    expect(sampleValue(text, "gradfleet_worker_weights_fetch_seconds_count")).toBe(1);
     for (const f of parseExposition(text).values()) {
       for (const s of f.samples) expect(s.labels.worker, s.name).toBe("w-7");
     }
@@ -289,7 +283,8 @@ describe("metrics of a coordinator and a worker (in this process)", () => {
     const c = new MirroredCount();
     expect([5, 5, 7, 2, 4, Number.NaN, 4].map((t) => c.delta(t))).toEqual([5, 0, 2, 0, 2, 0, 0]);
     expect(rejectLabel("decode")).toBe("decode");
-    expect(rejectLabel("refused_data_mismatch")).toBe("data_mismatch");
+    expect(rejectLabel("spec_mismatch")).toBe("spec_mismatch");
+    expect(rejectLabel("refused")).toBe("refused");
     expect(rejectLabel("refused_worker_error")).toBe("other");
     expect(rejectLabel("anything else")).toBe("other");
     expect(REJECT_REASONS).toContain("duplicate");

@@ -92,7 +92,7 @@ describe("defaults", () => {
     expect(w.metricsPort).toBe(9465);
     expect(w.runId).toBe("default");
     expect(w.workerId).toBe(`${hostname()}-${process.pid}`);
-    expect(w.concurrency).toBe(1);
+    expect(w.lockSeconds).toBe(30);
     expect(typedOptions(parse(["train"]), "train").runId).toBeUndefined();
   });
 
@@ -227,7 +227,6 @@ describe("the option table", () => {
         redisCa: true,
         runId: true,
         data: true,
-        concurrency: true,
         workerId: true,
         lockSeconds: true,
         metricsPort: true,
@@ -333,7 +332,7 @@ describe("flag syntax", () => {
     expect(usageError(["train", "extra"]).message).toBe(
       'unexpected argument "extra"; train takes no positional arguments (options start with --)',
     );
-    expect(usageError(["worker", "--", "--concurrency"]).message).toContain('"--concurrency"');
+    expect(usageError(["worker", "--", "--lock-seconds"]).message).toContain('"--lock-seconds"');
   });
 
   it("gives help on --help, -h or help, before validating anything", () => {
@@ -386,7 +385,7 @@ describe("errors: one line naming the flag, the value and what is accepted", () 
       {},
       '--batch: "0" is out of range; expected an integer from 1 to 1000000',
     ],
-    ["negative size", ["worker", "--concurrency", "-2"], {}, "expected an integer from 1 to 64"],
+    ["negative port", ["worker", "--metrics-port", "-2"], {}, "expected an integer from 0 to 65535"],
     [
       "above max",
       ["train", "--shards", "4097"],
@@ -444,10 +443,23 @@ describe("errors: one line naming the flag, the value and what is accepted", () 
     ["short flag", ["train", "-e", "3"], {}, "-e: unknown option"],
     [
       "another command's flag",
-      ["train", "--concurrency", "2"],
+      ["train", "--worker-id", "w2"],
       {},
-      "--concurrency: not an option of train (only of worker)",
+      "--worker-id: not an option of train (only of worker)",
     ],
+    [
+      "a removed dispatch",
+      ["coordinator", "--dispatch", "lanes"],
+      {},
+      '--dispatch: "lanes" was removed (the Redis-only dispatches are gone; direct, the default, is the only one): drop --dispatch or pass --dispatch direct',
+    ],
+    [
+      "the other removed dispatch, from the environment",
+      ["train"],
+      { GRADFLEET_DISPATCH: "jobs" },
+      '--dispatch (from GRADFLEET_DISPATCH): "jobs" was removed',
+    ],
+    ["an unknown dispatch", ["train", "--dispatch", "fast"], {}, '--dispatch: "fast" is not one of direct'],
     [
       "unknown command",
       ["trian"],
@@ -533,7 +545,6 @@ describe("--redis-url", () => {
 describe("env var lists", () => {
   it("lists what the worker reads", () => {
     expect(envVarsOf("worker")).toEqual([
-      "GRADFLEET_CONCURRENCY",
       "GRADFLEET_DATA",
       "GRADFLEET_DRY_RUN",
       "GRADFLEET_LOCK_SECONDS",

@@ -17,7 +17,6 @@ import { OPTIMIZERS, type OptimizerName } from "../core/optimizer.js";
 import { KERNELS, type KernelName } from "../core/run-config.js";
 import type { CostName, HiddenActivation, OutputActivation } from "../core/spec.js";
 import { COSTS, checkParameterCount, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
-import { DISPATCHES, type Dispatch } from "../shared/dispatch.js";
 import { RUN_ID_PATTERN } from "../shared/keys.js";
 
 export { KERNELS, type KernelName, OPTIMIZERS, type OptimizerName };
@@ -181,6 +180,8 @@ export interface PathOption extends OptionBase {
 export interface EnumOption extends OptionBase {
   kind: "enum";
   values: readonly string[];
+  /** Values that were accepted once: each refused with its own line (why, and what to do instead). */
+  removed?: Readonly<Record<string, string>>;
 }
 export interface IntListOption extends OptionBase {
   kind: "intlist";
@@ -210,6 +211,14 @@ const CLUSTER: readonly CommandName[] = ["train", "coordinator", "worker"];
 const LOGGERS: readonly CommandName[] = ["train", "coordinator", "worker"];
 
 const UINT32_MAX = 2 ** 32 - 1;
+
+/** `--dispatch`'s one value: steps over the coordinator's data port (see coordinator/direct-executor.ts). */
+export const DISPATCHES = ["direct"] as const;
+/** A dispatch mode. */
+export type Dispatch = (typeof DISPATCHES)[number];
+/** Why `--dispatch lanes` and `--dispatch jobs` are refused. */
+const REMOVED_DISPATCH =
+  "was removed (the Redis-only dispatches are gone; direct, the default, is the only one): drop --dispatch or pass --dispatch direct";
 /** Largest `--batch`. */
 export const MAX_BATCH = 1_000_000;
 
@@ -494,8 +503,12 @@ export const OPTIONS: readonly OptionDef[] = [
     commands: RUNNERS,
     group: "Cluster",
     description:
-      "direct: workers take a BullMQ seat, then get each step's weights and shards over the coordinator's data port and answer there (no Redis command per step); lanes: seats, shards claimed and results through Redis; jobs: a BullMQ job per shard per step. Same bits every way",
+      "How steps reach workers. Only direct: workers take a BullMQ seat, then get each step's weights and shards over the coordinator's data port and answer there (no Redis command per step). Kept so existing scripts work; lanes and jobs were removed",
     values: DISPATCHES,
+    removed: {
+      lanes: REMOVED_DISPATCH,
+      jobs: REMOVED_DISPATCH,
+    },
     default: "direct",
   },
   {
@@ -504,7 +517,7 @@ export const OPTIONS: readonly OptionDef[] = [
     commands: RUNNERS,
     group: "Cluster",
     description:
-      "Port where seated workers get steps (--dispatch direct); 0: any free port (workers find it in the run spec); containers publish a fixed one",
+      "Port where seated workers get steps; 0: any free port (workers find it in the run spec); containers publish a fixed one",
     metavar: "PORT",
     min: 0,
     max: 65535,
@@ -535,22 +548,12 @@ export const OPTIONS: readonly OptionDef[] = [
     defaultText: { coordinator: "this host's name", train: "127.0.0.1" },
   },
   {
-    name: "concurrency",
-    kind: "int",
-    commands: ["worker"],
-    group: "Cluster",
-    description: "Shard jobs this worker computes at once",
-    min: 1,
-    max: 64,
-    default: 1,
-  },
-  {
     name: "lock-seconds",
     kind: "float",
     commands: ["worker"],
     group: "Cluster",
     description:
-      "BullMQ job lock time: a shard whose worker stops renewing its lock this long is handed to another worker (must exceed a shard's compute time)",
+      "BullMQ lock time of a worker's seat: the seat of a worker that stops renewing its lock this long (killed, frozen) is handed to another worker",
     metavar: "SECONDS",
     min: 0,
     minExclusive: true,
@@ -745,9 +748,8 @@ export interface WorkerOptions extends ClusterOptions {
   runId: string;
   trace?: string;
   data?: string;
-  concurrency: number;
   workerId: string;
-  /** BullMQ lock duration of this worker's jobs, in seconds. */
+  /** BullMQ lock duration of this worker's seat, in seconds. */
   lockSeconds: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
@@ -1033,6 +1035,8 @@ export function parseValue(
       value = parseBoolean(def, raw, origin);
       break;
     case "enum":
+      if (def.removed && Object.hasOwn(def.removed, raw))
+        throw valueError(def, origin, raw, def.removed[raw]);
       if (!def.values.includes(raw))
         throw valueError(def, origin, raw, `is not one of ${def.values.join(", ")}`);
       value = raw;

@@ -2,22 +2,18 @@
  * Counters of what the cluster did during a run, for the `--json` summary
  * and for metrics.
  */
-import type { RejectReason } from "../shared/messages.js";
 
-/** Why a result was refused by the coordinator or a worker. */
-export type RejectionReason = RejectReason | "refused";
-
-/** Cluster counters, updated by the ClusterExecutor. */
+/** Cluster counters, updated by the DirectExecutor. */
 export class ClusterStats {
   /** Distinct worker ids that delivered an accepted result. */
   readonly workersSeen = new Set<string>();
-  /** Results dropped because the shard already had one (counted by the workers' submit script). */
+  /** Results dropped because their range of the step already had one (a late copy). */
   duplicateResults = 0;
   /** Results dropped because they were for an old weights version. */
   staleResults = 0;
-  /** Results refused by reason (decode, bad_length, non_finite, spec_mismatch, ...). */
+  /** Results refused by reason (decode, wrong_shard, non_finite; spec_mismatch and refused for workers' refusals). */
   readonly rejected = new Map<string, number>();
-  /** Shards enqueued again (deadline passed, or the result was refused). */
+  /** Shards sent again (their worker left or missed the deadline, or the result was refused). */
   retriedShards = 0;
 
   /** Total results refused, all reasons. */

@@ -1,7 +1,8 @@
 /**
  * A coordinator run: connects to Redis, takes the run's lease, publishes the
- * run spec, trains with the ClusterExecutor and cleans the run's keys up at
- * the end. Used by `gradfleet coordinator` and by `train --workers N`.
+ * run spec, trains with the DirectExecutor (steps over the data port) and
+ * cleans the run's keys up at the end. Used by `gradfleet coordinator` and by
+ * `train --workers N`.
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
@@ -11,12 +12,16 @@ import { type RunObserver, trainAndReport } from "../cli/train-run.js";
 import type { DataBundle } from "../core/dataset.js";
 import type { RunConfig } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
-import type { Dispatch } from "../shared/dispatch.js";
 import { runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
-import { checkRedisConfig, connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
+import {
+  checkRedisConfig,
+  connectRedis,
+  explainRedisFull,
+  redactUrl,
+  waitForRedis,
+} from "../shared/redis.js";
 import type { Trace } from "../shared/trace.js";
-import { ClusterExecutor } from "./cluster-executor.js";
 import { ClusterStats } from "./cluster-stats.js";
 import { DirectExecutor } from "./direct-executor.js";
 import { Lease, LeaseLostError } from "./lease.js";
@@ -28,8 +33,7 @@ export interface CoordinatorRun {
     redisCa?: string;
     runId: string;
     stepTimeout: number;
-    dispatch: Dispatch;
-    /** Direct dispatch: the data port's listen address and port, and the address workers dial. */
+    /** The data port's listen address and port, and the address workers dial. */
     dataHost: string;
     dataPort: number;
     advertiseHost: string;
@@ -41,7 +45,7 @@ export interface CoordinatorRun {
   observer?: RunObserver;
   stats?: ClusterStats;
   /** Called once the run is published (spec in Redis, lease held), with the coordinator's Redis connection. */
-  onStarted?(executor: ClusterExecutor | DirectExecutor, redis: Redis): void;
+  onStarted?(executor: DirectExecutor, redis: Redis): void;
   /** The run's trace (`--trace`), when set. */
   trace?: Trace;
   resumeHint: string;
@@ -57,13 +61,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
     caFile: o.redisCa,
     name: `gf-coordinator-${o.runId}`,
   });
-  const blocking = connectRedis(o.redisUrl, {
-    role: "producer",
-    caFile: o.redisCa,
-    name: `gf-coordinator-${o.runId}-wait`,
-  });
   redis.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
-  blocking.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
   // A stop signal while the run is being published is kept for the trainer
   // (which stops at once, with a checkpoint), not left to kill the process.
   let stoppedEarly: string | undefined;
@@ -75,10 +73,9 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
   process.on("SIGINT", earlyInt);
   process.on("SIGTERM", earlyTerm);
   let lease: Lease | undefined;
-  let executor: ClusterExecutor | DirectExecutor | undefined;
+  let executor: DirectExecutor | undefined;
   try {
     await waitForRedis(redis, 10_000);
-    await waitForRedis(blocking, 10_000);
     const warning = await checkRedisConfig(redis);
     if (warning) log.warn(warning);
     const owner = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
@@ -86,7 +83,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       log.warn("the run's lease is held by another coordinator; waiting a few seconds in case it died"),
     );
     const stats = r.stats ?? new ClusterStats();
-    const common = {
+    executor = new DirectExecutor({
       runId: o.runId,
       keys,
       redis,
@@ -97,17 +94,11 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       log,
       stepTimeoutSeconds: o.stepTimeout,
       stats,
-    };
-    executor =
-      o.dispatch === "direct"
-        ? new DirectExecutor({
-            ...common,
-            listenHost: o.dataHost,
-            listenPort: o.dataPort,
-            advertiseHost: o.advertiseHost,
-            trace: r.trace,
-          })
-        : new ClusterExecutor({ ...common, blocking, dispatch: o.dispatch });
+      listenHost: o.dataHost,
+      listenPort: o.dataPort,
+      advertiseHost: o.advertiseHost,
+      trace: r.trace,
+    });
     const ex0 = executor;
     lease.onLost = (holder) =>
       ex0.fail(
@@ -122,7 +113,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
         run: o.runId,
         session: executor.spec.session,
         redis: redactUrl(o.redisUrl),
-        ...(executor instanceof DirectExecutor ? { dataPort: executor.port } : {}),
+        dataPort: executor.port,
       },
       "run published; waiting for workers",
     );
@@ -151,6 +142,10 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       }),
     });
     return exitCode;
+  } catch (e) {
+    // A full Redis answers every write with its raw "OOM command not
+    // allowed" text, which names no setting to change: say which.
+    throw explainRedisFull(e, o.redisUrl);
   } finally {
     process.off("SIGINT", earlyInt);
     process.off("SIGTERM", earlyTerm);
@@ -160,6 +155,5 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       .catch((e) => log.warn({ err: (e as Error).message }, "cleanup failed"));
     await lease?.release();
     redis.disconnect();
-    blocking.disconnect();
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Direct steps (`--dispatch direct`, the fast path): BullMQ hands out seats,
+ * Direct steps (the only dispatch): BullMQ hands out seats,
  * and each seated worker dials the coordinator's data port and keeps the
  * connection; a step is then one STEP frame to each worker (the weights and a
  * contiguous range of shards) and one RESULT frame back, with no Redis
@@ -20,7 +20,6 @@
 import { randomBytes } from "node:crypto";
 import type { Queue } from "bullmq";
 import { type F32Heap, treeHeap } from "../core/f32-heap.js";
-import { stepsPerEpoch } from "../core/plan.js";
 import { layoutOf } from "../core/spec.js";
 import {
   type GradientExecutor,
@@ -118,12 +117,11 @@ export class DirectExecutor implements GradientExecutor {
       },
       o.log,
     );
-    const versions = o.config.epochs * stepsPerEpoch(o.data.train.n, o.config.batch);
-    this.seats = new SeatKeeper(o.redis, o.keys, versions, o.log, () => this.links.length);
+    this.seats = new SeatKeeper(o.redis, o.keys, o.log, () => this.links.length);
   }
 
   /** The seats' queue (metrics count its jobs). */
-  get lanesBullQueue(): Queue {
+  get seatsQueue(): Queue {
     return this.seats.queue;
   }
 

@@ -1,4 +1,4 @@
-/** What every cluster executor (direct, lanes, jobs) is built with. */
+/** What the cluster executor (DirectExecutor) is built with. */
 import type { Redis } from "ioredis";
 import type { DataBundle } from "../core/dataset.js";
 import type { RunConfig } from "../core/run-config.js";

@@ -14,7 +14,7 @@ import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { RunObserver } from "../cli/train-run.js";
-import { LIVE_WORKER_WINDOW_MS, runKeys } from "../shared/keys.js";
+import { LIVE_WORKER_WINDOW_MS, runKeys, SEATS_QUEUE_NAME } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
   createRegistry,
@@ -25,7 +25,6 @@ import {
   setGauge,
 } from "../shared/metrics-registry.js";
 import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
-import type { ClusterExecutor } from "./cluster-executor.js";
 import type { DirectExecutor } from "./direct-executor.js";
 
 export { LIVE_WORKER_WINDOW_MS };
@@ -38,33 +37,28 @@ export const QUEUE_STATES = ["waiting", "active", "delayed", "prioritized", "fai
 
 /**
  * Values of the `reason` label of `gradfleet_results_rejected_total`: the
- * coordinator's own checks, the workers' refusals (`refused_<reason>` in
- * ClusterStats, reported here without the prefix) and the duplicate and
- * stale results the workers' submit script drops. Anything else is `other`,
- * so the label stays bounded whatever a worker sends.
+ * coordinator's own checks of a result (decode, wrong_shard, non_finite),
+ * workers that cannot serve the run (spec_mismatch for other data or spec,
+ * refused for any other reason they give), and the duplicate and
+ * stale results it drops. Anything else is `other`, so the label stays
+ * bounded whatever a worker sends.
  */
 export const REJECT_REASONS = [
   "duplicate",
   "stale",
   "non_finite",
-  "bad_length",
   "decode",
   "spec_mismatch",
   "wrong_shard",
-  "missing_result",
-  "data_mismatch",
-  "missing_spec",
-  "missing_weights",
-  "bad_job",
+  "refused",
   "other",
 ] as const;
 
 export type RejectLabel = (typeof REJECT_REASONS)[number];
 
-/** The bounded `reason` label of a ClusterStats rejection key (`decode`, `refused_bad_job`, ...). */
+/** The bounded `reason` label of a ClusterStats rejection key (`decode`, `non_finite`, ...). */
 export function rejectLabel(reason: string): RejectLabel {
-  const bare = reason.startsWith("refused_") ? reason.slice("refused_".length) : reason;
-  return (REJECT_REASONS as readonly string[]).includes(bare) ? (bare as RejectLabel) : "other";
+  return (REJECT_REASONS as readonly string[]).includes(reason) ? (reason as RejectLabel) : "other";
 }
 
 /** How long a scrape waits for Redis before it reports what it has. */
@@ -75,7 +69,7 @@ const CHECKPOINT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 
 /** What the cluster metrics read at scrape time. */
 interface ClusterSource {
-  executor: ClusterExecutor | DirectExecutor;
+  executor: DirectExecutor;
   redis: Redis;
   workersKey: string;
 }
@@ -189,20 +183,13 @@ export class CoordinatorMetrics extends ServedMetrics {
     });
     new Gauge({
       name: "gradfleet_queue_jobs",
-      help: "Jobs in the run's BullMQ queues by queue (grad: shard jobs, lanes: lane jobs) and state",
+      help: "Seat jobs in the run's BullMQ queue by state (active: workers seated in the run)",
       labelNames: ["queue", "state"] as const,
       registers: reg,
       async collect() {
         const s = self.source;
         if (!s) return;
-        const e = s.executor;
-        const queues: [string, Queue][] =
-          "bullQueue" in e
-            ? [
-                ["grad", e.bullQueue],
-                ["lanes", e.lanesBullQueue],
-              ]
-            : [["lanes", e.lanesBullQueue]];
+        const queues: [string, Queue][] = [[SEATS_QUEUE_NAME, s.executor.seatsQueue]];
         const all = await withTimeout(Promise.all(queues.map(([, q]) => q.getJobCounts(...QUEUE_STATES))));
         if (!all) return;
         for (const [i, [queue]] of queues.entries()) {
@@ -213,7 +200,7 @@ export class CoordinatorMetrics extends ServedMetrics {
     const retried = new MirroredCount();
     new Counter({
       name: "gradfleet_shard_retries_total",
-      help: "Shard jobs enqueued again (deadline passed, result refused, Redis lost the jobs)",
+      help: "Shards sent again to a worker (their worker left or missed --step-timeout, or the result was refused)",
       registers: reg,
       collect() {
         const s = self.source;
@@ -249,7 +236,7 @@ export class CoordinatorMetrics extends ServedMetrics {
   }
 
   /** Connects the cluster metrics to a published run (runCoordinator's `onStarted`). */
-  attach(executor: ClusterExecutor | DirectExecutor, redis: Redis): void {
+  attach(executor: DirectExecutor, redis: Redis): void {
     this.source = { executor, redis, workersKey: runKeys(executor.spec.runId).workers };
   }
 

@@ -1,6 +1,6 @@
 /**
- * Direct dispatch's side in Redis: the run spec and the seats. BullMQ hands
- * out the work as *seats* (lane jobs named `seat` that span the whole run);
+ * The coordinator's side in Redis: the run spec and the seats. BullMQ hands
+ * out the work as *seats* (jobs named `seat` that span the whole session);
  * a worker that takes one dials the coordinator's data port. The keeper
  * publishes the spec, keeps a seat waiting while there is room for another
  * worker, publishes the spec again if Redis lost or someone overwrote it,
@@ -8,11 +8,10 @@
  */
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
-import { LANES_QUEUE_NAME, type RunKeys } from "../shared/keys.js";
+import { type RunKeys, SEATS_QUEUE_NAME } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
-import type { LaneJob } from "../shared/messages.js";
 import type { RunSpec } from "../shared/run-spec.js";
-import { deleteRunKeys } from "./cluster-executor.js";
+import type { SeatJob } from "../shared/seat-job.js";
 
 /** Most seats: more workers than shards could not share a step. */
 export const MAX_SEATS = 64;
@@ -23,7 +22,7 @@ const CLOSE_WAIT_MS = 2000;
 /** Least time between two writes of the current version to Redis (see noteVersion). */
 const VERSION_MS = 100;
 
-/** Publishes a direct-dispatch session in Redis and keeps its seats. */
+/** Publishes a session in Redis and keeps its seats. */
 export class SeatKeeper {
   /** The seats' queue (metrics count its jobs). */
   readonly queue: Queue;
@@ -38,11 +37,10 @@ export class SeatKeeper {
   constructor(
     private readonly redis: Redis,
     private readonly keys: RunKeys,
-    private readonly totalVersions: number,
     private readonly log: Logger,
     private readonly connected: () => number,
   ) {
-    this.queue = new Queue(LANES_QUEUE_NAME, {
+    this.queue = new Queue(SEATS_QUEUE_NAME, {
       connection: redis,
       prefix: keys.queuePrefix,
       defaultJobOptions: { removeOnComplete: true, removeOnFail: 100, attempts: 1 },
@@ -57,11 +55,8 @@ export class SeatKeeper {
   async open(spec: RunSpec, seats: number): Promise<void> {
     const { redis, keys } = this;
     this.specJson = JSON.stringify(spec);
-    await redis.del(keys.version, keys.notices, keys.counters);
+    await redis.del(keys.version);
     await this.queue.drain(true);
-    await deleteRunKeys(redis, keys.allResults);
-    await deleteRunKeys(redis, keys.allClaims);
-    await deleteRunKeys(redis, keys.allWeights);
     await redis.set(keys.spec, this.specJson);
     await this.add(spec.session, Math.min(seats, MAX_SEATS));
     this.timer = setInterval(() => void this.keep(spec.session), KEEPER_MS);
@@ -98,9 +93,9 @@ export class SeatKeeper {
     await this.queue.close();
   }
 
-  /** Adds `n` seats (lane jobs of the whole run) for workers to take. */
+  /** Adds `n` seats (jobs that span the session) for workers to take. */
   private async add(session: string, n: number): Promise<void> {
-    const data: LaneJob = { session, from: 0, to: this.totalVersions };
+    const data: SeatJob = { session };
     const jobs = Array.from({ length: n }, () => ({
       name: "seat",
       data,
@@ -134,6 +129,18 @@ export class SeatKeeper {
       log.debug({ err: (e as Error).message }, "seat keeper: Redis did not answer");
     }
   }
+}
+
+/** Deletes every key matching the run's pattern (SCAN, not KEYS, to never block Redis). */
+export async function deleteRunKeys(redis: Redis, pattern: string): Promise<number> {
+  let cursor = "0";
+  let n = 0;
+  do {
+    const [next, batch] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 500);
+    cursor = next;
+    if (batch.length) n += await redis.unlink(...batch);
+  } while (cursor !== "0");
+  return n;
 }
 
 /** Resolves once `done()` is true (checked every 20 ms), or after `ms`. */

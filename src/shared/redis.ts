@@ -267,3 +267,33 @@ export async function checkRedisConfig(client: Redis): Promise<string | undefine
   }
   return undefined;
 }
+
+/** Redis's answer to a write when used memory is above `maxmemory` and nothing may be evicted. */
+const OOM_ERROR = /^OOM command not allowed\b|\bOOM command not allowed when used memory\b/;
+
+/** Whether `e` is Redis refusing a write because it is full (`OOM command not allowed ...`). */
+export function isRedisFull(e: unknown): boolean {
+  return OOM_ERROR.test(e instanceof Error ? e.message : String(e));
+}
+
+/**
+ * One line saying that the Redis at `where` is full and which settings to
+ * change: Redis's own text ("OOM command not allowed when used memory >
+ * 'maxmemory'") names neither the server nor the way out, and raising
+ * `maxmemory-policy` to an evicting one is the wrong way out for BullMQ.
+ */
+export function redisFullMessage(where: string): string {
+  return (
+    `Redis at ${where} is full: it refuses writes (OOM, used memory > maxmemory); ` +
+    "raise its maxmemory (CONFIG SET maxmemory <bytes>, or 0 for no limit) or free memory, " +
+    "and keep maxmemory-policy noeviction (an evicting policy loses BullMQ's jobs)"
+  );
+}
+
+/**
+ * `e`, or, when it is Redis refusing a write for lack of memory, an error
+ * with {@link redisFullMessage} for the Redis at `url` (credentials left out).
+ */
+export function explainRedisFull(e: unknown, url: string): unknown {
+  return isRedisFull(e) ? new Error(redisFullMessage(redactUrl(url))) : e;
+}

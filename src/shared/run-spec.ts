@@ -43,7 +43,7 @@ export const runSpecSchema = z
   .object({
     format: z.literal(RUN_SPEC_FORMAT),
     runId: z.string().min(1).max(64),
-    /** Random id of this coordinator session: jobs and results carry it. */
+    /** Random id of this coordinator session: its seats and the workers' hellos on the data port carry it. */
     session: z.string().regex(/^[0-9a-f]{16}$/),
     config: runConfigSchema,
     data: z
@@ -57,8 +57,8 @@ export const runSpecSchema = z
     /** Number of float32 parameters (gradient length). */
     paramCount: z.number().int().min(1),
     /**
-     * Direct steps (`--dispatch direct`): where a seated worker dials the
-     * coordinator, and the token it must show (see shared/step-frames.ts).
+     * Where a seated worker dials the coordinator (its data port), and the
+     * token it must show (see shared/step-frames.ts).
      */
     direct: z
       .object({
@@ -66,8 +66,7 @@ export const runSpecSchema = z
         port: z.number().int().min(1).max(65535),
         token: z.string().regex(/^[0-9a-f]{32}$/),
       })
-      .strict()
-      .optional(),
+      .strict(),
   })
   .strict();
 
@@ -83,8 +82,8 @@ export interface RunSpecSource {
   testLimit: number | null;
 }
 
-/** A new session's run spec: a fresh random session id; `direct` for direct dispatch. */
-export function newRunSpec(o: RunSpecSource, direct?: RunSpec["direct"]): RunSpec {
+/** A new session's run spec: a fresh random session id, and where its data port is. */
+export function newRunSpec(o: RunSpecSource, direct: RunSpec["direct"]): RunSpec {
   return {
     format: RUN_SPEC_FORMAT,
     runId: o.runId,
@@ -97,7 +96,7 @@ export function newRunSpec(o: RunSpecSource, direct?: RunSpec["direct"]): RunSpe
       trainN: o.data.train.n,
     },
     paramCount: layoutOf(o.config.spec.layers).size,
-    ...(direct ? { direct } : {}),
+    direct,
   };
 }
 

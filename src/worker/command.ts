@@ -1,6 +1,7 @@
 /**
  * `gradfleet worker` (`npm run worker`): one worker process; scale by
- * running more. SIGINT/SIGTERM finish the shard in hand, then exit.
+ * running more. SIGINT/SIGTERM leave the seat (the shards in hand are
+ * computed first), then exit.
  */
 import type { WorkerOptions } from "../cli/options.js";
 import { createLogger } from "../shared/log.js";
@@ -8,7 +9,7 @@ import { Trace } from "../shared/trace.js";
 import { GradWorker } from "./grad-worker.js";
 import { serveWorkerMetrics } from "./metrics.js";
 
-/** Longest a worker takes to stop after SIGINT/SIGTERM (its close waits 10 s for the shard in hand). */
+/** Longest a worker takes to stop after SIGINT/SIGTERM (its close waits 10 s for the shards in hand). */
 const STOP_LIMIT_MS = 20_000;
 
 /**
@@ -50,10 +51,9 @@ export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
     redisCa: o.redisCa,
     runId: o.runId,
     dataDir: o.data,
-    concurrency: o.concurrency,
     workerId: o.workerId,
     lockDuration: o.lockSeconds * 1000,
-    // Check for stalled jobs at least once per lock time, so a lost lock is noticed soon.
+    // Check for stalled seats at least once per lock time, so a lost lock is noticed soon.
     stalledInterval: Math.min(5_000, o.lockSeconds * 1000),
     log,
     observer: metrics?.observer,
@@ -72,7 +72,7 @@ export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
     process.once("SIGTERM", () => resolve("SIGTERM"));
     watchParent(() => resolve("parent gone"));
   });
-  log.info({ signal, shards: worker.jobsDone }, "stopping: finishing the shard in hand");
+  log.info({ signal, ranges: worker.jobsDone }, "stopping: finishing the shards in hand");
   // close() bounds each of its waits; this bounds the whole, so that a stop
   // signal always ends the process (a second signal ends it at once).
   let timer: NodeJS.Timeout | undefined;

@@ -1,6 +1,6 @@
 /**
- * A worker's Prometheus metrics: shards by outcome, shard compute time,
- * weights fetches, bytes in and out. Every series of the process — the
+ * A worker's Prometheus metrics: ranges of shards by outcome, their compute
+ * time, bytes of results sent. Every series of the process — the
  * default process/Node.js ones too — carries `worker="<--worker-id>"`, so
  * the dashboard can tell workers apart (and spot a straggler) whether
  * Prometheus found them by DNS, a file or a static list.
@@ -9,16 +9,13 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../shared/log.js";
 import { createRegistry, incCounter, observeHistogram } from "../shared/metrics-registry.js";
 import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
-import type { ShardOutcome, WorkerObserver } from "./grad-worker.js";
+import type { ShardOutcome, WorkerObserver } from "./observer.js";
 
 /** Values of the `outcome` label of `gradfleet_worker_shards_total`. */
-export const SHARD_OUTCOMES: readonly ShardOutcome[] = ["ok", "duplicate", "stale", "refused", "error"];
+export const SHARD_OUTCOMES: readonly ShardOutcome[] = ["ok", "refused"];
 
 const COMPUTE_BUCKETS = [
   0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-];
-const FETCH_BUCKETS = [
-  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 ];
 
 /** Whether the worker's Redis connection is up; GradWorker has it. */
@@ -41,37 +38,26 @@ export class WorkerMetrics extends ServedMetrics {
     const reg = [registry];
     const shards = new Counter({
       name: "gradfleet_worker_shards_total",
-      help: "Shard jobs handled, by outcome (ok; duplicate and stale: computed but not needed; refused: the job cannot be computed faithfully; error)",
+      help: "Ranges of shards handled, by outcome (ok: computed and sent to the coordinator; refused: a session this worker cannot serve)",
       labelNames: ["outcome"] as const,
       registers: reg,
     });
     for (const outcome of SHARD_OUTCOMES) shards.inc({ outcome }, 0);
     const compute = new Histogram({
       name: "gradfleet_worker_shard_compute_seconds",
-      help: "Time to compute one shard's gradient sum (forward and backward over the shard)",
+      help: "Time to compute one range of shards' gradient sums (forward and backward over its shards)",
       buckets: COMPUTE_BUCKETS,
       registers: reg,
     });
     const sent = new Counter({
       name: "gradfleet_worker_sent_bytes_total",
-      help: "Bytes of gradient results written to Redis",
-      registers: reg,
-    });
-    const received = new Counter({
-      name: "gradfleet_worker_received_bytes_total",
-      help: "Bytes of weights received from Redis (with their announcement, or read from their key)",
-      registers: reg,
-    });
-    const fetch = new Histogram({
-      name: "gradfleet_worker_weights_fetch_seconds",
-      help: "Time to read one weights version from its Redis key, when its announcement was missed (_count: the number of reads)",
-      buckets: FETCH_BUCKETS,
+      help: "Bytes of gradient results sent to the coordinator's data port",
       registers: reg,
     });
     const self = this;
     new Gauge({
       name: "gradfleet_worker_ready",
-      help: "1 when the worker takes jobs (dataset loaded, Redis connected), else 0",
+      help: "1 when the worker takes seats (dataset loaded, Redis connected), else 0",
       registers: reg,
       collect() {
         this.set(self.readiness().ready ? 1 : 0);
@@ -79,16 +65,11 @@ export class WorkerMetrics extends ServedMetrics {
     });
     this.observer = {
       onShard: (outcome, computeSeconds, bytesOut) => {
-        incCounter(shards, 1, { outcome: SHARD_OUTCOMES.includes(outcome) ? outcome : "error" });
-        // Jobs dropped before computing (stale version, refusals) report 0 s: not a compute time.
+        incCounter(shards, 1, { outcome });
+        // Refusals report 0 s: not a compute time.
         if (computeSeconds > 0) observeHistogram(compute, computeSeconds);
         incCounter(sent, bytesOut);
       },
-      onWeightsFetch: (seconds, bytes) => {
-        observeHistogram(fetch, seconds);
-        incCounter(received, bytes);
-      },
-      onWeightsAnnounced: (bytes) => incCounter(received, bytes),
       onReady: (ready) => {
         this.started = ready;
       },

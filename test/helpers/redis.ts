@@ -46,6 +46,8 @@ export interface StartTestRedisOptions {
   password?: string;
   /** An ACL user with every permission; the returned URL logs in as this user. */
   aclUser?: { name: string; password: string };
+  /** `maxmemory` (e.g. "2mb"): a Redis that fills up, for tests of what a full Redis does. */
+  maxmemory?: string;
 }
 
 type Kind = TestRedis["kind"];
@@ -76,6 +78,7 @@ function findOnPath(cmd: string): string | undefined {
 function serverArgs(opts: StartTestRedisOptions): string[] {
   const args = ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"];
   if (opts.password !== undefined) args.push("--requirepass", opts.password);
+  if (opts.maxmemory !== undefined) args.push("--maxmemory", opts.maxmemory);
   if (opts.aclUser !== undefined) {
     args.push("--user", opts.aclUser.name, "on", `>${opts.aclUser.password}`, "~*", "&*", "+@all");
   }
@@ -306,9 +309,9 @@ function fromEnvUrl(opts: StartTestRedisOptions): TestRedis {
         "(install redis-server, e.g. apt-get install redis-server, or set REDIS_URL)",
     );
   }
-  if (opts.password !== undefined || opts.aclUser !== undefined) {
+  if (opts.password !== undefined || opts.aclUser !== undefined || opts.maxmemory !== undefined) {
     throw new Error(
-      "startTestRedis: password and ACL options need a server the helper starts; REDIS_URL is shared",
+      "startTestRedis: password, ACL and maxmemory options need a server the helper starts; REDIS_URL is shared",
     );
   }
   logOnce("REDIS_URL", "REDIS_URL (a shared server: tests are not isolated from each other)");

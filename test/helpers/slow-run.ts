@@ -7,8 +7,8 @@
 export const SLOW_TRAIN = 8_192;
 export const SLOW_BATCH = 1_024;
 
-/** Flags of a run of `epochs` epochs with `--dispatch dispatch` and the `--json` summary. */
-export function slowRun(epochs: number, dispatch: "direct" | "lanes", testLimit: number): string[] {
+/** Flags of a run of `epochs` epochs with the `--json` summary. */
+export function slowRun(epochs: number, testLimit: number): string[] {
   return [
     "--kernel",
     "ref",
@@ -24,8 +24,6 @@ export function slowRun(epochs: number, dispatch: "direct" | "lanes", testLimit:
     String(testLimit),
     "--epochs",
     String(epochs),
-    "--dispatch",
-    dispatch,
     "--json",
   ];
 }
