@@ -9,10 +9,10 @@ import { describe, expect, it } from "vitest";
 import { RefusingFleet } from "../src/coordinator/refusing-fleet.js";
 import { StepRound, splitShards } from "../src/coordinator/step-round.js";
 import {
-  decodeJson,
+  decodeControl,
   decodeResult,
   decodeStep,
-  encodeJson,
+  encodeControl,
   encodeStepHeader,
   FrameReader,
   FrameType,
@@ -42,7 +42,7 @@ describe("step frames", () => {
     tail.counts.set([100, 99]);
     tail.costs.set([1.5, 2.5]);
     for (let i = 0; i < 2 * P; i++) tail.grads[i] = -i;
-    const hello = encodeJson(FrameType.hello, { workerId: "w" });
+    const hello = encodeControl(FrameType.hello, { workerId: "w" });
     const stream = Buffer.concat([step, prefix.frame, tail.frame, hello]);
     const got: { type: number; body: Buffer }[] = [];
     const reader = new FrameReader((type, body) => got.push({ type, body: Buffer.from(body) }));
@@ -73,7 +73,7 @@ describe("step frames", () => {
     expect([...r1.costs]).toEqual([1.5, 2.5]);
     expect(r1.grads.length).toBe(2 * P);
     expect(r1.grads[2 * P - 1]).toBe(-(2 * P - 1));
-    expect(decodeJson(got[3].body)).toEqual({ workerId: "w" });
+    expect(decodeControl(got[3].body)).toEqual({ workerId: "w" });
   });
 
   it("refuses a frame larger than allowed, and results of the wrong size or range", () => {

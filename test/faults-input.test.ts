@@ -29,9 +29,9 @@ import { blocksOf, ShardTree } from "../src/core/shard-tree.js";
 import { runKeys, SEATS_QUEUE_NAME } from "../src/shared/keys.js";
 import { decodeRunSpec, type RunSpec } from "../src/shared/run-spec.js";
 import {
-  decodeJson,
+  decodeControl,
   decodeStep,
-  encodeJson,
+  encodeControl,
   FrameReader,
   FrameType,
   type Hello,
@@ -176,7 +176,7 @@ const VERDICTS: Verdict[] = [
   {
     name: "a frame type the protocol does not have",
     drops: true,
-    frames: () => [encodeJson(7, { evil: true })],
+    frames: () => [encodeControl(7, { evil: true })],
   },
   {
     name: "a length prefix past any limit",
@@ -216,11 +216,11 @@ class Rogue {
     this.socket = socket;
     const reader = new FrameReader((type, body) => {
       if (type === FrameType.step) this.onStep(socket, body);
-      else if (type === FrameType.bye && decodeJson(body).reason === "run over") this.done = true;
+      else if (type === FrameType.bye && decodeControl(body).reason === "run over") this.done = true;
     });
     socket.on("connect", () => {
       const hello: Hello = { token, session: this.spec.session, workerId: "rogue" };
-      socket.write(encodeJson(FrameType.hello, hello));
+      socket.write(encodeControl(FrameType.hello, hello));
     });
     socket.on("data", (chunk: Buffer) => reader.push(chunk));
     socket.on("error", () => {});
@@ -304,7 +304,7 @@ function stranger(spec: RunSpec, first: Buffer): Promise<string | undefined> {
     let reason: string | undefined;
     const socket = connect({ host: spec.direct.host, port: spec.direct.port });
     const reader = new FrameReader((type, body) => {
-      if (type === FrameType.bye) reason = String(decodeJson(body).reason);
+      if (type === FrameType.bye) reason = String(decodeControl(body).reason);
     });
     socket.on("connect", () => socket.write(first));
     socket.on("data", (c: Buffer) => reader.push(c));
@@ -353,8 +353,8 @@ describe("a rogue worker on the data port", () => {
       rogue.dial();
       // Strangers: a wrong token, and a first frame that is no hello.
       const wrong: Hello = { token: "0".repeat(32), session: spec.session, workerId: "stranger" };
-      expect(await stranger(spec, encodeJson(FrameType.hello, wrong))).toBe("wrong session or token");
-      expect(await stranger(spec, encodeJson(FrameType.result, {}))).toBeUndefined();
+      expect(await stranger(spec, encodeControl(FrameType.hello, wrong))).toBe("wrong session or token");
+      expect(await stranger(spec, encodeControl(FrameType.result, {}))).toBeUndefined();
       const r = await coord.done;
       rogue.stop();
       expect(r.code, r.stderr).toBe(0);

@@ -8,8 +8,8 @@
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "../shared/log.js";
 import {
-  decodeJson,
-  encodeJson,
+  decodeControl,
+  encodeControl,
   FrameReader,
   FrameType,
   type Hello,
@@ -52,7 +52,7 @@ export class WorkerLink {
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.socket.end(encodeJson(FrameType.bye, { reason }));
+    this.socket.end(encodeControl(FrameType.bye, { reason }));
   }
 }
 
@@ -152,7 +152,7 @@ export class StepServer {
     let h: Partial<Hello>;
     try {
       if (type !== FrameType.hello) throw new Error(`first frame has type ${type}`);
-      h = decodeJson(body) as Partial<Hello>;
+      h = decodeControl(body) as Partial<Hello>;
     } catch (e) {
       socket.destroy();
       this.log.warn({ err: (e as Error).message }, "refused a data connection that did not say hello");
@@ -161,14 +161,14 @@ export class StepServer {
     const workerId = typeof h.workerId === "string" ? h.workerId.slice(0, 128) : "?";
     if (h.token !== this.session.token || h.session !== this.session.session) {
       // Another session's worker (the run was restarted) or a stranger.
-      socket.end(encodeJson(FrameType.bye, { reason: "wrong session or token" }));
+      socket.end(encodeControl(FrameType.bye, { reason: "wrong session or token" }));
       this.log.warn({ worker: workerId }, "refused a data connection with another session or a wrong token");
       return undefined;
     }
     if (h.refusal && typeof h.refusal === "object") {
       const reason = String(h.refusal.reason).slice(0, 64);
       const message = String(h.refusal.message).slice(0, 2000);
-      socket.end(encodeJson(FrameType.bye, { reason: "refusal noted" }));
+      socket.end(encodeControl(FrameType.bye, { reason: "refusal noted" }));
       this.events.onRefusal(workerId, reason, message);
       return undefined;
     }

@@ -21,15 +21,17 @@
  * tree's, so the sum is the same whoever computed what.
  */
 
+import { Packr } from "msgpackr";
+
 /** Frame types. */
 export const FrameType = {
-  /** Worker → coordinator, first frame: JSON {@link Hello}. */
+  /** Worker → coordinator, first frame: {@link Hello} (msgpack). */
   hello: 1,
   /** Coordinator → worker: compute a range of shards of one version. */
   step: 2,
   /** Worker → coordinator: the gradients of a range. */
   result: 3,
-  /** Either way, last frame: JSON {@link Bye}, then the sender closes. */
+  /** Either way, last frame: {@link Bye} (msgpack), then the sender closes. */
   bye: 9,
 } as const;
 
@@ -205,20 +207,34 @@ function resultViews(
   };
 }
 
-/** A JSON frame (HELLO, BYE). */
-export function encodeJson(type: number, value: unknown): Buffer {
-  const json = Buffer.from(JSON.stringify(value), "utf8");
-  const out = Buffer.allocUnsafe(5 + json.length);
-  out.writeUInt32LE(json.length + 1, 0);
+/**
+ * msgpack for the control frames' fields: plain maps of strings and numbers
+ * (no records or extensions, so a peer needs no shared state and a frame
+ * from a stranger decodes to nothing richer than an object).
+ */
+const controlCodec = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+/** A control frame (HELLO, BYE): its fields packed with msgpack. */
+export function encodeControl(type: number, value: object): Buffer {
+  const packed = controlCodec.pack(value);
+  const out = Buffer.allocUnsafe(5 + packed.length);
+  out.writeUInt32LE(packed.length + 1, 0);
   out.writeUInt8(type, 4);
-  json.copy(out, 5);
+  packed.copy(out, 5);
   return out;
 }
 
-/** Parses a JSON body; throws when it is not a JSON object. */
-export function decodeJson(body: Buffer): Record<string, unknown> {
-  const v: unknown = JSON.parse(body.toString("utf8"));
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("frame is not a JSON object");
+/** A control frame's fields; throws when the body is not one msgpack map. */
+export function decodeControl(body: Buffer): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = controlCodec.unpack(body);
+  } catch (e) {
+    throw new Error(`control frame does not decode: ${(e as Error).message}`);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v) || ArrayBuffer.isView(v)) {
+    throw new Error("control frame is not a map of fields");
+  }
   return v as Record<string, unknown>;
 }
 

@@ -16,9 +16,9 @@ import { blocksOf, type GradBlock, ShardTree } from "../core/shard-tree.js";
 import type { Logger } from "../shared/log.js";
 import type { RunSpec } from "../shared/run-spec.js";
 import {
-  decodeJson,
+  decodeControl,
   decodeStep,
-  encodeJson,
+  encodeControl,
   FrameReader,
   FrameType,
   type Hello,
@@ -90,14 +90,14 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
       // the coordinator lets go ("released"); bounded, should it not answer.
       end = "stopped";
       if (!connected) socket.destroy();
-      else socket.write(encodeJson(FrameType.bye, { reason: "leaving" }));
+      else socket.write(encodeControl(FrameType.bye, { reason: "leaving" }));
       setTimeout(() => socket.destroy(), LEAVE_MS).unref();
     });
     const compute = rangeComputer(s, socket, o);
     const reader = new FrameReader((type, body) => {
       if (type === FrameType.step) compute(body);
       else if (type === FrameType.bye) {
-        const why = String(decodeJson(body).reason ?? "");
+        const why = String(decodeControl(body).reason ?? "");
         if (why === "run over") end = "run over";
         else if (why !== "released") end = "dropped";
         if (why !== "run over" && why !== "released")
@@ -109,7 +109,7 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
       connected = true;
       clearTimeout(connectTimer);
       const hello: Hello = { token: direct.token, session: s.spec.session, workerId: o.workerId };
-      socket.write(encodeJson(FrameType.hello, hello));
+      socket.write(encodeControl(FrameType.hello, hello));
       o.log.info(
         { session: s.spec.session, coordinator: `${host}:${port}` },
         "seated: steps come over the data port",
@@ -161,7 +161,7 @@ export function reportRefusal(
         workerId,
         refusal: { reason, message },
       };
-      socket.end(encodeJson(FrameType.hello, hello));
+      socket.end(encodeControl(FrameType.hello, hello));
     });
     socket.on("data", () => {});
     socket.on("error", () => {});
