@@ -81,7 +81,7 @@ export interface CoordinatorOptions extends RunOptions, ClusterOptions {
   dispatch: Dispatch;
   dataPort: number;
   dataHost: string;
-  /** Unset: this host's name (see coordinator/command.ts). */
+  /** Unset: this host's name (see cli/coordinator-command.ts). */
   advertiseHost?: string;
 }
 

@@ -20,9 +20,9 @@ import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import type { RunObserver } from "../cli/train-run.js";
 import type { ClusterStats } from "../coordinator/cluster-stats.js";
 import type { RunConfig } from "../core/run-config.js";
+import type { RunObserver } from "../run/observer.js";
 import type { Logger } from "../shared/log.js";
 import { packageRoot } from "../shared/package-root.js";
 import {
