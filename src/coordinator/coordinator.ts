@@ -122,8 +122,11 @@ export async function runCoordinator(r: CoordinatorRun): Promise<CoordinatorOutc
       "run published; waiting for workers",
     );
     r.onStarted?.(executor, redis);
+    // The session listens from its first (synchronous) line; only then is the
+    // early hold let go, so that a signal is never without a listener.
+    const session = runSession({ ...r.session, executor });
     unlistenEarly();
-    const outcome = await runSession({ ...r.session, executor });
+    const outcome = await session;
     const cluster = {
       runId: o.runId,
       workersSeen: stats.workersSeen.size,

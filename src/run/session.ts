@@ -70,8 +70,10 @@ export type SessionOutcome =
  */
 export async function runSession(args: SessionArgs): Promise<SessionOutcome> {
   const { config, data, executor, log, observer, stop, checkpointDir } = args;
-  const timings = new StepTimings();
+  // Before the first await: a caller handing its own hold over (runCoordinator)
+  // lets go right after this call returns.
   const unlisten = stop.listenToProcess();
+  const timings = new StepTimings();
   const unsubscribe = stop.subscribe((signal, repeat) => {
     if (repeat) {
       log.warn({ signal }, "second signal: exiting now");

@@ -15,6 +15,10 @@ export type StopListener = (signal: string, repeat: boolean) => void;
 export class StopSignal {
   private first: string | undefined;
   private readonly listeners = new Set<StopListener>();
+  /** Callers of {@link listenToProcess} that have not let go. */
+  private holds = 0;
+  private readonly onSigint = () => this.request("SIGINT");
+  private readonly onSigterm = () => this.request("SIGTERM");
 
   /** The signal that asked for the stop, if one did. */
   get signal(): string | undefined {
@@ -49,15 +53,27 @@ export class StopSignal {
   /**
    * Turns this process's SIGINT and SIGTERM into requests (and keeps them
    * from ending the process) until the returned function is called.
+   *
+   * Counted: the process listeners go on at the first call and off when
+   * every caller has let go. A hand-over (a coordinator's publishing phase
+   * to its session) must take the new hold before it lets go of the old
+   * one: with no listener at all for an instant, Node drops a signal that
+   * has arrived but is not yet delivered, and the process neither stops nor
+   * dies.
    */
   listenToProcess(): () => void {
-    const sigint = () => this.request("SIGINT");
-    const sigterm = () => this.request("SIGTERM");
-    process.on("SIGINT", sigint);
-    process.on("SIGTERM", sigterm);
+    if (this.holds++ === 0) {
+      process.on("SIGINT", this.onSigint);
+      process.on("SIGTERM", this.onSigterm);
+    }
+    let held = true;
     return () => {
-      process.off("SIGINT", sigint);
-      process.off("SIGTERM", sigterm);
+      if (!held) return;
+      held = false;
+      if (--this.holds === 0) {
+        process.off("SIGINT", this.onSigint);
+        process.off("SIGTERM", this.onSigterm);
+      }
     };
   }
 }
