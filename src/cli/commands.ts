@@ -37,6 +37,7 @@ export const COMMANDS = [
   { name: "weights", summary: "Draw a saved model's first-layer weights as a PNG grid of tiles" },
 ] as const satisfies readonly CommandDef[];
 
+/** The name of a command. */
 export type CommandName = (typeof COMMANDS)[number]["name"];
 
 /** Names of all commands, in help order. */

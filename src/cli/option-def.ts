@@ -12,6 +12,7 @@ export type OptionSource = "flag" | "env" | "default";
 
 /** Sections of the help text, in order. */
 export const OPTION_GROUPS = ["Model", "Training", "Data", "Checkpoints", "Cluster", "Output"] as const;
+/** A section of the help text. */
 export type OptionGroup = (typeof OPTION_GROUPS)[number];
 
 interface OptionBase {
@@ -45,11 +46,13 @@ interface OptionBase {
   redact?: (value: never) => string;
 }
 
+/** An integer option. */
 export interface IntOption extends OptionBase {
   kind: "int";
   min?: number;
   max?: number;
 }
+/** A decimal number option. */
 export interface FloatOption extends OptionBase {
   kind: "float";
   min?: number;
@@ -59,19 +62,23 @@ export interface FloatOption extends OptionBase {
   /** `max` itself is refused (e.g. a momentum of 1). */
   maxExclusive?: boolean;
 }
+/** A text option, checked against a pattern when it has one. */
 export interface StringOption extends OptionBase {
   kind: "string";
   pattern?: RegExp;
   /** What the pattern accepts, in words, for errors and help. */
   patternText?: string;
 }
+/** A file or directory path (any non-empty text). */
 export interface PathOption extends OptionBase {
   kind: "path";
 }
+/** One of a fixed list of words. */
 export interface EnumOption extends OptionBase {
   kind: "enum";
   values: readonly string[];
 }
+/** Comma-separated integers (`--layers`). */
 export interface IntListOption extends OptionBase {
   kind: "intlist";
   /** Fewest entries (default 1). */
@@ -80,6 +87,7 @@ export interface IntListOption extends OptionBase {
   min?: number;
   max?: number;
 }
+/** A flag without a value (true, false, 1 or 0 in the environment). */
 export interface BooleanOption extends OptionBase {
   kind: "boolean";
 }

@@ -12,11 +12,13 @@ import type { Dispatch } from "./dispatch.js";
 /** The choices of `--log-level`. */
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
+/** A `--log-level`. */
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** How logs are written: `auto` is readable lines on a terminal, JSON lines anywhere else. */
 export const LOG_FORMATS = ["auto", "text", "json"] as const;
 
+/** A `--log-format`. */
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /** The network's shape (train, coordinator). */
@@ -65,6 +67,7 @@ export interface ClusterOptions {
   dryRun: boolean;
 }
 
+/** The options of `train`. */
 export interface TrainOptions extends RunOptions, ClusterOptions {
   workers: number;
   stepTimeout: number;
@@ -75,6 +78,7 @@ export interface TrainOptions extends RunOptions, ClusterOptions {
   targetsFile?: string;
 }
 
+/** The options of `coordinator`. */
 export interface CoordinatorOptions extends RunOptions, ClusterOptions {
   runId: string;
   stepTimeout: number;
@@ -85,6 +89,7 @@ export interface CoordinatorOptions extends RunOptions, ClusterOptions {
   advertiseHost?: string;
 }
 
+/** The options of `worker`. */
 export interface WorkerOptions extends ClusterOptions {
   runId: string;
   trace?: string;
@@ -97,6 +102,7 @@ export interface WorkerOptions extends ClusterOptions {
   logFormat: LogFormat;
 }
 
+/** The options of `evaluate`. */
 export interface EvaluateOptions {
   model: string;
   data?: string;
@@ -104,6 +110,7 @@ export interface EvaluateOptions {
   json: boolean;
 }
 
+/** The options of `predict`. */
 export interface PredictOptions {
   model: string;
   /** Test-set indices to predict. */
@@ -112,6 +119,7 @@ export interface PredictOptions {
   json: boolean;
 }
 
+/** The options of `weights`. */
 export interface WeightsOptions {
   model: string;
   out: string;

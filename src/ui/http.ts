@@ -61,6 +61,7 @@ export function streamHeaders(): Record<string, string> {
   };
 }
 
+/** Sends a plain-text response (no body for HEAD). */
 // Every response says nosniff: a browser must not read an error text or JSON as a script or a page.
 export function sendText(res: ServerResponse, status: number, body: string): void {
   res.writeHead(status, {
@@ -71,6 +72,7 @@ export function sendText(res: ServerResponse, status: number, body: string): voi
   res.end(res.req.method === "HEAD" ? undefined : body);
 }
 
+/** Sends a JSON response; a 413 also closes the connection. */
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, {
     "Content-Type": "application/json; charset=utf-8",

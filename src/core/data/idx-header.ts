@@ -121,10 +121,12 @@ export function checkDataLength(dataLength: number, items: number, dims: number[
   }
 }
 
+/** The error for a file shorter than the 4-byte magic. */
 export function truncatedMagic(name: string, length: number): DataError {
   return new DataError(`${name}: truncated: ${length} bytes, shorter than the 4-byte IDX magic`);
 }
 
+/** The error for a file that ends inside its header. */
 export function truncatedHeader(
   name: string,
   nDims: number,
