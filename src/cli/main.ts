@@ -5,10 +5,10 @@
  * exit 1.
  */
 
-import { runCoordinatorCommand } from "../coordinator/command.js";
 import { DataError } from "../core/data/index.js";
 import { SafeTensorsError } from "../core/safetensors.js";
-import { runWorkerCommand } from "../worker/command.js";
+import { RunSetupError } from "../run/setup-error.js";
+import { runCoordinatorCommand } from "./coordinator-command.js";
 import { runEvaluateCommand } from "./evaluate-command.js";
 import { helpText } from "./help.js";
 import {
@@ -21,6 +21,7 @@ import {
 import { runPredictCommand } from "./predict-command.js";
 import { runTrainCommand } from "./train-command.js";
 import { runWeightsCommand } from "./weights-command.js";
+import { runWorkerCommand } from "./worker-command.js";
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -66,6 +67,11 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     if (e instanceof UsageError) {
       process.stderr.write(`gradfleet: ${e.message}\n`);
       return e.exitCode;
+    }
+    // A run that cannot start as asked is told like a usage error.
+    if (e instanceof RunSetupError) {
+      process.stderr.write(`gradfleet: ${e.message}\n`);
+      return 2;
     }
     if (e instanceof DataError || e instanceof SafeTensorsError) {
       process.stderr.write(`gradfleet: ${e.message}\n`);

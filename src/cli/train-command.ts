@@ -6,61 +6,48 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { ClusterStats } from "../coordinator/cluster-stats.js";
 import { runCoordinator } from "../coordinator/coordinator.js";
-import { serveCoordinatorMetrics } from "../coordinator/metrics.js";
 import { LocalExecutor } from "../core/local-executor.js";
+import { runSession } from "../run/session.js";
 import { ensureRedis } from "../shared/local-redis.js";
-import { createLogger } from "../shared/log.js";
 import { binPath } from "../shared/package-root.js";
 import { localRunTargets, writeTargetsFile } from "../shared/prometheus-targets.js";
-import { Trace } from "../shared/trace.js";
-import { type LivePage, serveLivePage } from "../ui/server.js";
-import { PARENT_PID_ENV } from "../worker/command.js";
 import { withEventLoopTurns } from "./event-loop.js";
 import { type TrainOptions, UsageError } from "./options.js";
-import { loadRunData, resumeState, runConfigFrom } from "./run-setup.js";
-import { combineObservers, traceObserver, trainAndReport } from "./train-run.js";
+import { sessionArgs, withRunPieces } from "./run-pieces.js";
+import { trainAndReport } from "./run-report.js";
+import { PARENT_PID_ENV } from "./worker-command.js";
 
 /** Runs `train`; returns the exit code. */
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const runId = o.runId ?? `local-${randomBytes(4).toString("hex")}`;
-  const log = createLogger({
-    level: o.logLevel,
-    format: o.logFormat,
-    role: "train",
-    bindings: { run: runId },
-  });
   checkMetricsPorts(o);
-  const config = runConfigFrom(o);
-  const data = await loadRunData(o);
-  const state = await resumeState(o, config, data);
-  const resumeHint = "gradfleet train (same flags)";
-  const metrics = await serveCoordinatorMetrics(o, log, { cluster: o.workers > 0 });
-  const stats = new ClusterStats();
-  const trace = o.trace ? new Trace(o.trace, o.workers > 0 ? "coordinator" : "train") : undefined;
   // Local worker i writes its own trace here; they are merged into o.trace at the end.
   const workerTraces = o.trace
     ? Array.from({ length: o.workers }, (_, i) => `${o.trace}.worker-${i + 1}.tmp`)
     : [];
-  let live: LivePage | undefined;
-  try {
-    live = await serveLivePage(o, config, o.workers > 0 ? stats : "in-process", log);
-    const observer = combineObservers(metrics?.observer, live?.observer, trace && traceObserver(trace));
+  const cluster = o.workers > 0;
+  const how = { role: "train", runId, cluster, traceName: cluster ? "coordinator" : "train" } as const;
+  return withRunPieces(o, { ...how, traceParts: workerTraces }, async (run) => {
     if (o.targetsFile) await writeLocalTargets(o, o.targetsFile, runId);
-    if (o.workers === 0) {
-      const { exitCode } = await trainAndReport({
-        options: o,
-        config,
-        data,
-        // In-process steps never wait: give the event loop turns so /metrics, the page and signals are served.
-        executor: withEventLoopTurns(new LocalExecutor(config, data)),
-        state,
-        log,
-        observer,
-        resumeHint,
+    const report = {
+      options: o,
+      config: run.config,
+      data: run.data,
+      stop: run.stop,
+      resumeHint: "gradfleet train (same flags)",
+    };
+    if (!cluster) {
+      return trainAndReport({
+        ...report,
+        train: async (progress) => ({
+          outcome: await runSession({
+            ...sessionArgs(o, run, progress),
+            // In-process steps never wait: give the event loop turns so /metrics, the page and signals are served.
+            executor: withEventLoopTurns(new LocalExecutor(run.config, run.data)),
+          }),
+        }),
       });
-      return exitCode;
     }
     const redis = await ensureRedis(o.redisUrl, o.redisCa, (msg) =>
       process.stderr.write(`gradfleet: ${msg}\n`),
@@ -69,27 +56,24 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
     try {
       for (let i = 1; i <= o.workers; i++)
         workers.push(spawnLocalWorker(o, redis.url, runId, i, workerTraces[i - 1]));
-      return await runCoordinator({
-        options: { ...o, runId, redisUrl: redis.url },
-        config,
-        data,
-        state,
-        log,
-        observer,
-        stats,
-        onStarted: (executor, client) => metrics?.attach(executor, client),
-        resumeHint,
-        trace,
+      return await trainAndReport({
+        ...report,
+        train: async (progress) => {
+          const { outcome, cluster } = await runCoordinator({
+            options: { ...o, runId, redisUrl: redis.url },
+            session: sessionArgs(o, run, progress),
+            stats: run.stats,
+            trace: run.trace,
+            onStarted: (executor, client) => run.metrics?.attach(executor, client),
+          });
+          return { outcome, extraSummary: cluster };
+        },
       });
     } finally {
       await Promise.all(workers.map(stopChild));
       await redis.stop();
     }
-  } finally {
-    await trace?.close(workerTraces);
-    await live?.close();
-    await metrics?.close();
-  }
+  });
 }
 
 /** Local worker i serves metrics on --metrics-port + i: all of them must be ports, and a targets file needs them. */
@@ -135,7 +119,7 @@ function spawnLocalWorker(
   args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel, "--log-format", o.logFormat);
   // The child reads flags only: clear GRADFLEET_* variables meant for the coordinator.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_")));
-  // The worker stops when this process is gone, however it ends (see worker/command.ts).
+  // The worker stops when this process is gone, however it ends (see worker-command.ts).
   env[PARENT_PID_ENV] = String(process.pid);
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"], env });
   child.on("exit", (code, signal) => {

@@ -1,19 +1,15 @@
 /**
  * A coordinator run: connects to Redis, takes the run's lease, publishes the
- * run spec, trains with the DirectExecutor (steps over the data port) and
- * cleans the run's keys up at the end. Used by `gradfleet coordinator` and by
+ * run spec, runs the training session with the DirectExecutor (steps over
+ * the data port) and cleans the run's keys up at the end. Used by `gradfleet coordinator` and by
  * `train --workers N`.
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { Redis } from "ioredis";
-import type { RunOptions } from "../cli/options.js";
-import { type RunObserver, trainAndReport } from "../cli/train-run.js";
-import type { DataBundle } from "../core/dataset.js";
-import type { RunConfig } from "../core/run-config.js";
-import type { TrainState } from "../core/trainer.js";
+import { runSession, type SessionArgs, type SessionOutcome } from "../run/session.js";
+import type { RunOptions } from "../shared/command-options.js";
 import { runKeys } from "../shared/keys.js";
-import type { Logger } from "../shared/log.js";
 import {
   checkRedisConfig,
   connectRedis,
@@ -28,7 +24,7 @@ import { Lease, LeaseLostError } from "./lease.js";
 
 /** Everything a coordinator run needs. */
 export interface CoordinatorRun {
-  options: RunOptions & {
+  options: Pick<RunOptions, "trainLimit" | "testLimit"> & {
     redisUrl: string;
     redisCa?: string;
     runId: string;
@@ -38,23 +34,28 @@ export interface CoordinatorRun {
     dataPort: number;
     advertiseHost: string;
   };
-  config: RunConfig;
-  data: DataBundle;
-  state?: TrainState;
-  log: Logger;
-  observer?: RunObserver;
+  /**
+   * The session to run once the run is published (its executor is the
+   * cluster's); its stop signal also stops a run that is still being published.
+   */
+  session: Omit<SessionArgs, "executor">;
   stats?: ClusterStats;
   /** Called once the run is published (spec in Redis, lease held), with the coordinator's Redis connection. */
   onStarted?(executor: DirectExecutor, redis: Redis): void;
   /** The run's trace (`--trace`), when set. */
   trace?: Trace;
-  resumeHint: string;
 }
 
-/** Runs training as the coordinator of a cluster; returns the exit code. */
-export async function runCoordinator(r: CoordinatorRun): Promise<number> {
+/** How a coordinator run ended: the session's outcome, and the cluster's counters for the summary. */
+export interface CoordinatorOutcome {
+  outcome: SessionOutcome;
+  cluster: Record<string, unknown>;
+}
+
+/** Runs training as the coordinator of a cluster. */
+export async function runCoordinator(r: CoordinatorRun): Promise<CoordinatorOutcome> {
   const o = r.options;
-  const log = r.log;
+  const log = r.session.log;
   const keys = runKeys(o.runId);
   const redis = connectRedis(o.redisUrl, {
     role: "producer",
@@ -64,14 +65,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
   redis.on("error", (e) => log.debug({ err: e.message }, "redis connection error"));
   // A stop signal while the run is being published is kept for the trainer
   // (which stops at once, with a checkpoint), not left to kill the process.
-  let stoppedEarly: string | undefined;
-  const early = (sig: string) => () => {
-    stoppedEarly ??= sig;
-  };
-  const earlyInt = early("SIGINT");
-  const earlyTerm = early("SIGTERM");
-  process.on("SIGINT", earlyInt);
-  process.on("SIGTERM", earlyTerm);
+  const unlistenEarly = r.session.stop.listenToProcess();
   let lease: Lease | undefined;
   let executor: DirectExecutor | undefined;
   try {
@@ -87,8 +81,8 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       runId: o.runId,
       keys,
       redis,
-      config: r.config,
-      data: r.data,
+      config: r.session.config,
+      data: r.session.data,
       trainLimit: o.trainLimit ?? null,
       testLimit: o.testLimit ?? null,
       log,
@@ -118,37 +112,27 @@ export async function runCoordinator(r: CoordinatorRun): Promise<number> {
       "run published; waiting for workers",
     );
     r.onStarted?.(executor, redis);
-    const ex = executor;
-    process.off("SIGINT", earlyInt);
-    process.off("SIGTERM", earlyTerm);
-    const { exitCode } = await trainAndReport({
-      stoppedEarly,
-      options: o,
-      config: r.config,
-      data: r.data,
-      executor: ex,
-      state: r.state,
-      log,
-      observer: r.observer,
-      resumeHint: r.resumeHint,
-      extraSummary: () => ({
-        runId: o.runId,
-        workersSeen: stats.workersSeen.size,
-        duplicateResults: stats.duplicateResults,
-        staleResults: stats.staleResults,
-        rejectedResults: stats.rejectedResults,
-        rejectedByReason: Object.fromEntries(stats.rejected),
-        retriedShards: stats.retriedShards,
-      }),
-    });
-    return exitCode;
+    // The session listens from its first (synchronous) line; only then is the
+    // early hold let go, so that a signal is never without a listener.
+    const session = runSession({ ...r.session, executor });
+    unlistenEarly();
+    const outcome = await session;
+    const cluster = {
+      runId: o.runId,
+      workersSeen: stats.workersSeen.size,
+      duplicateResults: stats.duplicateResults,
+      staleResults: stats.staleResults,
+      rejectedResults: stats.rejectedResults,
+      rejectedByReason: Object.fromEntries(stats.rejected),
+      retriedShards: stats.retriedShards,
+    };
+    return { outcome, cluster };
   } catch (e) {
     // A full Redis answers every write with its raw "OOM command not
     // allowed" text, which names no setting to change: say which.
     throw explainRedisFull(e, o.redisUrl);
   } finally {
-    process.off("SIGINT", earlyInt);
-    process.off("SIGTERM", earlyTerm);
+    unlistenEarly();
     // A coordinator that lost its lease leaves the run's keys to the one that took it.
     await executor
       ?.close(!lease?.lost)

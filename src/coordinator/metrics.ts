@@ -13,7 +13,7 @@
 import type { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import type { RunObserver } from "../cli/train-run.js";
+import type { RunObserver } from "../run/observer.js";
 import { LIVE_WORKER_WINDOW_MS, runKeys, SEATS_QUEUE_NAME } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import {
@@ -77,7 +77,7 @@ interface ClusterSource {
 /** The coordinator's metrics; see the module comment. */
 export class CoordinatorMetrics extends ServedMetrics {
   override readonly registry: Registry;
-  /** Feed it to the run (trainAndReport / runCoordinator). */
+  /** Feed it to the run (runSession / runCoordinator). */
   readonly observer: RunObserver;
   private source?: ClusterSource;
 

@@ -10,7 +10,10 @@
  * order), so the same shard gives the same bits on every process.
  */
 import type { Dataset } from "./dataset.js";
+import { outputCost, outputDeltas } from "./output-layer.js";
 import { type Layout, layoutOf, type ModelSpec } from "./spec.js";
+
+export { exampleCost, softplus } from "./output-layer.js";
 
 /** Examples processed per pass; bounds the workspace, does not change results. */
 export const CHUNK = 256;
@@ -92,7 +95,10 @@ export class Network {
       const rows = Math.min(CHUNK, to - start);
       this.loadInputs(data, idx, start, rows);
       this.forwardAll(params, rows);
-      cost += this.outputDelta(data, idx, start, rows);
+      const nOut = this.spec.layers[this.nLayers];
+      const a = this.acts[this.nLayers];
+      outputDeltas(this.spec, a, this.deltas[this.nLayers], data.labels, idx, start, rows, nOut);
+      cost += outputCost(this.spec, a, this.zOut, data.labels, idx, start, rows, nOut);
       for (let l = this.nLayers - 1; l >= 0; l--) this.layerBackward(params, l, rows);
     }
     for (let p = 0; p < acc.length; p++) grad[p] = acc[p];
@@ -112,7 +118,7 @@ export class Network {
       const rows = Math.min(CHUNK, data.n - start);
       this.loadInputs(data, all, start, rows);
       this.forwardAll(params, rows);
-      cost += this.outputCost(data, all, start, rows);
+      cost += outputCost(this.spec, out, this.zOut, data.labels, all, start, rows, nOut);
       for (let r = 0; r < rows; r++) {
         if (argmax(out, r * nOut, nOut) === data.labels[start + r]) correct++;
       }
@@ -227,52 +233,6 @@ export class Network {
     }
   }
 
-  /** Sets deltas[L] = dC/dz of the output layer and returns the summed cost. */
-  private outputDelta(data: Dataset, idx: Uint32Array, start: number, rows: number): number {
-    const nOut = this.spec.layers[this.nLayers];
-    const a = this.acts[this.nLayers];
-    const d = this.deltas[this.nLayers];
-    const { output, cost } = this.spec;
-    for (let r = 0; r < rows; r++) {
-      const o = r * nOut;
-      const label = data.labels[idx[start + r]];
-      if (cost === "cross-entropy") {
-        // For sigmoid + binary cross-entropy and softmax + categorical
-        // cross-entropy alike, dC/dz simplifies to a - y.
-        for (let j = 0; j < nOut; j++) d[o + j] = a[o + j] - (j === label ? 1 : 0);
-      } else if (output === "sigmoid") {
-        // Quadratic cost C = sum (a - y)^2: dC/da = 2 (a - y), da/dz = a (1 - a).
-        for (let j = 0; j < nOut; j++) {
-          const aj = a[o + j];
-          d[o + j] = 2 * (aj - (j === label ? 1 : 0)) * aj * (1 - aj);
-        }
-      } else {
-        // Quadratic cost through softmax: dC/dz_i = a_i (g_i - sum_j a_j g_j), g = 2 (a - y).
-        let dot = 0;
-        for (let j = 0; j < nOut; j++) dot += a[o + j] * 2 * (a[o + j] - (j === label ? 1 : 0));
-        for (let j = 0; j < nOut; j++) {
-          const g = 2 * (a[o + j] - (j === label ? 1 : 0));
-          d[o + j] = a[o + j] * (g - dot);
-        }
-      }
-    }
-    return this.outputCost(data, idx, start, rows);
-  }
-
-  /** Summed per-example cost of the current outputs. */
-  private outputCost(data: Dataset, idx: Uint32Array, start: number, rows: number): number {
-    const nOut = this.spec.layers[this.nLayers];
-    const a = this.acts[this.nLayers];
-    const z = this.zOut;
-    let total = 0;
-    for (let r = 0; r < rows; r++) {
-      const o = r * nOut;
-      const label = data.labels[idx[start + r]];
-      total += exampleCost(this.spec, a, z, o, nOut, label);
-    }
-    return total;
-  }
-
   /** Accumulates dW, db of layer l and propagates deltas to layer l (if hidden). */
   private layerBackward(params: Float32Array, l: number, rows: number): void {
     const L = this.layout.layers[l];
@@ -319,40 +279,6 @@ export class Network {
       }
     }
   }
-}
-
-/** Per-example cost from the output activations `a` and pre-activations `z` at offset o. */
-export function exampleCost(
-  spec: ModelSpec,
-  a: ArrayLike<number>,
-  z: ArrayLike<number>,
-  o: number,
-  nOut: number,
-  label: number,
-): number {
-  let c = 0;
-  if (spec.cost === "quadratic") {
-    for (let j = 0; j < nOut; j++) {
-      const e = a[o + j] - (j === label ? 1 : 0);
-      c += e * e;
-    }
-  } else if (spec.output === "softmax") {
-    // -ln softmax(z)_label = logsumexp(z) - z_label, computed stably.
-    let m = Number.NEGATIVE_INFINITY;
-    for (let j = 0; j < nOut; j++) if (z[o + j] > m) m = z[o + j];
-    let s = 0;
-    for (let j = 0; j < nOut; j++) s += Math.exp(z[o + j] - m);
-    c = m + Math.log(s) - z[o + label];
-  } else {
-    // Binary cross-entropy per output from z: -ln σ(z) = softplus(-z), -ln(1-σ(z)) = softplus(z).
-    for (let j = 0; j < nOut; j++) c += softplus(j === label ? -z[o + j] : z[o + j]);
-  }
-  return c;
-}
-
-/** ln(1 + e^x) without overflow. */
-export function softplus(x: number): number {
-  return x > 0 ? x + Math.log1p(Math.exp(-x)) : Math.log1p(Math.exp(x));
 }
 
 /** The logistic sigmoid 1 / (1 + e^(-x)) (the notes drop the minus sign). */

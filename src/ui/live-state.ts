@@ -7,11 +7,11 @@
  * someone asks for them, at most a few times a second.
  */
 
-import type { RunObserver } from "../cli/train-run.js";
 import type { ClusterStats } from "../coordinator/cluster-stats.js";
 import type { RunConfig } from "../core/run-config.js";
 import { type Layout, layoutOf } from "../core/spec.js";
 import type { EpochInfo, StepInfo } from "../core/trainer.js";
+import type { RunObserver } from "../run/observer.js";
 
 /** One point of the loss curve: the mean training loss of the steps of one time bucket. */
 export interface LossPoint {

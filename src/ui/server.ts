@@ -16,15 +16,13 @@
  * and streams are capped, slow requests time out, and a stream client that
  * stops reading is dropped (see limits.ts).
  */
-import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
-import type { RunObserver } from "../cli/train-run.js";
 import type { ClusterStats } from "../coordinator/cluster-stats.js";
 import type { RunConfig } from "../core/run-config.js";
+import type { RunObserver } from "../run/observer.js";
 import type { Logger } from "../shared/log.js";
-import { packageRoot } from "../shared/package-root.js";
+import { hostAllowed, readBody, sendJson, sendText, streamHeaders } from "./http.js";
 import {
   HEADERS_TIMEOUT_MS,
   IDLE_TIMEOUT_MS,
@@ -35,18 +33,8 @@ import {
   TIMEOUT_CHECK_MS,
 } from "./limits.js";
 import { LiveRunState } from "./live-state.js";
+import { CSP, defaultPageDir, loadPage } from "./page-files.js";
 import { maxPredictBodyBytes, PredictInputError, Predictor, parsePredictBody } from "./predict-request.js";
-
-/** The page's files: URL path -> file name in the page directory, and its content type. */
-const PAGE_FILES: Record<string, { file: string; type: string }> = {
-  "/": { file: "index.html", type: "text/html; charset=utf-8" },
-  "/app.js": { file: "app.js", type: "text/javascript; charset=utf-8" },
-  "/style.css": { file: "style.css", type: "text/css; charset=utf-8" },
-};
-
-/** Everything comes from this server: no CDN, no fonts, no analytics. */
-const CSP =
-  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** How often progress goes out. */
 const TICK_MS = 250;
@@ -92,11 +80,6 @@ export interface LivePage {
   readonly droppedStreams: number;
   /** Tells the open pages the run ended, then stops serving. */
   close(): Promise<void>;
-}
-
-/** The directory of the page's files: src/ui/page/ of the package (tsc does not copy them to dist/). */
-export function defaultPageDir(): string {
-  return join(packageRoot(), "src", "ui", "page");
 }
 
 /**
@@ -374,96 +357,4 @@ export async function serveLivePage(
   const shown = wildcard ? `http://localhost:${page.port}/ (listening on ${o.uiHost})` : page.url;
   process.stderr.write(`gradfleet: live page at ${shown}\n`);
   return page;
-}
-
-/** Reads the page's files once: a missing one is a broken install, said at start rather than on the first visit. */
-async function loadPage(dir: string): Promise<Map<string, { body: Buffer; type: string }>> {
-  const out = new Map<string, { body: Buffer; type: string }>();
-  for (const [path, f] of Object.entries(PAGE_FILES)) {
-    const file = join(dir, f.file);
-    try {
-      out.set(path, { body: await readFile(file), type: f.type });
-    } catch (e) {
-      throw new Error(
-        `cannot read the live page's ${file}: ${(e as Error).message} (is the package installed whole?)`,
-      );
-    }
-  }
-  return out;
-}
-
-/**
- * Bound to a loopback address, the page answers only to loopback host
- * names: a web site that rebinds its DNS name to 127.0.0.1 cannot read it.
- */
-function hostAllowed(listen: string, hostHeader: string | undefined): boolean {
-  if (!isLoopback(listen)) return true;
-  if (!hostHeader) return false;
-  const name = hostHeader.startsWith("[")
-    ? hostHeader.slice(0, hostHeader.indexOf("]") + 1)
-    : hostHeader.split(":")[0];
-  return isLoopback(name) || name === "localhost" || name.endsWith(".localhost");
-}
-
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
-/** The request body, refused with 413 past `limit` bytes (without reading the rest). */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > limit) {
-    return Promise.reject(
-      new PredictInputError(413, `the body has ${declared} bytes; at most ${limit} are accepted`),
-    );
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        // Stop keeping it; the 413 goes out with `Connection: close`, which drops the rest.
-        req.removeAllListeners("data");
-        req.resume();
-        reject(new PredictInputError(413, `the body has more than ${limit} bytes`));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
-}
-
-/** The headers of an `/events` response. */
-function streamHeaders(): Record<string, string> {
-  return {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-store",
-    Connection: "keep-alive",
-    "X-Accel-Buffering": "no",
-    "X-Content-Type-Options": "nosniff",
-  };
-}
-
-// Every response says nosniff: a browser must not read an error text or JSON as a script or a page.
-function sendText(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, {
-    "Content-Type": "text/plain; charset=utf-8",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-  });
-  res.end(res.req.method === "HEAD" ? undefined : body);
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, {
-    "Content-Type": "application/json; charset=utf-8",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    // After a refused body the rest of it may still be on its way: do not reuse the connection.
-    ...(status === 413 ? { Connection: "close" } : {}),
-  });
-  res.end(JSON.stringify(body));
 }

@@ -15,30 +15,21 @@
 import type { FileHandle } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, gunzipSync, constants as zlibConstants } from "node:zlib";
+import {
+  checkClaim,
+  checkDataLength,
+  checkPrefix,
+  DataError,
+  hexStart,
+  type IdxArray,
+  MAX_IDX_ITEMS,
+  readDims,
+  truncatedHeader,
+  truncatedMagic,
+} from "./idx-header.js";
 import { openRegularFile } from "./regular-file.js";
 
-/** A dataset file is missing, malformed or inconsistent. The message names the file. */
-export class DataError extends Error {
-  override name = "DataError";
-}
-
-/** The content of one IDX file: its dimension sizes and its bytes. */
-export interface IdxArray {
-  /** Dimension sizes, outermost first (e.g. `[60000, 28, 28]`). */
-  dims: number[];
-  /**
-   * product(dims) bytes, row-major: from {@link parseIdx} a view into the
-   * bytes parsed, from {@link readIdxFile} the array its `allocate` made.
-   */
-  data: Uint8Array;
-}
-
-/**
- * Largest number of items accepted in one file: just under 2 GiB. Exclusive
- * of 2^31 on purpose: one read of 2^31 bytes does not fit the 32-bit signed
- * length that Node's file reads assert on (the process aborts).
- */
-export const MAX_IDX_ITEMS = 2 ** 31 - 1;
+export { DataError, type IdxArray, MAX_IDX_ITEMS };
 
 /**
  * Deflate expands at most about 1032:1 (a run of one byte). A gzipped
@@ -50,17 +41,6 @@ const MAX_DEFLATE_RATIO = 1032;
 /** The most bytes one read asks for (far below the 2^31 a single read may not reach). */
 const READ_CHUNK = 1 << 30;
 
-/** Names of the IDX type bytes, so that a refusal says what the file holds. */
-const IDX_TYPES: Record<number, string> = {
-  8: "unsigned byte",
-  9: "signed byte",
-  11: "int16",
-  12: "int32",
-  13: "float32",
-  14: "float64",
-};
-
-const UBYTE = 0x08;
 // A corrupt or hostile .gz must not inflate without bound: the largest valid
 // IDX file is the item bound plus the largest possible header.
 const GUNZIP_LIMIT = { maxOutputLength: MAX_IDX_ITEMS + 4 + 4 * 255 };
@@ -75,11 +55,6 @@ function needsGunzip(bytes: Uint8Array, name: string): boolean {
     throw new DataError(`${name}: named .gz but is not gzip data (starts with ${hexStart(bytes)})`);
   }
   return false;
-}
-
-function hexStart(bytes: Uint8Array): string {
-  if (bytes.length === 0) return "nothing: the file is empty";
-  return `0x${Buffer.from(bytes.subarray(0, 4)).toString("hex")}`;
 }
 
 function gunzipError(name: string, err: unknown): DataError {
@@ -358,97 +333,4 @@ function parseRawIdx(bytes: Uint8Array, name: string, expectedDims?: number): Id
   // A plain Uint8Array view (not a Buffer subarray): consumers get one type.
   const data = new Uint8Array(bytes.buffer, bytes.byteOffset + headerLength, items);
   return { dims, data };
-}
-
-/** Checks the first 4 bytes (magic, type, number of dimensions); returns the number of dimensions. */
-function checkPrefix(bytes: Uint8Array, name: string, expectedDims: number | undefined): number {
-  if (bytes[0] !== 0 || bytes[1] !== 0) {
-    throw new DataError(
-      `${name}: bad magic: an IDX file starts with 0x0000, this one with ${hexStart(bytes)} (not an IDX file?)`,
-    );
-  }
-  const type = bytes[2];
-  if (type !== UBYTE) {
-    const typeName = IDX_TYPES[type] ?? "unknown type";
-    throw new DataError(
-      `${name}: unsupported IDX data type 0x${hex2(type)} (${typeName}); only 0x08 (unsigned byte) is supported`,
-    );
-  }
-  const nDims = bytes[3];
-  if (nDims === 0) throw new DataError(`${name}: the header declares 0 dimensions`);
-  if (expectedDims !== undefined && nDims !== expectedDims) {
-    throw new DataError(`${name}: expected ${expectedDims} dimension(s), the header declares ${nDims}`);
-  }
-  return nDims;
-}
-
-/** Reads the dimension sizes of a complete header; checks each and their product. */
-function readDims(header: Uint8Array, nDims: number, name: string): { dims: number[]; items: number } {
-  const view = new DataView(header.buffer, header.byteOffset, 4 + 4 * nDims);
-  const dims: number[] = [];
-  let items = 1;
-  for (let i = 0; i < nDims; i++) {
-    const d = view.getUint32(4 + 4 * i, false);
-    if (d === 0) throw new DataError(`${name}: dimension ${i} is 0 (dims ${formatDims([...dims, d])})`);
-    dims.push(d);
-    items *= d;
-    // Checked at each step so that the product stays an exact integer.
-    if (items > MAX_IDX_ITEMS) {
-      throw new DataError(
-        `${name}: dimensions ${formatDims(dims)} exceed the limit of ${MAX_IDX_ITEMS} items`,
-      );
-    }
-  }
-  return { dims, items };
-}
-
-/**
- * A header may not claim more items than its file can hold: a plain file
- * its size, a gzipped one what its size can inflate to. Said before the
- * data is allocated (up to 2 GiB) and read or inflated.
- */
-function checkClaim(
-  headerLength: number,
-  items: number,
-  dims: number[],
-  bound: { bytes: number; gzipSize?: number },
-  name: string,
-): void {
-  if (headerLength + items <= bound.bytes) return;
-  if (bound.gzipSize === undefined) checkDataLength(bound.bytes - headerLength, items, dims, name);
-  throw new DataError(
-    `${name}: header says ${items} items (dims ${formatDims(dims)}), more than a gzip file of ${bound.gzipSize} bytes can hold (at most ${bound.bytes} bytes inflated)`,
-  );
-}
-
-/** The data must be exactly the header's number of items. */
-function checkDataLength(dataLength: number, items: number, dims: number[], name: string): void {
-  if (dataLength < items) {
-    throw new DataError(
-      `${name}: truncated: header says ${items} items (dims ${formatDims(dims)}), file has ${dataLength} bytes of data`,
-    );
-  }
-  if (dataLength > items) {
-    throw new DataError(
-      `${name}: ${dataLength - items} trailing bytes: header says ${items} items (dims ${formatDims(dims)}), file has ${dataLength} bytes of data`,
-    );
-  }
-}
-
-function truncatedMagic(name: string, length: number): DataError {
-  return new DataError(`${name}: truncated: ${length} bytes, shorter than the 4-byte IDX magic`);
-}
-
-function truncatedHeader(name: string, nDims: number, headerLength: number, length: number): DataError {
-  return new DataError(
-    `${name}: truncated header: ${nDims} dimension(s) need ${headerLength} bytes, the file has ${length}`,
-  );
-}
-
-function hex2(b: number): string {
-  return b.toString(16).padStart(2, "0");
-}
-
-function formatDims(dims: number[]): string {
-  return dims.join("x");
 }

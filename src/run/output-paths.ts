@@ -13,12 +13,12 @@ import { access, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { type Model, saveModel } from "../core/model-file.js";
-import { UsageError } from "./options.js";
+import { RunSetupError } from "./setup-error.js";
 
 /**
  * Checks `--out` and `--checkpoint-dir` (whichever is set) before training.
  * Nothing is created: a run refused here leaves no trace.
- * @throws UsageError naming the flag and the path that cannot be written
+ * @throws RunSetupError naming the flag and the path that cannot be written
  */
 export async function checkOutputPaths(o: { out?: string; checkpointDir?: string }): Promise<void> {
   if (o.out !== undefined) await checkOutputFile(o.out, "--out");
@@ -29,16 +29,17 @@ export async function checkOutputPaths(o: { out?: string; checkpointDir?: string
 async function checkOutputFile(path: string, flag: string): Promise<void> {
   const s = await statOrUndefined(path);
   if (s?.isDirectory()) {
-    throw new UsageError(
+    throw new RunSetupError(
       `${flag}: ${path} is a directory; give a file name, e.g. ${join(path, "model.safetensors")}`,
       { flag },
     );
   }
-  if (s && !s.isFile()) throw new UsageError(`${flag}: ${path} exists and is not a regular file`, { flag });
+  if (s && !s.isFile())
+    throw new RunSetupError(`${flag}: ${path} exists and is not a regular file`, { flag });
   const dir = dirname(resolve(path));
   const d = await statOrUndefined(dir);
-  if (!d) throw new UsageError(`${flag}: the directory ${dir} does not exist; create it first`, { flag });
-  if (!d.isDirectory()) throw new UsageError(`${flag}: ${dir} is not a directory`, { flag });
+  if (!d) throw new RunSetupError(`${flag}: the directory ${dir} does not exist; create it first`, { flag });
+  if (!d.isDirectory()) throw new RunSetupError(`${flag}: ${dir} is not a directory`, { flag });
   await checkWritable(dir, flag, `cannot write into ${dir}`);
 }
 
@@ -49,7 +50,7 @@ async function checkOutputDir(path: string, flag: string): Promise<void> {
     const s = await statOrUndefined(at);
     if (s) {
       if (!s.isDirectory()) {
-        throw new UsageError(
+        throw new RunSetupError(
           at === resolve(path)
             ? `${flag}: ${path} is a file, not a directory`
             : `${flag}: cannot make ${path}: ${at} is a file, not a directory`,
@@ -73,7 +74,7 @@ async function checkWritable(dir: string, flag: string, what: string): Promise<v
   try {
     await access(dir, constants.W_OK | constants.X_OK);
   } catch (e) {
-    throw new UsageError(`${flag}: ${what}: ${(e as NodeJS.ErrnoException).code ?? e}`, { flag });
+    throw new RunSetupError(`${flag}: ${what}: ${(e as NodeJS.ErrnoException).code ?? e}`, { flag });
   }
 }
 
@@ -88,10 +89,19 @@ async function statOrUndefined(path: string) {
   }
 }
 
+/** Where the model was written. */
+export interface SavedModel {
+  path: string;
+  /** True when `path` is not the one asked for: that one could not be written. */
+  fallback: boolean;
+  /** Why the asked-for path could not be written (an errno code or a message), when `fallback`. */
+  why?: string;
+}
+
 /**
  * Writes the model to `path`; when that fails, to a file of its own in the
  * checkpoint directory, else in the system's temporary directory, else in the
- * working directory, and says so on stderr.
+ * working directory (the caller says so: see {@link SavedModel}).
  *
  * @returns where the model is, and whether that is `path`
  * @throws the first error when no place at all takes the file
@@ -100,7 +110,7 @@ export async function saveModelOrElsewhere(
   path: string,
   model: Model,
   checkpointDir?: string,
-): Promise<{ path: string; fallback: boolean }> {
+): Promise<SavedModel> {
   try {
     await saveModel(path, model);
     return { path, fallback: false };
@@ -112,10 +122,7 @@ export async function saveModelOrElsewhere(
       const rescue = join(dir, name);
       try {
         await saveModel(rescue, model);
-        process.stderr.write(
-          `gradfleet: cannot write the model to ${path} (${why}); the weights are saved in ${rescue} instead\n`,
-        );
-        return { path: rescue, fallback: true };
+        return { path: rescue, fallback: true, why };
       } catch {
         // Try the next place.
       }

@@ -1,6 +1,7 @@
 /**
  * Turning parsed options into a run: the run config, the dataset (checked
  * against the layer sizes), and the state to start from (fresh or resumed).
+ * What does not fit is a {@link RunSetupError}, raised before anything trains.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -9,8 +10,9 @@ import { loadDataset } from "../core/data/index.js";
 import type { DataBundle } from "../core/dataset.js";
 import { type RunConfig, runConfigHash } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
-import { type RunOptions, UsageError } from "./options.js";
+import type { RunOptions } from "../shared/command-options.js";
 import { checkOutputPaths } from "./output-paths.js";
+import { RunSetupError } from "./setup-error.js";
 
 /** The run config named by the options. */
 export function runConfigFrom(o: RunOptions): RunConfig {
@@ -43,13 +45,13 @@ export async function loadRunData(o: {
   const first = o.layers[0];
   const last = o.layers[o.layers.length - 1];
   if (first !== data.train.pixels) {
-    throw new UsageError(
+    throw new RunSetupError(
       `--layers: the first size is ${first}, but the images of ${data.source} have ${data.train.pixels} pixels (${data.train.rows}x${data.train.cols})`,
       { flag: "--layers" },
     );
   }
   if (last !== data.classes) {
-    throw new UsageError(
+    throw new RunSetupError(
       `--layers: the last size is ${last}, but ${data.source} has ${data.classes} classes`,
       {
         flag: "--layers",
@@ -66,7 +68,7 @@ export async function resumeState(
   data: DataBundle,
 ): Promise<TrainState | undefined> {
   if (!o.resume) return undefined;
-  if (!o.checkpointDir) throw new UsageError("--resume: needs --checkpoint-dir", { flag: "--resume" });
+  if (!o.checkpointDir) throw new RunSetupError("--resume: needs --checkpoint-dir", { flag: "--resume" });
   if (!existsSync(join(o.checkpointDir, CHECKPOINT_FILE))) {
     // So that a restartable deployment (a Kubernetes Job, compose) can always
     // pass --resume: the first start has nothing to resume yet.
@@ -80,14 +82,14 @@ export async function resumeState(
     const diff = Object.keys(cfg).filter(
       (k) => JSON.stringify(cfg[k as keyof RunConfig]) !== JSON.stringify(ck.config[k as keyof RunConfig]),
     );
-    throw new UsageError(
+    throw new RunSetupError(
       `--resume: the checkpoint in ${o.checkpointDir} was made with a different config (${diff.join(", ")} differ); ` +
         "use the same flags as the interrupted run",
       { flag: "--resume" },
     );
   }
   if (ck.dataFingerprint !== data.fingerprint) {
-    throw new UsageError(
+    throw new RunSetupError(
       `--resume: the checkpoint in ${o.checkpointDir} was made on other data (fingerprint differs); use the same --data and limits`,
       { flag: "--resume" },
     );

@@ -3,11 +3,11 @@
  * running more. SIGINT/SIGTERM leave the seat (the shards in hand are
  * computed first), then exit.
  */
-import type { WorkerOptions } from "../cli/options.js";
+import type { WorkerOptions } from "../shared/command-options.js";
 import { createLogger } from "../shared/log.js";
 import { Trace } from "../shared/trace.js";
-import { GradWorker } from "./grad-worker.js";
-import { serveWorkerMetrics } from "./metrics.js";
+import { GradWorker } from "../worker/grad-worker.js";
+import { serveWorkerMetrics } from "../worker/metrics.js";
 
 /** Longest a worker takes to stop after SIGINT/SIGTERM (its close waits 10 s for the shards in hand). */
 const STOP_LIMIT_MS = 20_000;
