@@ -6,8 +6,11 @@
  * shard-tree.test.ts.)
  */
 import { describe, expect, it } from "vitest";
+import { checkRange, RangeResults } from "../src/coordinator/range-results.js";
 import { RefusingFleet } from "../src/coordinator/refusing-fleet.js";
 import { StepRound, splitShards } from "../src/coordinator/step-round.js";
+import { treeHeap } from "../src/core/f32-heap.js";
+import { blocksOf } from "../src/core/shard-tree.js";
 import {
   decodeControl,
   decodeResult,
@@ -175,5 +178,61 @@ describe("RefusingFleet", () => {
     // The refusing worker is gone from the live set: forgotten.
     expect(fleet.check([], 0, 10)).toBeUndefined();
     expect(fleet.any).toBe(false);
+  });
+});
+
+describe("range results", () => {
+  const P = 6;
+  /** Step of 5 shards of 10, 10, 10, 10 and 3 examples. */
+  const shards = [0, 1, 2, 3, 4].map((shard) => ({
+    shard,
+    start: shard * 10,
+    end: shard * 10 + (shard === 4 ? 3 : 10),
+  }));
+  /** A decoded result of shards [lo, hi): the plan's counts, finite costs, gradient values `fill`. */
+  function result(lo: number, hi: number, fill: number) {
+    const blocks = blocksOf(lo, hi, shards.length);
+    const r = resultFrameIn(frameBuffer(resultFrameBytes(blocks.length, P)), 3, lo, hi, blocks.length, P);
+    for (const [i, [a, b]] of blocks.entries()) {
+      r.counts[i] = shards.slice(a, b).reduce((n, s) => n + s.end - s.start, 0);
+      r.costs[i] = 0.5;
+    }
+    r.grads.fill(fill);
+    const body = Buffer.allocUnsafeSlow(r.frame.length - 5);
+    r.frame.copy(body, 0, 5);
+    return decodeResult(body, P);
+  }
+
+  it("checks counts and costs, stages a copy whose gradients it checks, keeps blocks in shard order", () => {
+    const heap = treeHeap(P, shards.length);
+    for (const kept of [new RangeResults(P), new RangeResults(P, heap)]) {
+      const tail = result(3, 5, 2);
+      const head = result(0, 3, 1);
+      expect(checkRange(shards, head)).toBeUndefined();
+      const wrong = result(0, 3, 1);
+      wrong.counts[1] += 1;
+      expect(checkRange(shards, wrong)).toBe("wrong_shard");
+      const badCost = result(3, 5, 0);
+      badCost.costs[0] = Number.NaN;
+      expect(checkRange(shards, badCost)).toBe("non_finite");
+      const nan = result(3, 5, 0);
+      nan.grads[P + 2] = Number.POSITIVE_INFINITY;
+      expect(kept.stage(nan, shards.length)).toBe(false);
+      expect(kept.stage(tail, shards.length)).toBe(true);
+      expect(kept.stage(head, shards.length)).toBe(true);
+      const units = [
+        { lo: 0, hi: 3 },
+        { lo: 3, hi: 5 },
+      ];
+      kept.keep(units[1], tail, shards.length);
+      kept.keep(units[0], head, shards.length);
+      const out = kept.outcome(units, 0);
+      expect(out.blocks.map((b) => [b.lo, b.hi, b.count, b.grad[0]])).toEqual([
+        [0, 2, 20, 1],
+        [2, 3, 10, 1],
+        [3, 4, 10, 2],
+        [4, 5, 3, 2],
+      ]);
+    }
   });
 });

@@ -406,7 +406,8 @@ export class DirectExecutor implements GradientExecutor {
       return;
     }
     if (u.holder === l) l.busy = Math.max(0, l.busy - 1);
-    const why = checkRange(cur.req.shards, r);
+    const k = cur.req.shards.length;
+    const why = checkRange(cur.req.shards, r) ?? (this.kept.stage(r, k) ? undefined : "non_finite");
     if (why === "wrong_shard") {
       this.stats.countRejected(why);
       this.o.log.error(
@@ -436,7 +437,7 @@ export class DirectExecutor implements GradientExecutor {
         "non-finite gradient again after a recompute",
       );
     }
-    this.kept.keep(u, r, cur.req.shards.length);
+    this.kept.keep(u, r, k);
     cur.round.accept(u);
     this.releaseIfIdle(l);
     this.stats.workersSeen.add(l.workerId);

@@ -17,7 +17,8 @@ export type RangeProblem = "wrong_shard" | "non_finite";
 /**
  * Why result `r` of a step with non-empty shards `shards` cannot be used,
  * or undefined when it can: its blocks must be the tree nodes that tile its
- * range, their sample counts the plan's, its costs and gradients finite.
+ * range, their sample counts the plan's, its costs finite. (Its gradients'
+ * finiteness is RangeResults.stage's to check, on its copy.)
  */
 export function checkRange(shards: readonly ShardRange[], r: RangeResult): RangeProblem | undefined {
   if (r.hi > shards.length) return "wrong_shard";
@@ -29,8 +30,6 @@ export function checkRange(shards: readonly ShardRange[], r: RangeResult): Range
     if (r.counts[i] !== n) return "wrong_shard";
   }
   for (const c of r.costs) if (!Number.isFinite(c)) return "non_finite";
-  const g = r.grads;
-  for (let i = 0; i < g.length; i++) if (g[i] - g[i] !== 0) return "non_finite";
   return undefined;
 }
 
@@ -54,15 +53,33 @@ export class RangeResults {
     this.kept.clear();
   }
 
-  /** Keeps the accepted result `r` (checked by checkRange) of range `u` of a step of `k` shards. */
-  keep(u: ShardSpan, r: RangeResult, k: number): void {
+  /**
+   * Copies the gradients of result `r` (checked by checkRange) of a step of
+   * `k` shards out of its frame, into the buffers of its blocks, and says
+   * whether every value is finite (checked on the copy: in the heap, by the
+   * kernel's SIMD scan). A result that is then refused leaves nothing kept.
+   */
+  stage(r: RangeResult, k: number): boolean {
     const P = this.paramCount;
-    const blocks = blocksOf(r.lo, r.hi, k).map(([lo, hi], i) => {
+    let finite = true;
+    for (const [i, [lo]] of blocksOf(r.lo, r.hi, k).entries()) {
       this.grads[lo] ??= this.heap?.alloc() ?? new Float32Array(P);
       const grad = this.grads[lo];
       grad.set(r.grads.subarray(i * P, (i + 1) * P));
-      return { lo, hi, grad, cost: r.costs[i], count: r.counts[i] };
-    });
+      if (finite && !(this.heap?.allFinite(grad) ?? allFinite(grad))) finite = false;
+    }
+    return finite;
+  }
+
+  /** Keeps the accepted result `r` of range `u` of a step of `k` shards (staged first). */
+  keep(u: ShardSpan, r: RangeResult, k: number): void {
+    const blocks = blocksOf(r.lo, r.hi, k).map(([lo, hi], i) => ({
+      lo,
+      hi,
+      grad: this.grads[lo],
+      cost: r.costs[i],
+      count: r.counts[i],
+    }));
     this.kept.set(u, blocks);
   }
 
@@ -71,4 +88,10 @@ export class RangeResults {
     const inOrder = [...units].sort((a, b) => a.lo - b.lo);
     return { blocks: inOrder.flatMap((u) => this.kept.get(u)!), computeSeconds };
   }
+}
+
+/** Whether no value of `g` is NaN or infinite. */
+function allFinite(g: Float32Array): boolean {
+  for (let i = 0; i < g.length; i++) if (g[i] - g[i] !== 0) return false;
+  return true;
 }

@@ -56,6 +56,12 @@ export class F32Heap {
     return a.buffer === this.buffer && a.length === this.floats && a.byteOffset % 16 === 0;
   }
 
+  /** Whether no value of `a` (one of this heap's buffers) is NaN or infinite: the kernel's SIMD scan. */
+  allFinite(a: Float32Array): boolean | undefined {
+    if (!this.holds(a)) return undefined;
+    return this.wasm.all_finite(a.byteOffset, Math.ceil(this.floats / 4) * 4) === 1;
+  }
+
   /**
    * out = a + b in float32 when all three are this heap's buffers (true);
    * false, doing nothing, otherwise. The padding lanes of each slot past
