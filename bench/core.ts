@@ -169,7 +169,7 @@ export const coreSection: Section = {
       HEADERS,
       results.map((c) => tableRow(c, "wall")),
       [
-        "ref/fast: runTraining + LocalExecutor (one shard): gather, forward, backward, float64 combine, SGD update.",
+        "ref/fast: runTraining + LocalExecutor (one shard): gather, forward, backward, the shard tree's sum, SGD update (WebAssembly).",
         tfNote,
         torchNote,
         "GFLOP/s counts dense-equivalent FLOPs per sample: 2·Σ nIn·nOut (forward) + 4·Σ nIn·nOut (backward) " +
