@@ -79,10 +79,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-# The runs: a small one, and for the worker killed mid-run a longer one (600
-# steps), so that the run is certainly still going when the kill comes.
+# The runs: a small one, and for the worker killed mid-run a longer, heavier
+# one (600 steps of the reference kernel on 784-128-64-10, several ms each, a
+# few seconds in all), so that the run is still going when the kill comes
+# however fast the fast kernel and the step path get (600 steps of the small
+# model took under a second, less than the polling below needs to see them).
 RUN_SMALL=(--epochs 2 --train-limit 6000 --test-limit 1000 --batch 100 --shards 4 --seed 7)
-RUN_LONG=(--epochs 2 --train-limit 30000 --test-limit 1000 --batch 100 --shards 4 --seed 7)
+RUN_LONG=(--epochs 2 --train-limit 30000 --test-limit 1000 --batch 100 --shards 4 --seed 7 --kernel ref --layers 784,128,64,10)
 # The same settings as compose's environment (GRADFLEET_<FLAG>), plus JSON output.
 write_env() {
   local file=$1
