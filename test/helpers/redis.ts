@@ -148,14 +148,16 @@ async function startContainer(opts: StartTestRedisOptions): Promise<TestRedis> {
   // A fixed host port (rather than a random mapping) so restart() keeps it.
   const port = await freePort();
   const session = process.env.GRADFLEET_TEST_CONTAINER_SESSION;
-  const container = await new GenericContainer("redis:7")
-    .withCommand(["redis-server", ...serverArgs(opts)])
-    // The global setup removes what a test forgot to stop (Ryuk is off with Podman).
-    .withLabels(session ? { "gradfleet.test-session": session } : {})
-    .withExposedPorts({ container: 6379, host: port })
-    .withWaitStrategy(Wait.forLogMessage("Ready to accept connections"))
-    .withStartupTimeout(60_000)
-    .start();
+  const launch = () =>
+    new GenericContainer("redis:7")
+      .withCommand(["redis-server", ...serverArgs(opts)])
+      // The global setup removes what a test forgot to stop (Ryuk is off with Podman).
+      .withLabels(session ? { "gradfleet.test-session": session } : {})
+      .withExposedPorts({ container: 6379, host: port })
+      .withWaitStrategy(Wait.forLogMessage("Ready to accept connections"))
+      .withStartupTimeout(60_000)
+      .start();
+  let container = await launch();
   const host = container.getHost();
   let stopped = false;
   const stop = async (): Promise<void> => {
@@ -168,8 +170,14 @@ async function startContainer(opts: StartTestRedisOptions): Promise<TestRedis> {
     kind: "testcontainers",
     port,
     stop,
-    // No persistence is configured, so the restarted server starts empty.
-    restart: () => container.restart({ timeout: 0 }),
+    // A new container on the same host port, so it starts empty. Not
+    // `container.restart()`: on Podman its wait for the "Ready" log line
+    // reads the logs since the restart at one-second resolution and once
+    // missed the line (60 s timeout in CI).
+    restart: async () => {
+      await container.stop({ timeout: 0 });
+      container = await launch();
+    },
     kill: stop,
   };
 }
