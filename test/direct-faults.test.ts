@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runKeys } from "../src/shared/keys.js";
-import { type CliProcess, runCli, stopCli, waitFor } from "./helpers/cli.js";
+import { type CliProcess, logRecords, runCli, stopCli, waitFor } from "./helpers/cli.js";
 import { procState } from "./helpers/fleet.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
@@ -53,14 +53,8 @@ afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
-/** Log lines (pino JSON) of a process's stderr with message `msg`. */
 function logLines(p: CliProcess, msg: string): Record<string, unknown>[] {
-  return p
-    .stderr()
-    .split("\n")
-    .filter((l) => l.startsWith("{"))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((l) => l.msg === msg);
+  return logRecords(p.stderr(), msg);
 }
 
 function cluster(runId: string): string[] {

@@ -39,7 +39,7 @@ import {
   resultFrameIn,
   type StepOrder,
 } from "../src/shared/step-frames.js";
-import { type CliProcess, stopCli, waitFor } from "./helpers/cli.js";
+import { type CliProcess, logRecords, stopCli, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 import { Tracked } from "./helpers/tracked.js";
 
@@ -84,7 +84,7 @@ afterAll(async () => {
 
 /** Lines of a process's stderr with log message `msg`. */
 function logLines(stderr: string, msg: string): number {
-  return stderr.split("\n").filter((l) => l.includes(`"msg":${JSON.stringify(msg)}`)).length;
+  return logRecords(stderr, msg).length;
 }
 
 /**

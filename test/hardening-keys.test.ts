@@ -11,7 +11,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runKeys } from "../src/shared/keys.js";
 import { decodeRunSpec } from "../src/shared/run-spec.js";
-import { type CliProcess, waitFor } from "./helpers/cli.js";
+import { logRecords, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 import { SLOW_TRAIN, slowRun } from "./helpers/slow-run.js";
 import { Tracked } from "./helpers/tracked.js";
@@ -35,14 +35,6 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/** The coordinator's log lines with message `msg`. */
-function logLines(p: CliProcess, msg: string): number {
-  return p
-    .stderr()
-    .split("\n")
-    .filter((l) => l.startsWith("{") && (JSON.parse(l) as { msg?: string }).msg === msg).length;
-}
-
 describe("the run's keys under a live run", () => {
   it("FLUSHALL, then garbage in the spec and the version: the run goes on, the spec comes back, a worker joining later finishes it with the same bits", async () => {
     const runId = "keys-flushed";
@@ -65,7 +57,8 @@ describe("the run's keys under a live run", () => {
       first.child.kill("SIGKILL");
       await first.done;
       await waitFor(
-        () => logLines(coord, "the run spec in Redis was overwritten; publishing it again") > 0,
+        () =>
+          logRecords(coord.stderr(), "the run spec in Redis was overwritten; publishing it again").length > 0,
         60_000,
       );
       const spec = await client.get(keys.spec);

@@ -93,3 +93,12 @@ export async function waitFor(
   }
   throw new Error(`condition not met within ${timeoutMs} ms`);
 }
+
+/** The JSON log records in a process's stderr whose message is `msg` (other lines are skipped). */
+export function logRecords(stderr: string, msg: string): Record<string, unknown>[] {
+  return stderr
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === msg);
+}
