@@ -42,6 +42,7 @@ function stepInfo(params: Float32Array, updates: number): StepInfo {
     updates,
     loss: 0.5,
     samples: updates * 10,
+    batchSamples: 10,
     timing: { compute: 0.001, communication: 0, update: 0, total: 0.001 },
     params,
   };
@@ -127,7 +128,7 @@ describe("the live page server against misbehaving clients", () => {
     page = await startLivePage({ host: "127.0.0.1", port: 0, config: CONFIG, workers: "in-process" });
     const params = initParams(CONFIG.spec, 7);
     let updates = 1;
-    page.observer.onStep!(stepInfo(params, updates), 10);
+    page.observer.onStep!(stepInfo(params, updates));
     const stalled = [0, 1, 2].map(() => {
       const s = rawSocket(page!.port, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
       s.pause(); // never reads: what it is sent piles up in the kernel, then in the server
@@ -145,7 +146,7 @@ describe("the live page server against misbehaving clients", () => {
       }
     })();
     // New weights all the time: about 2 MB a second to each stream.
-    const feeder = setInterval(() => page?.observer.onStep?.(stepInfo(params, ++updates), 10), 50);
+    const feeder = setInterval(() => page?.observer.onStep?.(stepInfo(params, ++updates)), 50);
     try {
       // (A paused socket does not read, so it would not see its own end: count on the server's side.)
       await waitFor(() => page!.droppedStreams === stalled.length, 150_000);

@@ -164,6 +164,7 @@ function stepInfo(
     updates: 1,
     loss: 0.5,
     samples: 64,
+    batchSamples: 64,
     params: new Float32Array(1),
     ...over,
     timing: { compute: 0.01, communication: 0.02, update: 0.001, total: 0.031, ...over.timing },
@@ -184,9 +185,9 @@ describe("metrics of a coordinator and a worker (in this process)", () => {
     m.observer.onStep!(
       stepInfo({
         loss: Number.NaN,
+        batchSamples: Number.NaN,
         timing: { compute: Number.NaN, communication: Number.POSITIVE_INFINITY, update: -1 },
       }),
-      Number.NaN,
     );
     m.observer.onEpoch!({
       epoch: 0,
@@ -203,7 +204,7 @@ describe("metrics of a coordinator and a worker (in this process)", () => {
     expect(sampleValue(poisoned, "gradfleet_step_duration_seconds_count", { phase: "compute" })).toBe(0);
     expect(sampleValue(poisoned, "gradfleet_step_duration_seconds_count", { phase: "total" })).toBe(1);
 
-    m.observer.onStep!(stepInfo({ loss: 0.25, epoch: 2, updates: 7 }), 64);
+    m.observer.onStep!(stepInfo({ loss: 0.25, epoch: 2, updates: 7 }));
     m.observer.onEpoch!({
       epoch: 2,
       test: { accuracy: 0.875, cost: 0.125 } as never,

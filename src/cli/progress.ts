@@ -22,8 +22,8 @@ export class Progress {
   }
 
   /** After every step. */
-  step(info: StepInfo, batchSamples: number): void {
-    this.windowSamples += batchSamples;
+  step(info: StepInfo): void {
+    this.windowSamples += info.batchSamples;
     const now = performance.now();
     if (now - this.windowStart >= 1000) {
       this.rate = (this.windowSamples * 1000) / (now - this.windowStart);

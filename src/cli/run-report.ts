@@ -42,7 +42,7 @@ export async function trainAndReport(args: ReportArgs): Promise<number> {
   let ended: { outcome: SessionOutcome; extraSummary?: Summary };
   try {
     ended = await args.train({
-      onStep: (info, batch) => progress.step(info, batch),
+      onStep: (info) => progress.step(info),
       onEpoch: (info) => progress.epoch(info),
     });
   } finally {

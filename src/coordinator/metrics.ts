@@ -145,8 +145,8 @@ export class CoordinatorMetrics extends ServedMetrics {
     });
 
     this.observer = {
-      onStep: (info, batchSamples) => {
-        incCounter(samples, batchSamples);
+      onStep: (info) => {
+        incCounter(samples, info.batchSamples);
         incCounter(steps, 1);
         loss.set(info.loss);
         setGauge(epoch, info.epoch + 1);

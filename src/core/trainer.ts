@@ -104,7 +104,10 @@ export interface StepInfo {
   updates: number;
   /** Mean cost over the step's batch. */
   loss: number;
+  /** Training samples so far (the state's count, resumed runs included). */
   samples: number;
+  /** Samples of this step's batch (the last batch of an epoch may be short). */
+  batchSamples: number;
   timing: StepTiming;
   /** The weights after this update (a live view: copy it to keep it). */
   params: Float32Array;
@@ -314,6 +317,7 @@ export async function runTraining(
         updates: state.updates,
         loss: cost / count,
         samples: state.samples,
+        batchSamples: count,
         timing: {
           compute: computeSeconds,
           communication: Math.max(0, wait - computeSeconds),

@@ -1,19 +1,14 @@
 /**
  * What a run reports as it goes, to whoever watches it: the progress line,
  * metrics, the live page, the trace. One interface for all of them: the
- * trainer's own hooks (core's `TrainerHooks`, `onStep` and `onEpoch`), with
- * the step's batch size added (which the trainer does not pass) and the
- * checkpoints the session writes.
+ * trainer's own hooks (core's `TrainerHooks`, `onStep` and `onEpoch`, passed
+ * through as they are) and the checkpoints the session writes.
  */
-import type { EpochInfo, StepInfo, TrainerHooks } from "../core/trainer.js";
+import type { TrainerHooks } from "../core/trainer.js";
 import { type Trace, traceNow } from "../shared/trace.js";
 
 /** An observer of a run; every method is optional. */
-export interface RunObserver extends Pick<TrainerHooks, "onEpoch"> {
-  /** After every update: {@link TrainerHooks.onStep}, and the number of samples of the step's batch. */
-  onStep?(info: StepInfo, batchSamples: number): void;
-  /** After every epoch's evaluation: {@link TrainerHooks.onEpoch}. */
-  onEpoch?(info: EpochInfo): void;
+export interface RunObserver extends Pick<TrainerHooks, "onStep" | "onEpoch"> {
   /** After every checkpoint written: how long it took and its size. */
   onCheckpoint?(seconds: number, bytes: number): void;
 }
@@ -22,8 +17,8 @@ export interface RunObserver extends Pick<TrainerHooks, "onEpoch"> {
 export function combineObservers(...list: (RunObserver | undefined)[]): RunObserver {
   const obs = list.filter((o): o is RunObserver => o !== undefined);
   return {
-    onStep: (info, batch) => {
-      for (const o of obs) o.onStep?.(info, batch);
+    onStep: (info) => {
+      for (const o of obs) o.onStep?.(info);
     },
     onEpoch: (info) => {
       for (const o of obs) o.onEpoch?.(info);

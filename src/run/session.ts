@@ -91,9 +91,8 @@ export async function runSession(args: SessionArgs): Promise<SessionOutcome> {
       checkpointEvery: checkpointDir ? args.checkpointEvery : 0,
       hooks: {
         onStep: (info) => {
-          const batch = Math.min(config.batch, data.train.n - info.step * config.batch);
           timings.add(info.timing);
-          observer?.onStep?.(info, batch);
+          observer?.onStep?.(info);
         },
         onEpoch: (info) => {
           observer?.onEpoch?.(info);

@@ -131,7 +131,7 @@ export class LiveRunState {
     this.bucketMs = o.bucketMs ?? 250;
     this.workersSource = o.workers;
     this.observer = {
-      onStep: (info, batch) => this.onStep(info, batch),
+      onStep: (info) => this.onStep(info),
       onEpoch: (info) => this.onEpoch(info),
     };
   }
@@ -141,7 +141,8 @@ export class LiveRunState {
     return (this.now() - this.start) / 1000;
   }
 
-  private onStep(info: StepInfo, batch: number): void {
+  private onStep(info: StepInfo): void {
+    const batch = info.batchSamples;
     const t = this.now();
     if (this.bucketStart < 0) this.bucketStart = t;
     if (Number.isFinite(info.loss)) {
