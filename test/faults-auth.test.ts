@@ -5,23 +5,11 @@
  * an error message, the `--dry-run` output or the metrics.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stopCli, waitFor } from "./helpers/cli.js";
+import { runFlags, stopCli, waitFor } from "./helpers/cli.js";
 import { freePort, startTestRedis, type TestRedis } from "./helpers/redis.js";
 import { Tracked } from "./helpers/tracked.js";
 
-const RUN = [
-  "--train-limit",
-  "3000",
-  "--test-limit",
-  "500",
-  "--epochs",
-  "1",
-  "--batch",
-  "64",
-  "--shards",
-  "4",
-  "--json",
-];
+const RUN = runFlags({ train: 3000, test: 500, epochs: 1, batch: 64, shards: 4 });
 // Distinctive, so a leak anywhere is found by a plain substring search.
 const DEFAULT_PASSWORD = "dflt-Pw-4c1d9e";
 const ACL_PASSWORD = "acl-Pw-7f3b2a";

@@ -8,23 +8,11 @@
  */
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stopCli, waitFor } from "./helpers/cli.js";
+import { runFlags, stopCli, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 import { Tracked } from "./helpers/tracked.js";
 
-const RUN = [
-  "--train-limit",
-  "1000",
-  "--test-limit",
-  "100",
-  "--epochs",
-  "1",
-  "--batch",
-  "100",
-  "--shards",
-  "2",
-  "--json",
-];
+const RUN = runFlags({ train: 1000, test: 100, epochs: 1, batch: 100, shards: 2 });
 /** How long the worker is watched against the full Redis. */
 const WATCH_MS = 5000;
 /**

@@ -17,11 +17,11 @@ import { CHECKPOINT_FILE } from "../src/core/checkpoint.js";
 import { initParams } from "../src/core/init.js";
 import { loadModel } from "../src/core/model-file.js";
 import type { RunConfig } from "../src/core/run-config.js";
-import type { StepInfo } from "../src/core/trainer.js";
 import { MAX_STREAM_CLIENTS } from "../src/ui/limits.js";
 import { type LivePage, startLivePage } from "../src/ui/server.js";
 import { BIN, waitFor } from "./helpers/cli.js";
 import { freePort } from "./helpers/redis.js";
+import { stepInfo } from "./helpers/step-info.js";
 
 /** A wide first layer: 256 tiles of 784 weights, about 1 MB a frame, so a client that does not read falls behind fast. */
 const CONFIG: RunConfig = {
@@ -33,20 +33,6 @@ const CONFIG: RunConfig = {
   seed: 7,
   kernel: "ref",
 };
-
-function stepInfo(params: Float32Array, updates: number): StepInfo {
-  return {
-    epoch: 0,
-    step: updates - 1,
-    stepsPerEpoch: 1000,
-    updates,
-    loss: 0.5,
-    samples: updates * 10,
-    batchSamples: 10,
-    timing: { compute: 0.001, communication: 0, update: 0, total: 0.001 },
-    params,
-  };
-}
 
 /** Raw sockets a test opened; destroyed after it. */
 const sockets: Socket[] = [];
@@ -128,7 +114,7 @@ describe("the live page server against misbehaving clients", () => {
     page = await startLivePage({ host: "127.0.0.1", port: 0, config: CONFIG, workers: "in-process" });
     const params = initParams(CONFIG.spec, 7);
     let updates = 1;
-    page.observer.onStep!(stepInfo(params, updates));
+    page.observer.onStep!(stepInfo(params, updates, 1000));
     const stalled = [0, 1, 2].map(() => {
       const s = rawSocket(page!.port, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
       s.pause(); // never reads: what it is sent piles up in the kernel, then in the server
@@ -146,7 +132,7 @@ describe("the live page server against misbehaving clients", () => {
       }
     })();
     // New weights all the time: about 2 MB a second to each stream.
-    const feeder = setInterval(() => page?.observer.onStep?.(stepInfo(params, ++updates)), 50);
+    const feeder = setInterval(() => page?.observer.onStep?.(stepInfo(params, ++updates, 1000)), 50);
     try {
       // (A paused socket does not read, so it would not see its own end: count on the server's side.)
       await waitFor(() => page!.droppedStreams === stalled.length, 150_000);

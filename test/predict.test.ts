@@ -4,7 +4,6 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PNG } from "pngjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli } from "../src/cli/main.js";
 import { predict } from "../src/cli/predict-command.js";
 import { type DataBundle, type Dataset, loadDataset } from "../src/core/data/index.js";
 import { LocalExecutor } from "../src/core/local-executor.js";
@@ -15,6 +14,7 @@ import type { RunConfig } from "../src/core/run-config.js";
 import { runTraining } from "../src/core/trainer.js";
 import { centreDigit, digitFromImage, ImageError, inkOf, readDigitImage } from "../src/viz/digit-image.js";
 import { decodePng, type RgbaImage } from "../src/viz/png.js";
+import { cliInProcess } from "./helpers/in-process-cli.js";
 
 const FIXTURE = fileURLToPath(new URL("./fixtures/digit-7.png", import.meta.url));
 
@@ -22,29 +22,6 @@ let tmp: string;
 let data: DataBundle;
 let model: Model;
 let modelPath: string;
-
-/** Runs the CLI in this process and collects what it prints. */
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = "";
-  let stderr = "";
-  const out = process.stdout.write;
-  const err = process.stderr.write;
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    const code = await runCli(argv, {});
-    return { code, stdout, stderr };
-  } finally {
-    process.stdout.write = out;
-    process.stderr.write = err;
-  }
-}
 
 /** The first `n` examples of a split, as a dataset of their own. */
 function head(d: Dataset, n: number): Dataset {
@@ -96,7 +73,7 @@ afterAll(async () => {
 describe("predict on the test set (--index)", () => {
   it("agrees with evaluate on test images 0..99, example by example", async () => {
     const indices = Array.from({ length: 100 }, (_, i) => i);
-    const run = await cli(["predict", "--model", modelPath, "--index", indices.join(","), "--json"]);
+    const run = await cliInProcess(["predict", "--model", modelPath, "--index", indices.join(","), "--json"]);
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     const lines = run.stdout.trim().split("\n");
@@ -119,7 +96,7 @@ describe("predict on the test set (--index)", () => {
     }
 
     // ... and the evaluate command over the same 100 images counts the same.
-    const ev = await cli(["evaluate", "--model", modelPath, "--test-limit", "100", "--json"]);
+    const ev = await cliInProcess(["evaluate", "--model", modelPath, "--test-limit", "100", "--json"]);
     expect(ev.code).toBe(0);
     expect(JSON.parse(ev.stdout).correct).toBe(correct);
     expect(net.evaluate(model.params, head(data.test, 100)).correct).toBe(correct);
@@ -146,7 +123,7 @@ describe("predict on the test set (--index)", () => {
   });
 
   it("prints one text line per example with its label", async () => {
-    const run = await cli(["predict", "--model", modelPath, "--index", "0,1"]);
+    const run = await cliInProcess(["predict", "--model", modelPath, "--index", "0,1"]);
     expect(run.code).toBe(0);
     const lines = run.stdout.trim().split("\n");
     expect(lines).toHaveLength(2);
@@ -155,10 +132,10 @@ describe("predict on the test set (--index)", () => {
   });
 
   it("refuses an index past the end of the test set, and no input at all", async () => {
-    const past = await cli(["predict", "--model", modelPath, "--index", "10000"]);
+    const past = await cliInProcess(["predict", "--model", modelPath, "--index", "10000"]);
     expect(past.code).toBe(2);
     expect(past.stderr).toMatch(/--index: 10000 is past the end of the test set .*10000 examples/);
-    const none = await cli(["predict", "--model", modelPath]);
+    const none = await cliInProcess(["predict", "--model", modelPath]);
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/give at least one IMAGE/);
   });
@@ -166,7 +143,7 @@ describe("predict on the test set (--index)", () => {
 
 describe("predict on PNG images", () => {
   it("reads the hand-drawn 7 (dark on white, 100x100) as a 7", async () => {
-    const run = await cli(["predict", "--model", modelPath, FIXTURE, "--json"]);
+    const run = await cliInProcess(["predict", "--model", modelPath, FIXTURE, "--json"]);
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     const p = JSON.parse(run.stdout);
@@ -248,7 +225,7 @@ describe("predict on PNG images", () => {
   it("refuses a file that is not a PNG, naming it, with a non-zero exit", async () => {
     const path = join(tmp, "not-a-png.png");
     await writeFile(path, "P5\n28 28\n255\nthis is a PGM, not a PNG\n");
-    const run = await cli(["predict", "--model", modelPath, path]);
+    const run = await cliInProcess(["predict", "--model", modelPath, path]);
     expect(run.code).not.toBe(0);
     expect(run.stdout).toBe("");
     expect(run.stderr).toBe(
@@ -261,7 +238,7 @@ describe("predict on PNG images", () => {
     for (const keep of [20, 100, bytes.length - 1]) {
       const path = join(tmp, `truncated-${keep}.png`);
       await writeFile(path, bytes.subarray(0, keep));
-      const run = await cli(["predict", "--model", modelPath, FIXTURE, path]);
+      const run = await cliInProcess(["predict", "--model", modelPath, FIXTURE, path]);
       expect(run.code, `${keep} bytes`).not.toBe(0);
       expect(run.stdout).toBe("");
       expect(run.stderr).toMatch(new RegExp(`^gradfleet: ${path}: truncated PNG \\(`));
@@ -276,7 +253,7 @@ describe("predict on PNG images", () => {
       new ImageError(`${blank}: no digit found: the image is one flat level (contrast 0.000, needs 0.1)`),
     );
     const missing = join(tmp, "missing.png");
-    const run = await cli(["predict", "--model", modelPath, missing]);
+    const run = await cliInProcess(["predict", "--model", modelPath, missing]);
     expect(run.code).toBe(1);
     expect(run.stderr).toBe(`gradfleet: ${missing}: cannot read the image: no such file\n`);
   });
@@ -291,7 +268,7 @@ describe("predict on PNG images", () => {
     await saveModel(path, odd);
     const copy = join(tmp, "seven.png");
     await copyFile(FIXTURE, copy);
-    const run = await cli(["predict", "--model", path, copy]);
+    const run = await cliInProcess(["predict", "--model", path, copy]);
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/takes 10 inputs, not a square image/);
   });

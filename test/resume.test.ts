@@ -10,22 +10,10 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { loadCheckpoint } from "../src/core/checkpoint.js";
 import { runKeys } from "../src/shared/keys.js";
-import { runCli, startCli, stopCli, waitFor } from "./helpers/cli.js";
+import { runCli, SMALL_RUN, startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { startTestRedis, type TestRedis } from "./helpers/redis.js";
 
-const RUN = [
-  "--train-limit",
-  "6000",
-  "--test-limit",
-  "1000",
-  "--epochs",
-  "2",
-  "--batch",
-  "64",
-  "--shards",
-  "4",
-  "--json",
-];
+const RUN = SMALL_RUN;
 
 let redis: TestRedis;
 let baseline: Record<string, unknown>;

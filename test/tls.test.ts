@@ -9,22 +9,11 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { runCli } from "./helpers/cli.js";
+import { EPHEMERAL_REDIS_ARGS } from "../src/shared/local-redis.js";
+import { runCli, runFlags } from "./helpers/cli.js";
 import { freePort } from "./helpers/redis.js";
 
-const RUN = [
-  "--train-limit",
-  "2000",
-  "--test-limit",
-  "500",
-  "--epochs",
-  "1",
-  "--batch",
-  "64",
-  "--shards",
-  "2",
-  "--json",
-];
+const RUN = runFlags({ train: 2000, test: 500, epochs: 1, batch: 64, shards: 2 });
 
 let dir: string;
 let port: number;
@@ -96,12 +85,7 @@ beforeAll(async () => {
       join(dir, "ca.pem"),
       "--tls-auth-clients",
       "no",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--maxmemory-policy",
-      "noeviction",
+      ...EPHEMERAL_REDIS_ARGS,
     ],
     { stdio: "ignore" },
   );

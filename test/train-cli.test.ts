@@ -8,22 +8,10 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { decodeModel, loadModel } from "../src/core/model-file.js";
 import { weightsSha256 } from "../src/core/run-config.js";
-import { runCli } from "./helpers/cli.js";
+import { runCli, runFlags } from "./helpers/cli.js";
 import { makeTinyDataset } from "./helpers/idx.js";
 
-const SMALL = [
-  "--train-limit",
-  "3000",
-  "--test-limit",
-  "2000",
-  "--epochs",
-  "2",
-  "--batch",
-  "32",
-  "--shards",
-  "3",
-  "--json",
-];
+const SMALL = runFlags({ train: 3000, test: 2000, epochs: 2, batch: 32, shards: 3 });
 
 let dir: string;
 let first: Record<string, unknown>;

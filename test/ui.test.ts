@@ -12,10 +12,10 @@ import { initParams } from "../src/core/init.js";
 import { Network } from "../src/core/network.js";
 import type { RunConfig } from "../src/core/run-config.js";
 import { layoutOf } from "../src/core/spec.js";
-import type { StepInfo } from "../src/core/trainer.js";
 import { type LivePage, startLivePage } from "../src/ui/server.js";
 import { startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { freePort } from "./helpers/redis.js";
+import { stepInfo } from "./helpers/step-info.js";
 
 /**
  * The little of the DOM that the functions run in the page use: the project's
@@ -53,21 +53,6 @@ const CONFIG: RunConfig = {
   kernel: "ref",
 };
 
-/** What the trainer reports after an update, with the given weights. */
-function stepInfo(params: Float32Array, updates: number): StepInfo {
-  return {
-    epoch: 0,
-    step: updates - 1,
-    stepsPerEpoch: 100,
-    updates,
-    loss: 0.5,
-    samples: updates * 10,
-    batchSamples: 10,
-    timing: { compute: 0.001, communication: 0, update: 0, total: 0.001 },
-    params,
-  };
-}
-
 /** An input image: a vertical bar, as bytes. */
 function barImage(): Uint8Array {
   const px = new Uint8Array(784);
@@ -97,7 +82,7 @@ describe("the live page server", () => {
     expect(await errorOf(before)).toMatch(/no weights yet/);
 
     const params = initParams(CONFIG.spec, 7);
-    page.observer.onStep!(stepInfo(params, 1));
+    page.observer.onStep!(stepInfo(params, 1, 100));
     const r = await post(barImage(), "application/octet-stream");
     expect(r.status).toBe(200);
     const body = (await r.json()) as {
@@ -119,7 +104,7 @@ describe("the live page server", () => {
     // The trainer updates its buffer in place: the next step's weights are what counts.
     const L = layoutOf(CONFIG.spec.layers).layers[2];
     for (let j = 0; j < 10; j++) params[L.b + j] = j === 3 ? 20 : -20;
-    page.observer.onStep!(stepInfo(params, 2));
+    page.observer.onStep!(stepInfo(params, 2, 100));
     const after = (await (await post(barImage(), "application/octet-stream")).json()) as {
       prediction: number;
       version: number;
@@ -134,7 +119,7 @@ describe("the live page server", () => {
 
   it("refuses inputs of the wrong size, type or range, naming what is wrong", async () => {
     page = await startLivePage({ host: "127.0.0.1", port: 0, config: CONFIG, workers: "in-process" });
-    page.observer.onStep!(stepInfo(initParams(CONFIG.spec, 7), 1));
+    page.observer.onStep!(stepInfo(initParams(CONFIG.spec, 7), 1, 100));
     const short = await post(new Uint8Array(783), "application/octet-stream");
     expect(short.status).toBe(400);
     expect(await errorOf(short)).toBe(
@@ -183,7 +168,7 @@ describe("the live page server", () => {
   it("streams the run: hello with the history, first-layer weights as float32 tiles, progress, then end", async () => {
     page = await startLivePage({ host: "127.0.0.1", port: 0, config: CONFIG, workers: "in-process" });
     const params = initParams(CONFIG.spec, 7);
-    page.observer.onStep!(stepInfo(params, 1));
+    page.observer.onStep!(stepInfo(params, 1, 100));
     const res = await fetch(`${page.url}events`);
     expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
     const reader = res.body!.getReader();

@@ -3,11 +3,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PNG } from "pngjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runCli } from "../src/cli/main.js";
 import { initParams } from "../src/core/init.js";
 import { type Model, saveModel } from "../src/core/model-file.js";
 import { layoutOf, type ModelSpec } from "../src/core/spec.js";
 import { BACKGROUND, divergingColour, renderWeights, weightsPng } from "../src/viz/weights-image.js";
+import { cliInProcess } from "./helpers/in-process-cli.js";
 
 const SPEC: ModelSpec = {
   layers: [784, 16, 16, 10],
@@ -17,28 +17,6 @@ const SPEC: ModelSpec = {
 };
 
 let tmp: string;
-
-/** Runs the CLI in this process and collects what it prints. */
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = "";
-  let stderr = "";
-  const out = process.stdout.write;
-  const err = process.stderr.write;
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    stderr += String(chunk);
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    return { code: await runCli(argv, {}), stdout, stderr };
-  } finally {
-    process.stdout.write = out;
-    process.stderr.write = err;
-  }
-}
 
 /** RGB of pixel (x, y) of a decoded PNG. */
 function at(png: PNG, x: number, y: number): number[] {
@@ -60,7 +38,7 @@ describe("gradfleet weights", () => {
     await saveModel(modelPath, { spec: SPEC, params: initParams(SPEC, 7), info: {} });
     const outs = [join(tmp, "a.png"), join(tmp, "b.png")];
     for (const out of outs) {
-      const run = await cli(["weights", "--model", modelPath, "--out", out]);
+      const run = await cliInProcess(["weights", "--model", modelPath, "--out", out]);
       expect(run.stderr).toBe("");
       expect(run.code).toBe(0);
       expect(run.stdout).toBe(`wrote ${out}: 16 tiles of 28x28 weights, 4 per row, 488x536 pixels\n`);
@@ -114,12 +92,12 @@ describe("gradfleet weights", () => {
     const spec: ModelSpec = { layers: [10, 3, 2], hidden: "sigmoid", output: "sigmoid", cost: "quadratic" };
     const modelPath = join(tmp, "odd.safetensors");
     await saveModel(modelPath, { spec, params: initParams(spec, 1), info: {} });
-    const run = await cli(["weights", "--model", modelPath, "--out", join(tmp, "odd.png")]);
+    const run = await cliInProcess(["weights", "--model", modelPath, "--out", join(tmp, "odd.png")]);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(
       new RegExp(`^gradfleet: ${modelPath}: the input layer has 10 values, which is not a square image`),
     );
-    const noOut = await cli(["weights", "--model", modelPath]);
+    const noOut = await cliInProcess(["weights", "--model", modelPath]);
     expect(noOut.code).toBe(2);
     expect(noOut.stderr).toMatch(/--out: required/);
   });

@@ -55,23 +55,26 @@ export async function redisAnswers(url: string, timeoutMs: number, caFile?: stri
   return (await redisProblem(url, timeoutMs, caFile)) === undefined;
 }
 
+/**
+ * The settings of a Redis that lives for one run or test: nothing kept on
+ * disk, and writes refused rather than keys evicted when memory is full (a
+ * lost key would be a lost step).
+ */
+export const EPHEMERAL_REDIS_ARGS: readonly string[] = [
+  "--save",
+  "",
+  "--appendonly",
+  "no",
+  "--maxmemory-policy",
+  "noeviction",
+];
+
 /** Starts `redis-server` on a free loopback port; resolves once it answers. */
 export async function startPrivateRedis(binary = "redis-server"): Promise<RedisForRun> {
   const port = await freePort();
   const child: ChildProcess = spawn(
     binary,
-    [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--maxmemory-policy",
-      "noeviction",
-    ],
+    ["--port", String(port), "--bind", "127.0.0.1", ...EPHEMERAL_REDIS_ARGS],
     { stdio: "ignore" },
   );
   const failed = new Promise<never>((_, reject) => {

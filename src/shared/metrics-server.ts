@@ -7,8 +7,8 @@
  *   for a worker, its dataset loaded), else 503 with the reason.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+import { listenOrExplain } from "./listen.js";
 import type { Logger } from "./log.js";
 
 /** Whether a process is ready, and why not. */
@@ -54,23 +54,15 @@ export async function startMetricsServer(o: MetricsServerOptions): Promise<Metri
   });
   // A scrape must never keep the process alive on its way out.
   server.unref();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (e: NodeJS.ErrnoException) => {
-      const where = `${o.host}:${o.port}`;
-      const hint =
-        e.code === "EADDRINUSE"
-          ? "the port is in use: choose another --metrics-port, or 0 to turn metrics off"
-          : e.code === "EADDRNOTAVAIL" || e.code === "ENOTFOUND"
-            ? "not an address of this host: check --metrics-host"
-            : e.message;
-      reject(new Error(`cannot serve metrics on ${where}: ${hint}`));
-    });
-    server.listen(o.port, o.host, () => resolve());
+  const { port, url } = await listenOrExplain(server, {
+    host: o.host,
+    port: o.port,
+    what: "metrics",
+    portFlag: "--metrics-port",
+    hostFlag: "--metrics-host",
+    zeroMeans: "turn metrics off",
   });
   server.on("error", (e) => o.log?.warn({ err: e.message }, "metrics server error"));
-  const port = (server.address() as AddressInfo).port;
-  const shownHost = o.host.includes(":") ? `[${o.host}]` : o.host;
-  const url = `http://${shownHost}:${port}`;
   o.log?.debug({ url }, "serving /metrics, /healthz and /readyz");
   return {
     host: o.host,

@@ -17,10 +17,10 @@
  * stops reading is dropped (see limits.ts).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { ClusterStats } from "../coordinator/cluster-stats.js";
 import type { RunConfig } from "../core/run-config.js";
 import type { RunObserver } from "../run/observer.js";
+import { listenOrExplain } from "../shared/listen.js";
 import type { Logger } from "../shared/log.js";
 import { hostAllowed, readBody, sendJson, sendText, streamHeaders } from "./http.js";
 import {
@@ -284,20 +284,13 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
   server.timeout = IDLE_TIMEOUT_MS;
   // The page must never keep the process alive once the run is over.
   server.unref();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (e: NodeJS.ErrnoException) => {
-      const where = `${o.host}:${o.port}`;
-      const hint =
-        e.code === "EADDRINUSE"
-          ? "the port is in use: choose another --ui-port, or 0 to turn the page off"
-          : e.code === "EADDRNOTAVAIL" || e.code === "ENOTFOUND"
-            ? "not an address of this host: check --ui-host"
-            : e.code === "EACCES"
-              ? "not allowed to listen on this port: choose a port above 1023"
-              : e.message;
-      reject(new Error(`cannot serve the live page on ${where}: ${hint}`));
-    });
-    server.listen(o.port, o.host, () => resolve());
+  const { port, url: base } = await listenOrExplain(server, {
+    host: o.host,
+    port: o.port,
+    what: "the live page",
+    portFlag: "--ui-port",
+    hostFlag: "--ui-host",
+    zeroMeans: "turn the page off",
   });
   server.on("error", (e) => o.log?.warn({ err: e.message }, "live page server error"));
   const ticker = setInterval(() => tick(), TICK_MS);
@@ -307,9 +300,7 @@ export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
   }, KEEPALIVE_MS);
   keepalive.unref();
 
-  const port = (server.address() as AddressInfo).port;
-  const shownHost = o.host.includes(":") ? `[${o.host}]` : o.host;
-  const url = `http://${shownHost}:${port}/`;
+  const url = `${base}/`;
   return {
     host: o.host,
     port,

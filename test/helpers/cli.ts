@@ -102,3 +102,38 @@ export function logRecords(stderr: string, msg: string): Record<string, unknown>
     .map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((l) => l.msg === msg);
 }
+
+/** The size of a small training run, as CLI flags (with `--json`). */
+export interface RunSize {
+  train: number;
+  test: number;
+  epochs: number;
+  batch: number;
+  shards: number;
+}
+
+/** CLI flags for a run of the given size, JSON output. */
+export function runFlags(r: RunSize): string[] {
+  return [
+    "--train-limit",
+    String(r.train),
+    "--test-limit",
+    String(r.test),
+    "--epochs",
+    String(r.epochs),
+    "--batch",
+    String(r.batch),
+    "--shards",
+    String(r.shards),
+    "--json",
+  ];
+}
+
+/** The run most cluster tests train: 6,000 samples, 2 epochs of batch 64 in 4 shards (a few seconds). */
+export const SMALL_RUN: readonly string[] = runFlags({
+  train: 6000,
+  test: 1000,
+  epochs: 2,
+  batch: 64,
+  shards: 4,
+});
