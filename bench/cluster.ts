@@ -51,7 +51,7 @@ import { startPrivateRedis } from "../src/shared/local-redis.js";
 import { binPath } from "../src/shared/package-root.js";
 import { childPids, cpuMs, procComm, vmHwm } from "./proc.js";
 import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
-import { MNIST_TRAIN, steadyRate } from "./runs.js";
+import { MNIST_TRAIN, modelFlags, steadyRate } from "./runs.js";
 
 const LAYERS = "784,16,16,10";
 const WORKERS = [1, 2, 4];
@@ -335,29 +335,14 @@ async function trainRun(
     String(run.workers),
     "--redis-url",
     redisUrl,
-    "--layers",
-    LAYERS,
-    "--activation",
-    "sigmoid",
-    "--output",
-    "sigmoid",
-    "--cost",
-    "quadratic",
-    "--optimizer",
-    "sgd",
-    "--lr",
-    "0.5",
-    "--kernel",
-    "fast",
-    "--batch",
-    String(run.batch),
-    "--shards",
-    String(run.shards),
-    ...(trainLimit === null ? [] : ["--train-limit", String(trainLimit)]),
-    "--test-limit",
-    "500",
-    "--epochs",
-    String(epochs),
+    ...modelFlags({
+      layers: LAYERS,
+      batch: run.batch,
+      shards: run.shards,
+      epochs,
+      trainLimit: trainLimit ?? undefined,
+      testLimit: 500,
+    }),
     "--metrics-port",
     "0",
     "--log-level",

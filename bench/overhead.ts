@@ -37,8 +37,8 @@ import { cpuMs, hasProc } from "./proc.js";
 import { type BenchOptions, fmt, machineLine, type Reporter, type Section } from "./report.js";
 import {
   type BenchWorker,
+  coordinatorArgs,
   type Model,
-  modelFlags,
   runGradfleet,
   type Summary,
   startBenchRedis,
@@ -142,33 +142,18 @@ async function measure(
     let cpuFirst: CpuSample | undefined;
     let cpuLast: CpuSample | undefined;
     let countersFirst: Promise<WorkerCounters[]> | undefined;
-    const run = await runGradfleet(
-      [
-        "coordinator",
-        "--redis-url",
-        redisUrl,
-        "--run-id",
-        runId,
-        ...modelFlags(model),
-        "--metrics-port",
-        "0",
-        "--log-level",
-        "warn",
-        "--json",
-      ],
-      {
-        onEpoch: (epoch, pid) => {
-          if (epoch === 1) {
-            cpuFirst = sample(pid);
-            // Read right away: the next epoch's steps go on meanwhile, a shard or two out of hundreds.
-            countersFirst = readCounters(workers);
-            // Awaited after the run; until then a failed read must not count as an unhandled rejection.
-            countersFirst.catch(() => {});
-          }
-          if (epoch === model.epochs) cpuLast = sample(pid);
-        },
+    const run = await runGradfleet(coordinatorArgs(redisUrl, runId, model), {
+      onEpoch: (epoch, pid) => {
+        if (epoch === 1) {
+          cpuFirst = sample(pid);
+          // Read right away: the next epoch's steps go on meanwhile, a shard or two out of hundreds.
+          countersFirst = readCounters(workers);
+          // Awaited after the run; until then a failed read must not count as an unhandled rejection.
+          countersFirst.catch(() => {});
+        }
+        if (epoch === model.epochs) cpuLast = sample(pid);
       },
-    );
+    });
     // The workers compute nothing after the last step: their counters can be read after the run.
     const [before, after] = await Promise.all([countersFirst!, readCounters(workers)]);
     const steps = (model.epochs - 1) * stepsPerEpoch(model);

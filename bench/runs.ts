@@ -29,6 +29,23 @@ export interface Model {
   testLimit: number;
 }
 
+/** `gradfleet coordinator` for run `runId` of model `m` on `redisUrl`: no metrics, warnings only, JSON results. */
+export function coordinatorArgs(redisUrl: string, runId: string, m: Model): string[] {
+  return [
+    "coordinator",
+    "--redis-url",
+    redisUrl,
+    "--run-id",
+    runId,
+    ...modelFlags(m),
+    "--metrics-port",
+    "0",
+    "--log-level",
+    "warn",
+    "--json",
+  ];
+}
+
 /** The flags of `train` / `coordinator` for a model (the issue's setting: sigmoid + quadratic + SGD). */
 export function modelFlags(m: Model): string[] {
   return [

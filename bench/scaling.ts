@@ -35,6 +35,7 @@ import { cpuMs } from "./proc.js";
 import { type BenchOptions, fmt, machineLine, type Reporter, type Section } from "./report.js";
 import {
   type BenchRedis,
+  coordinatorArgs,
   type Model,
   modelFlags,
   runGradfleet,
@@ -173,28 +174,13 @@ async function clusterRun(slices: CoreSlices, redisUrl: string, n: number, m: Mo
   });
   try {
     const cpuAt: { ms: number[]; at: number }[] = [];
-    const run = await runGradfleet(
-      [
-        "coordinator",
-        "--redis-url",
-        redisUrl,
-        "--run-id",
-        runId,
-        ...modelFlags(m),
-        "--metrics-port",
-        "0",
-        "--log-level",
-        "warn",
-        "--json",
-      ],
-      {
-        onEpoch: (epoch) => {
-          if (epoch === 1 || epoch === m.epochs) {
-            cpuAt.push({ ms: workers.map((w) => cpuMs(w.pid)), at: performance.now() });
-          }
-        },
+    const run = await runGradfleet(coordinatorArgs(redisUrl, runId, m), {
+      onEpoch: (epoch) => {
+        if (epoch === 1 || epoch === m.epochs) {
+          cpuAt.push({ ms: workers.map((w) => cpuMs(w.pid)), at: performance.now() });
+        }
       },
-    );
+    });
     const [a, b] = cpuAt;
     const workerCores = Math.max(...workers.map((_, i) => (b.ms[i] - a.ms[i]) / (b.at - a.at)));
     return {
