@@ -5,7 +5,7 @@
  * lease expires (a SIGKILLed coordinator blocks its run for at most the TTL).
  */
 import type { Redis } from "ioredis";
-import { RELEASE_LEASE, RENEW_LEASE } from "../shared/scripts.js";
+import { type LeaseScripts, leaseScripts } from "../shared/scripts.js";
 
 export const LEASE_TTL_MS = 5_000;
 /** How long a new coordinator waits for a dead one's lease to expire before giving up. */
@@ -24,6 +24,7 @@ export class LeaseTakenError extends Error {
 /** A held lease; call release() when the run ends. */
 export class Lease {
   private timer?: NodeJS.Timeout;
+  private readonly scripts: LeaseScripts;
   lost = false;
   /** Called once when the lease turns out to be another coordinator's (see renew). */
   onLost?: (holder: string | null) => void;
@@ -32,7 +33,9 @@ export class Lease {
     private readonly redis: Redis,
     private readonly key: string,
     readonly owner: string,
-  ) {}
+  ) {
+    this.scripts = leaseScripts(redis);
+  }
 
   /**
    * Takes the lease, waiting up to LEASE_WAIT_MS for a holder that stopped
@@ -68,8 +71,8 @@ export class Lease {
   }
 
   private renew(): void {
-    this.redis
-      .eval(RENEW_LEASE, 1, this.key, this.owner, String(LEASE_TTL_MS))
+    this.scripts
+      .renewLease(this.key, this.owner, LEASE_TTL_MS)
       .then(async (r) => {
         if (r === 1) return;
         // Lost (e.g. Redis restarted empty): take it back if nobody else has.
@@ -89,6 +92,6 @@ export class Lease {
   /** Stops renewing and deletes the lease if still ours. */
   async release(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await this.redis.eval(RELEASE_LEASE, 1, this.key, this.owner).catch(() => {});
+    await this.scripts.releaseLease(this.key, this.owner).catch(() => {});
   }
 }
