@@ -10,12 +10,13 @@ import { createServer, connect as netConnect, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CoordinatorMetrics, REJECT_REASONS, rejectLabel } from "../src/coordinator/metrics.js";
+import { CoordinatorMetrics } from "../src/coordinator/metrics.js";
 import type { StepInfo } from "../src/core/trainer.js";
 import { formatLogLine } from "../src/shared/log.js";
 import { MirroredCount } from "../src/shared/metrics-registry.js";
 import { startMetricsServer } from "../src/shared/metrics-server.js";
 import { localRunTargets, scrapeAddress, writeTargetsFile } from "../src/shared/prometheus-targets.js";
+import { REJECT_REASONS, refusalLabel, rejectLabel } from "../src/shared/reasons.js";
 import { WorkerMetrics } from "../src/worker/metrics.js";
 import { type CliProcess, runCli, startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { freePort, startTestRedis, type TestRedis } from "./helpers/redis.js";
@@ -290,6 +291,9 @@ describe("metrics of a coordinator and a worker (in this process)", () => {
     expect(rejectLabel("anything else")).toBe("other");
     expect(REJECT_REASONS).toContain("duplicate");
     expect(REJECT_REASONS).toContain("stale");
+    expect(refusalLabel("data_mismatch")).toBe("spec_mismatch");
+    expect(refusalLabel("spec_mismatch")).toBe("spec_mismatch");
+    expect(refusalLabel("worker_error")).toBe("refused");
   });
 });
 

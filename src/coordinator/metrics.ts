@@ -25,6 +25,7 @@ import {
   setGauge,
 } from "../shared/metrics-registry.js";
 import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
+import { REJECT_REASONS, rejectLabel } from "../shared/reasons.js";
 import type { DirectExecutor } from "./direct-executor.js";
 
 export { LIVE_WORKER_WINDOW_MS };
@@ -34,32 +35,6 @@ export const STEP_PHASES = ["compute", "communication", "update", "total"] as co
 
 /** BullMQ job states reported by `gradfleet_queue_jobs`. */
 export const QUEUE_STATES = ["waiting", "active", "delayed", "prioritized", "failed"] as const;
-
-/**
- * Values of the `reason` label of `gradfleet_results_rejected_total`: the
- * coordinator's own checks of a result (decode, wrong_shard, non_finite),
- * workers that cannot serve the run (spec_mismatch for other data or spec,
- * refused for any other reason they give), and the duplicate and
- * stale results it drops. Anything else is `other`, so the label stays
- * bounded whatever a worker sends.
- */
-export const REJECT_REASONS = [
-  "duplicate",
-  "stale",
-  "non_finite",
-  "decode",
-  "spec_mismatch",
-  "wrong_shard",
-  "refused",
-  "other",
-] as const;
-
-export type RejectLabel = (typeof REJECT_REASONS)[number];
-
-/** The bounded `reason` label of a ClusterStats rejection key (`decode`, `non_finite`, ...). */
-export function rejectLabel(reason: string): RejectLabel {
-  return (REJECT_REASONS as readonly string[]).includes(reason) ? (reason as RejectLabel) : "other";
-}
 
 /** How long a scrape waits for Redis before it reports what it has. */
 const SCRAPE_REDIS_TIMEOUT_MS = 2_000;

@@ -2,9 +2,7 @@
  * Why a worker does not serve a seat, and the pace of its "cannot serve"
  * refusals.
  */
-
-/** The reasons a worker gives the coordinator when it cannot serve a session. */
-export type CannotServeReason = "data_mismatch" | "spec_mismatch";
+import type { RefusalReason } from "../shared/reasons.js";
 
 /**
  * This worker cannot serve the published session at all (other data, a
@@ -13,7 +11,7 @@ export type CannotServeReason = "data_mismatch" | "spec_mismatch";
  */
 export class CannotServe extends Error {
   constructor(
-    readonly reason: CannotServeReason,
+    readonly reason: RefusalReason,
     message: string,
   ) {
     super(message);
