@@ -6,8 +6,9 @@ import { hostname } from "node:os";
 import { LOG_FORMATS, LOG_LEVELS } from "../shared/command-options.js";
 import { DISPATCHES } from "../shared/dispatch.js";
 import { RUN_ID_PATTERN } from "../shared/keys.js";
+import { redactUrl } from "../shared/redis.js";
 import { CLUSTER, LOGGERS, type OptionDef, RUNNERS } from "./option-def.js";
-import { checkRedisUrl, redactUrl } from "./redis-url.js";
+import { checkRedisUrl } from "./redis-url.js";
 
 /** Why `--dispatch lanes` and `--dispatch jobs` are refused. */
 const REMOVED_DISPATCH =

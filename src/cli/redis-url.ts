@@ -29,20 +29,3 @@ export function checkRedisUrl(text: string): string | undefined {
   }
   return undefined;
 }
-
-/** The URL with its password replaced by `***`, for logs and errors. */
-export function redactUrl(text: string): string {
-  try {
-    const url = new URL(text);
-    // Query values too: `?password=` is refused, but the refusal quotes the URL.
-    const query = [...url.searchParams.keys()];
-    if (url.password === "" && query.length === 0 && url.hash === "") return text;
-    if (url.password !== "") url.password = "***";
-    if (query.length > 0) url.search = query.map((k) => `${encodeURIComponent(k)}=***`).join("&");
-    if (url.hash !== "") url.hash = "***";
-    return url.toString();
-  } catch {
-    // Not a URL: hide anything between `:` and `@` that looks like credentials.
-    return text.replace(/:\/\/([^:@/]*):[^@/]*@/, "://$1:***@");
-  }
-}

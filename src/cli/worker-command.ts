@@ -5,6 +5,7 @@
  */
 import type { WorkerOptions } from "../shared/command-options.js";
 import { createLogger } from "../shared/log.js";
+import { settleWithin } from "../shared/settle-within.js";
 import { Trace } from "../shared/trace.js";
 import { GradWorker } from "../worker/grad-worker.js";
 import { serveWorkerMetrics } from "../worker/metrics.js";
@@ -75,14 +76,11 @@ export async function runWorkerCommand(o: WorkerOptions): Promise<number> {
   log.info({ signal, ranges: worker.jobsDone }, "stopping: finishing the shards in hand");
   // close() bounds each of its waits; this bounds the whole, so that a stop
   // signal always ends the process (a second signal ends it at once).
-  let timer: NodeJS.Timeout | undefined;
-  const closed = await Promise.race([
-    worker.close().then(() => true),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), STOP_LIMIT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
+  const closed =
+    (await settleWithin(
+      worker.close().then(() => true),
+      STOP_LIMIT_MS,
+    )) === true;
   if (!closed) log.warn({ ms: STOP_LIMIT_MS }, "stopping took too long; exiting anyway");
   await trace?.close();
   await metrics?.close();

@@ -26,6 +26,7 @@ import {
 } from "../shared/metrics-registry.js";
 import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
 import { REJECT_REASONS, rejectLabel } from "../shared/reasons.js";
+import { settleWithin } from "../shared/settle-within.js";
 import type { DirectExecutor } from "./direct-executor.js";
 
 export { LIVE_WORKER_WINDOW_MS };
@@ -241,14 +242,6 @@ export async function serveCoordinatorMetrics(
 }
 
 /** `p`'s value, or undefined when it fails or takes longer than a scrape should. */
-async function withTimeout<T>(p: Promise<T>): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), SCRAPE_REDIS_TIMEOUT_MS);
-  });
-  try {
-    return await Promise.race([p.catch(() => undefined), late]);
-  } finally {
-    clearTimeout(timer);
-  }
+function withTimeout<T>(p: Promise<T>): Promise<T | undefined> {
+  return settleWithin(p, SCRAPE_REDIS_TIMEOUT_MS);
 }

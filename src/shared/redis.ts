@@ -66,17 +66,24 @@ function parseUrl(url: string): URL {
 }
 
 /**
- * Replaces the password in a Redis URL with `***`, for logs and error
- * messages. Strings that are not URLs are returned with anything that looks
- * like `:secret@` masked, so a typo in a URL cannot leak its password either.
+ * The URL with its password (and any query values or fragment) replaced by
+ * `***`, for logs and error messages. Strings that are not URLs get anything
+ * that looks like credentials (`://user:secret@`, `:secret@`) masked, so a
+ * typo in a URL cannot leak its password either.
  */
-export function redactUrl(url: string): string {
+export function redactUrl(text: string): string {
   try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
+    const url = new URL(text);
+    // Query values too: `?password=` is refused, but the refusal quotes the URL.
+    const query = [...url.searchParams.keys()];
+    if (url.password === "" && query.length === 0 && url.hash === "") return text;
+    if (url.password !== "") url.password = "***";
+    if (query.length > 0) url.search = query.map((k) => `${encodeURIComponent(k)}=***`).join("&");
+    if (url.hash !== "") url.hash = "***";
+    return url.toString();
   } catch {
-    return url.replace(/:[^:/@]*@/, ":***@");
+    const withUser = text.replace(/:\/\/([^:@/]*):[^@/]*@/, "://$1:***@");
+    return withUser !== text ? withUser : text.replace(/:[^:/@]*@/, ":***@");
   }
 }
 

@@ -12,13 +12,14 @@ import type { Redis } from "ioredis";
 import { type RunKeys, runKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import { connectRedis, redactUrl, waitForRedis } from "../shared/redis.js";
+import { settleWithin } from "../shared/settle-within.js";
 import type { Trace } from "../shared/trace.js";
 import { DatasetCache } from "./datasets.js";
 import { Heartbeat } from "./heartbeat.js";
 import type { WorkerObserver } from "./observer.js";
 import { RefusalPacer } from "./refusals.js";
 import { SeatHandler } from "./seat-handler.js";
-import { SeatQueue, within } from "./seat-queue.js";
+import { SeatQueue } from "./seat-queue.js";
 import { SessionLoader } from "./session-loader.js";
 
 /** While Redis does not answer at start, say so this often. */
@@ -144,7 +145,7 @@ export class GradWorker {
       );
     } else {
       // Bounded: this connection waits for Redis for ever (workers' role).
-      await within(this.heartbeat.leave(), LAST_WORDS_MS);
+      await settleWithin(this.heartbeat.leave(), LAST_WORDS_MS);
     }
     this.queueConnection?.disconnect();
     this.redis.disconnect();

@@ -10,6 +10,7 @@ import type { Redis } from "ioredis";
 import { type RunKeys, SEATS_QUEUE_NAME } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
 import { isRedisFull } from "../shared/redis.js";
+import { settleWithin } from "../shared/settle-within.js";
 import { FullRedisBackoff } from "./full-redis-backoff.js";
 
 /** How long a forced close may take. */
@@ -26,18 +27,6 @@ export interface SeatQueueOptions {
   lockDuration: number;
   /** BullMQ stalled-job check period (ms). */
   stalledInterval: number;
-}
-
-/** Waits for `p` (its failure ignored), but no longer than `ms`. */
-export async function within(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    p.catch(() => {}),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, ms);
-    }),
-  ]);
-  clearTimeout(timer);
 }
 
 /** The seats queue's BullMQ worker; see the module comment. */
@@ -111,17 +100,14 @@ export class SeatQueue {
   async close(graceMs: number): Promise<boolean> {
     this.closing = true;
     this.backoff.close();
-    let timer: NodeJS.Timeout | undefined;
-    const graceful = await Promise.race([
-      this.worker.close().then(() => true),
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(false), graceMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    const graceful =
+      (await settleWithin(
+        this.worker.close().then(() => true),
+        graceMs,
+      )) === true;
     // A forced close has been seen to wait for ever too (a BullMQ worker
     // whose loop was restarted after Redis restarted): bounded as well.
-    if (!graceful) await within(this.worker.close(true), FORCE_CLOSE_MS);
+    if (!graceful) await settleWithin(this.worker.close(true), FORCE_CLOSE_MS);
     return graceful;
   }
 }
