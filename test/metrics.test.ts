@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, connect as netConnect, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CoordinatorMetrics } from "../src/coordinator/metrics.js";
 import type { StepInfo } from "../src/core/trainer.js";
@@ -17,7 +18,7 @@ import { MirroredCount } from "../src/shared/metrics-registry.js";
 import { startMetricsServer } from "../src/shared/metrics-server.js";
 import { localRunTargets, scrapeAddress, writeTargetsFile } from "../src/shared/prometheus-targets.js";
 import { REJECT_REASONS, refusalLabel, rejectLabel } from "../src/shared/reasons.js";
-import { WorkerMetrics } from "../src/worker/metrics.js";
+import { serveWorkerMetrics, WorkerMetrics } from "../src/worker/metrics.js";
 import { type CliProcess, runCli, startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { freePort, startTestRedis, type TestRedis } from "./helpers/redis.js";
 
@@ -331,6 +332,44 @@ describe("the metrics endpoint", () => {
       ).rejects.toThrow(`cannot serve metrics on 127.0.0.1:${server.port}: the port is in use`);
     } finally {
       await server.close();
+    }
+  });
+
+  it("a second worker on the host serves on the next free port, and says which", async () => {
+    // A port whose next one is free too: asked for by both workers.
+    let asked = 0;
+    for (let tries = 0; tries < 20 && asked === 0; tries++) {
+      const p = await freePort();
+      const probe = createServer();
+      const nextFree = await new Promise<boolean>((resolve) => {
+        probe.once("error", () => resolve(false));
+        probe.listen(p + 1, "127.0.0.1", () => resolve(true));
+      });
+      if (nextFree) {
+        await new Promise((r) => probe.close(r));
+        asked = p;
+      }
+    }
+    expect(asked).toBeGreaterThan(0);
+    const lines: string[] = [];
+    const log = pino({ level: "info" }, { write: (l: string) => lines.push(l) });
+    const first = await serveWorkerMetrics(
+      { metricsPort: asked, metricsHost: "127.0.0.1", workerId: "w-1" },
+      log,
+    );
+    const second = await serveWorkerMetrics(
+      { metricsPort: asked, metricsHost: "127.0.0.1", workerId: "w-2" },
+      log,
+    );
+    try {
+      expect((await get(`http://127.0.0.1:${asked}/metrics`)).body).toContain('worker="w-1"');
+      expect((await get(`http://127.0.0.1:${asked + 1}/metrics`)).body).toContain('worker="w-2"');
+      expect(lines.join("\n")).toContain(
+        `metrics port ${asked} is in use (another worker on this host?); serving on ${asked + 1}`,
+      );
+    } finally {
+      await first?.close();
+      await second?.close();
     }
   });
 });

@@ -7,6 +7,11 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 
+/** The port asked for is another process's: the caller may try another. */
+export class PortInUseError extends Error {
+  override name = "PortInUseError";
+}
+
 /** What to listen on, and how the error names it. */
 export interface ListenTarget {
   host: string;
@@ -21,7 +26,8 @@ export interface ListenTarget {
 }
 
 /**
- * Listens; rejects with `cannot serve <what> on <host:port>: <hint>` when the
+ * Listens; rejects with `cannot serve <what> on <host:port>: <hint>` (a
+ * {@link PortInUseError} for a port in use) when the
  * port is in use, the host is not this machine's, or the port is privileged.
  * Resolves with the URL it serves (`http://host:port`, IPv6 hosts bracketed)
  * and the port (the one chosen when `port` was 0).
@@ -40,7 +46,8 @@ export async function listenOrExplain(
             : e.code === "EACCES"
               ? "not allowed to listen on this port: choose a port above 1023"
               : e.message;
-      reject(new Error(`cannot serve ${t.what} on ${t.host}:${t.port}: ${hint}`));
+      const message = `cannot serve ${t.what} on ${t.host}:${t.port}: ${hint}`;
+      reject(e.code === "EADDRINUSE" ? new PortInUseError(message) : new Error(message));
     });
     server.listen(t.port, t.host, () => resolve());
   });

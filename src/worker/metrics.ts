@@ -6,6 +6,7 @@
  * Prometheus found them by DNS, a file or a static list.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { PortInUseError } from "../shared/listen.js";
 import type { Logger } from "../shared/log.js";
 import { createRegistry, incCounter, observeHistogram } from "../shared/metrics-registry.js";
 import { type Readiness, ServedMetrics } from "../shared/metrics-server.js";
@@ -116,8 +117,7 @@ export async function serveWorkerMetrics(
       } else log.info({ url: `${server.url}/metrics` }, "serving metrics");
       return metrics;
     } catch (e) {
-      const inUse = /port is in use/.test((e as Error).message);
-      if (!inUse || port >= o.metricsPort + NEXT_PORTS || port >= 65535) throw e;
+      if (!(e instanceof PortInUseError) || port >= o.metricsPort + NEXT_PORTS || port >= 65535) throw e;
     }
   }
 }
