@@ -12,6 +12,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
+import { BROWSER_MODULES } from "../src/ui/page-files.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const SRC = join(ROOT, "src");
@@ -183,5 +184,26 @@ describe("layers", () => {
       const over = lineCount(text) > MAX_FILE_LINES || classesOf(text).some((c) => c.lines > MAX_CLASS_LINES);
       expect(over, `${file} fits the limits now: remove it from OVERSIZE_ALLOWED`).toBe(true);
     }
+  });
+});
+
+describe("the modules the live page's browser loads", () => {
+  it("src/viz's modules that app.js imports import nothing (the browser gets them compiled as they are)", () => {
+    for (const name of BROWSER_MODULES) {
+      const file = `src/viz/${name}.ts`;
+      const info = ts.preProcessFile(readFileSync(join(ROOT, file), "utf8"), true, true);
+      expect(
+        info.importedFiles.map((f) => f.fileName),
+        file,
+      ).toEqual([]);
+    }
+  });
+
+  it("app.js imports only those modules, by the paths the server serves them at", () => {
+    const app = readFileSync(join(SRC, "ui", "page", "app.js"), "utf8");
+    const specs = ts.preProcessFile(app, true, true).importedFiles.map((f) => f.fileName);
+    expect(specs.length).toBeGreaterThan(0);
+    const served = BROWSER_MODULES.map((name) => `/viz/${name}.js`);
+    for (const spec of specs) expect(served, `app.js imports "${spec}"`).toContain(spec);
   });
 });

@@ -6,13 +6,18 @@
  * and the activations of every layer, a screenshot in test-output/ui.png.
  */
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { initParams } from "../src/core/init.js";
 import { Network } from "../src/core/network.js";
 import type { RunConfig } from "../src/core/run-config.js";
 import { layoutOf } from "../src/core/spec.js";
+import { BROWSER_MODULES } from "../src/ui/page-files.js";
 import { type LivePage, startLivePage } from "../src/ui/server.js";
+import * as centre from "../src/viz/centre-digit.js";
+import * as tiles from "../src/viz/weight-tiles.js";
 import { startCli, stopCli, waitFor } from "./helpers/cli.js";
 import { freePort } from "./helpers/redis.js";
 import { stepInfo } from "./helpers/step-info.js";
@@ -58,6 +63,43 @@ function barImage(): Uint8Array {
   const px = new Uint8Array(784);
   for (let y = 4; y < 24; y++) for (let x = 13; x < 16; x++) px[y * 28 + x] = 255;
   return px;
+}
+
+/**
+ * Ink of strokes drawn as the page's pad draws them (round caps, white on
+ * black, anti-aliased edges): each stroke a polyline of `[x, y]` points.
+ */
+function strokes(
+  width: number,
+  height: number,
+  lineWidth: number,
+  lines: [number, number][][],
+): centre.InkImage {
+  const ink = new Float64Array(width * height);
+  const r = lineWidth / 2;
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      let d = Infinity;
+      for (const line of lines) {
+        for (let i = 0; i < line.length; i++) {
+          const [ax, ay] = line[i];
+          const [bx, by] = line[Math.min(i + 1, line.length - 1)];
+          const len2 = (bx - ax) ** 2 + (by - ay) ** 2;
+          const t = len2
+            ? Math.max(0, Math.min(1, ((x + 0.5 - ax) * (bx - ax) + (y + 0.5 - ay) * (by - ay)) / len2))
+            : 0;
+          d = Math.min(d, Math.hypot(x + 0.5 - (ax + t * (bx - ax)), y + 0.5 - (ay + t * (by - ay))));
+        }
+      }
+      ink[y * width + x] = Math.max(0, Math.min(1, r - d + 0.5));
+    }
+  }
+  return { width, height, ink };
+}
+
+/** A module's text imported as it is, the way the browser gets it (no transform, no resolution of imports). */
+async function importText<T>(text: string): Promise<T> {
+  return import(/* @vite-ignore */ `data:text/javascript;base64,${Buffer.from(text).toString("base64")}`);
 }
 
 /** The `error` of a refused request's JSON body. */
@@ -148,7 +190,11 @@ describe("the live page server", () => {
     const text = await html.text();
     expect(text).toContain('<script type="module" src="/app.js">');
     expect(text).not.toMatch(/https?:\/\//);
-    for (const path of ["app.js", "style.css"]) expect((await fetch(page.url + path)).status).toBe(200);
+    for (const path of ["app.js", "style.css", "viz/centre-digit.js", "viz/weight-tiles.js"]) {
+      const res = await fetch(page.url + path);
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get("content-security-policy"), path).toMatch(/script-src 'self'/);
+    }
     // A DNS-rebinding page reaches 127.0.0.1 under its own name: refused.
     const { request } = await import("node:http");
     const status = await new Promise<number>((resolve, reject) => {
@@ -219,6 +265,125 @@ describe("the live page server", () => {
     expect(await waitEvent("end")).toMatchObject({ progress: { updates: 1 } });
     await closing;
     page = undefined;
+  });
+
+  it("serves src/viz's modules that app.js imports, compiled, giving the pixels that src/viz gives", async () => {
+    page = await startLivePage({ host: "127.0.0.1", port: 0, config: CONFIG, workers: "in-process" });
+    const served: Record<string, string> = {};
+    for (const name of BROWSER_MODULES) {
+      const res = await fetch(`${page.url}viz/${name}.js`);
+      expect(res.status, name).toBe(200);
+      // A module script must come as JavaScript, and nosniff makes the browser hold it to that.
+      expect(res.headers.get("content-type")).toBe("text/javascript; charset=utf-8");
+      expect(res.headers.get("x-content-type-options")).toBe("nosniff");
+      served[name] = await res.text();
+      // Nothing more to fetch: no imports (the browser would ask this server for them), no source map.
+      expect(served[name]).not.toMatch(/^\s*import\b|sourceMappingURL/m);
+    }
+    const c = await importText<typeof centre>(served["centre-digit"]);
+    expect(typeof c.centreDigit).toBe("function");
+
+    // The same bytes as src/viz's centreDigit (what `gradfleet predict` runs) for strokes of every kind.
+    const seven: [number, number][][] = [
+      [
+        [70, 60],
+        [200, 60],
+        [120, 230],
+      ],
+    ];
+    const cases: [string, centre.InkImage, number][] = [
+      ["a 7 drawn on the pad", strokes(280, 280, 22, seven), 28],
+      ["the same 7 at 16x16", strokes(280, 280, 22, seven), 16],
+      [
+        "a 1 in the top left corner",
+        strokes(280, 280, 22, [
+          [
+            [20, 15],
+            [30, 110],
+          ],
+        ]),
+        28,
+      ],
+      [
+        "a thin diagonal line",
+        strokes(280, 280, 1, [
+          [
+            [40, 250],
+            [240, 30],
+          ],
+        ]),
+        28,
+      ],
+      [
+        "a wide flat bar on a small canvas",
+        strokes(100, 60, 6, [
+          [
+            [5, 50],
+            [95, 52],
+          ],
+        ]),
+        10,
+      ],
+      ["one dot", strokes(280, 280, 22, [[[200, 200]]]), 28],
+      ["an empty pad", strokes(280, 280, 22, []), 28],
+    ];
+    for (const [what, img, side] of cases) {
+      const want = centre.centreDigit(img, side);
+      expect(c.centreDigit(img, side), what).toEqual(want);
+      expect(
+        want.some((v) => v > 0),
+        what,
+      ).toBe(what !== "an empty pad");
+    }
+
+    // The weight tiles: the same grid, tooltip lookup and RGBA pixels as src/viz's.
+    const t = await importText<typeof tiles>(served["weight-tiles"]);
+    for (const [inputs, neurons, scale] of [
+      [784, 16, 3],
+      [10, 7, 2],
+      [784, 256, 1],
+    ]) {
+      const shape = tiles.tileShapeOf(inputs);
+      expect(t.tileShapeOf(inputs)).toEqual(shape);
+      const grid = tiles.tileGrid(neurons, inputs, shape, scale);
+      expect(t.tileGrid(neurons, inputs, shape, scale)).toEqual(grid);
+      const weight = (j: number, k: number) => Math.sin(j * 7.1 + k * 0.37) * (j + 1);
+      const bias = (j: number) => Math.cos(j) * 0.5;
+      const paint = (m: typeof tiles) => {
+        const px = new Uint8ClampedArray(grid.width * grid.height * 4);
+        return { maxima: m.paintTiles(grid, weight, bias, px, 4), px: Buffer.from(px.buffer) };
+      };
+      const [got, want] = [paint(t), paint(tiles)];
+      expect(got.maxima).toEqual(want.maxima);
+      expect(got.px.equals(want.px), `${neurons} tiles of ${inputs}`).toBe(true);
+      for (const [x, y] of [
+        [0, 0],
+        [grid.pad + 1, grid.pad + 1],
+        [grid.width - grid.pad - 1, grid.height - grid.pad - 1],
+        [grid.pad + grid.cellWidth + 2, grid.pad + 2],
+      ]) {
+        expect(t.tileAt(grid, x, y)).toBe(tiles.tileAt(grid, x, y));
+      }
+    }
+  });
+
+  it("says at start which compiled module is missing, and how to make it", async () => {
+    const empty = await mkdtemp(join(tmpdir(), "gradfleet-no-build-"));
+    try {
+      await expect(
+        startLivePage({
+          host: "127.0.0.1",
+          port: 0,
+          config: CONFIG,
+          workers: "in-process",
+          moduleDir: empty,
+        }),
+      ).rejects.toThrow(
+        new RegExp(`cannot read the live page's module ${join(empty, "centre-digit.js")}: .*npm run build`),
+      );
+    } finally {
+      await rm(empty, { recursive: true, force: true });
+    }
   });
 
   it("says which address is taken when the port is in use", async () => {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initParams } from "../src/core/init.js";
 import { type Model, saveModel } from "../src/core/model-file.js";
 import { layoutOf, type ModelSpec } from "../src/core/spec.js";
+import { paintTiles, tileAt, tileGrid, tileOrigin, tileShapeOf } from "../src/viz/weight-tiles.js";
 import { BACKGROUND, divergingColour, renderWeights, weightsPng } from "../src/viz/weights-image.js";
 import { cliInProcess } from "./helpers/in-process-cli.js";
 
@@ -100,5 +101,34 @@ describe("gradfleet weights", () => {
     const noOut = await cliInProcess(["weights", "--model", modelPath]);
     expect(noOut.code).toBe(2);
     expect(noOut.stderr).toMatch(/--out: required/);
+  });
+});
+
+describe("the weight tiles (the live page draws with them too)", () => {
+  it("paints RGBA as RGB with opaque alpha, and finds the neuron under a point of its cell", () => {
+    // 10 inputs, not a square: tiles of 3 rows of 4 (the page's fallback), the last row half empty.
+    expect(tileShapeOf(10)).toEqual([3, 4]);
+    expect(tileShapeOf(784)).toEqual([28, 28]);
+    const g = tileGrid(7, 10, tileShapeOf(10), 2);
+    expect([g.columns, g.rows, g.width, g.height]).toEqual([3, 3, 4 + 3 * 12, 4 + 3 * 16]);
+    const weight = (j: number, k: number) => (k - 4) * (j + 1);
+    const bias = (j: number) => j - 3;
+    const rgb = new Uint8Array(g.width * g.height * 3);
+    const rgba = new Uint8ClampedArray(g.width * g.height * 4);
+    const maxima = paintTiles(g, weight, bias, rgb, 3);
+    expect(paintTiles(g, weight, bias, rgba, 4)).toEqual(maxima);
+    expect(maxima).toEqual([5, 10, 15, 20, 25, 30, 35]);
+    for (let p = 0; p < g.width * g.height; p++) {
+      expect([...rgba.subarray(p * 4, p * 4 + 4)]).toEqual([...rgb.subarray(p * 3, p * 3 + 3), 255]);
+    }
+    for (let j = 0; j < 7; j++) {
+      const [x, y] = tileOrigin(g, j);
+      expect(tileAt(g, x, y)).toBe(j);
+      expect(tileAt(g, x + g.cellWidth - 1, y + g.cellHeight - 1)).toBe(j);
+    }
+    // The padding before the first cell, past the last column, and the empty cells of the last row.
+    expect(tileAt(g, 0, 0)).toBe(-1);
+    expect(tileAt(g, g.width, g.pad)).toBe(-1);
+    expect(tileAt(g, g.pad + g.cellWidth, g.pad + 2 * g.cellHeight)).toBe(-1);
   });
 });

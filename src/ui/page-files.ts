@@ -1,7 +1,8 @@
 /**
  * The live page's own files (src/ui/page/: index.html, app.js, style.css),
- * read once at start, and the Content-Security-Policy that says nothing else
- * is loaded.
+ * the modules of src/viz that app.js imports (their compiled JavaScript,
+ * from dist/src/viz/), read once at start, and the Content-Security-Policy
+ * that says nothing else is loaded.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -14,6 +15,16 @@ const PAGE_FILES: Record<string, { file: string; type: string }> = {
   "/style.css": { file: "style.css", type: "text/css; charset=utf-8" },
 };
 
+/**
+ * The modules of src/viz that the page imports (`import { centreDigit } from
+ * "/viz/centre-digit.js"`), so that the browser runs the code the CLI runs,
+ * not a copy of it. Each imports nothing (test/layers.test.ts holds them to
+ * it): the browser loads the compiled file as it is, with no bundler.
+ */
+export const BROWSER_MODULES = ["centre-digit", "weight-tiles"] as const;
+
+const JS = "text/javascript; charset=utf-8";
+
 /** Everything comes from this server: no CDN, no fonts, no analytics. */
 export const CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -23,8 +34,25 @@ export function defaultPageDir(): string {
   return join(packageRoot(), "src", "ui", "page");
 }
 
-/** Reads the page's files once: a missing one is a broken install, said at start rather than on the first visit. */
-export async function loadPage(dir: string): Promise<Map<string, { body: Buffer; type: string }>> {
+/**
+ * The directory of the compiled {@link BROWSER_MODULES}: dist/src/viz/ of
+ * the package, which `npm run build` writes. The CLI runs from dist/ itself;
+ * tests, which run the TypeScript sources, find it there too (`npm test`
+ * builds first).
+ */
+export function defaultModuleDir(): string {
+  return join(packageRoot(), "dist", "src", "viz");
+}
+
+/**
+ * Reads the page's files and modules once: a missing one is a broken install
+ * (or, from a source checkout, a missing build), said at start rather than on
+ * the first visit.
+ */
+export async function loadPage(
+  dir: string,
+  moduleDir = defaultModuleDir(),
+): Promise<Map<string, { body: Buffer; type: string }>> {
   const out = new Map<string, { body: Buffer; type: string }>();
   for (const [path, f] of Object.entries(PAGE_FILES)) {
     const file = join(dir, f.file);
@@ -36,5 +64,22 @@ export async function loadPage(dir: string): Promise<Map<string, { body: Buffer;
       );
     }
   }
+  for (const name of BROWSER_MODULES) {
+    const file = join(moduleDir, `${name}.js`);
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (e) {
+      throw new Error(
+        `cannot read the live page's module ${file}: ${(e as Error).message} (it is src/viz/${name}.ts compiled: run \`npm run build\` in a source checkout; is the package installed whole?)`,
+      );
+    }
+    out.set(`/viz/${name}.js`, { body: Buffer.from(withoutSourceMap(text)), type: JS });
+  }
   return out;
+}
+
+/** The module without its `//# sourceMappingURL=` line: the map and the TypeScript it points at are not served. */
+function withoutSourceMap(text: string): string {
+  return text.replace(/^\/\/# sourceMappingURL=.*$\n?/m, "");
 }

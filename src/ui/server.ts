@@ -5,6 +5,9 @@
  *
  * - `GET /`, `/app.js`, `/style.css`: the page (src/ui/page/, read from disk
  *   at start; nothing is fetched from anywhere else, and the CSP says so);
+ * - `GET /viz/centre-digit.js`, `/viz/weight-tiles.js`: the modules of
+ *   src/viz that app.js imports, compiled (dist/src/viz/), so the page
+ *   centres a drawn digit and draws the weights with the CLI's own code;
  * - `GET /events`: Server-Sent Events: `hello` (the run and its history, on
  *   connect), `progress` (new loss points, accuracy, samples/s, workers; 4 a
  *   second), `weights` (the first layer as float32 tiles, base64, at most 2 a
@@ -62,6 +65,8 @@ export interface LivePageOptions {
   log?: Logger;
   /** Where index.html, app.js and style.css are (default: src/ui/page/ of the package). */
   pageDir?: string;
+  /** Where the compiled src/viz modules that app.js imports are (default: dist/src/viz/ of the package). */
+  moduleDir?: string;
 }
 
 /** A running live page. */
@@ -87,7 +92,7 @@ export interface LivePage {
  * @throws Error naming the address when it cannot listen, or the file when the page is missing.
  */
 export async function startLivePage(o: LivePageOptions): Promise<LivePage> {
-  const files = await loadPage(o.pageDir ?? defaultPageDir());
+  const files = await loadPage(o.pageDir ?? defaultPageDir(), o.moduleDir);
   const state = new LiveRunState({ config: o.config, workers: o.workers });
   const predictor = new Predictor(o.config.spec);
   /** Open streams, and since when each has had bytes queued (undefined: its queue is empty). */

@@ -1,22 +1,16 @@
 /**
- * A picture of the first hidden layer: one tile per neuron showing the
- * weights from every input pixel to it, laid out as the input image
- * (28x28 for MNIST), as 3Blue1Brown's videos draw them. Under each tile a
- * strip shows the neuron's bias.
- *
- * Colour map (diverging): negative blue, zero black, positive red; the
- * brightness is the magnitude. Scales: each tile is scaled symmetrically by
- * its own largest |weight| (so every neuron's pattern is visible, whatever
- * its overall size); the bias strips share one scale, the largest |bias| of
- * the layer (so biases can be compared between neurons).
- *
- * Grid: ceil(sqrt(n)) columns, rows as needed, filled row by row in neuron
- * order (neuron 0 top left). The same model gives the same pixels, and
- * {@link encodeRgbPng} pins the encoder, so the same bytes.
+ * `gradfleet weights`: a PNG of the first hidden layer, one tile per neuron
+ * (its weights from every input pixel, laid out as the input image) and a
+ * strip for its bias. The colours, scales and layout are weight-tiles.ts's,
+ * which the live page draws with too. The same model gives the same pixels,
+ * and {@link encodeRgbPng} pins the encoder, so the same bytes.
  */
 import type { Model } from "../core/model-file.js";
 import { layoutOf } from "../core/spec.js";
 import { encodeRgbPng } from "./png.js";
+import { BACKGROUND, divergingColour, paintTiles, tileGrid } from "./weight-tiles.js";
+
+export { BACKGROUND, divergingColour };
 
 /** Options of {@link renderWeights}. */
 export interface WeightsImageOptions {
@@ -50,21 +44,6 @@ export interface WeightsImage extends RgbImage {
   neurons: number;
 }
 
-/** Background between tiles: mid grey, so that black (zero) tiles still show their edges. */
-export const BACKGROUND: readonly [number, number, number] = [128, 128, 128];
-const POSITIVE: readonly [number, number, number] = [255, 64, 40];
-const NEGATIVE: readonly [number, number, number] = [48, 128, 255];
-
-/**
- * The diverging colour of `t` in [-1, 1] (clamped): -1 blue, 0 black, +1 red.
- */
-export function divergingColour(t: number): [number, number, number] {
-  const v = Number.isFinite(t) ? Math.max(-1, Math.min(1, t)) : 0;
-  const c = v >= 0 ? POSITIVE : NEGATIVE;
-  const s = Math.abs(v);
-  return [Math.round(c[0] * s), Math.round(c[1] * s), Math.round(c[2] * s)];
-}
-
 /**
  * The tile shape of an input of `n` values: the square side x side.
  * @throws {Error} when `n` is not a perfect square, saying what to pass instead.
@@ -81,7 +60,7 @@ export function squareTileShape(n: number): [number, number] {
 
 /**
  * Renders the first hidden layer's weights and biases of `model` as a grid
- * of tiles (see the module comment for the colours, scales and layout).
+ * of tiles (see weight-tiles.ts for the colours, scales and layout).
  */
 export function renderWeights(model: Model, opts: WeightsImageOptions = {}): WeightsImage {
   const scale = opts.scale ?? 4;
@@ -97,54 +76,23 @@ export function renderWeights(model: Model, opts: WeightsImageOptions = {}): Wei
   if (tileRows * tileCols !== L.nIn) {
     throw new Error(`tileShape: ${tileRows}x${tileCols} is not the ${L.nIn} inputs of the first layer`);
   }
-  const n = L.nOut;
-  const columns = Math.ceil(Math.sqrt(n));
-  const rows = Math.ceil(n / columns);
-  const pad = 2 * scale;
-  const stripGap = scale;
-  const stripHeight = 2 * scale;
-  const tileWidth = tileCols * scale;
-  const tileHeight = tileRows * scale;
-  const cellWidth = tileWidth + pad;
-  const cellHeight = tileHeight + stripGap + stripHeight + pad;
-  const width = pad + columns * cellWidth;
-  const height = pad + rows * cellHeight;
-
-  const rgb = new Uint8Array(width * height * 3);
-  for (let p = 0; p < width * height; p++) rgb.set(BACKGROUND, p * 3);
-  const fill = (x: number, y: number, w: number, h: number, c: readonly number[]) => {
-    for (let yy = y; yy < y + h; yy++) {
-      for (let xx = x; xx < x + w; xx++) rgb.set(c, (yy * width + xx) * 3);
-    }
-  };
-
+  const g = tileGrid(L.nOut, L.nIn, [tileRows, tileCols], scale);
+  const rgb = new Uint8Array(g.width * g.height * 3);
   const p = model.params;
-  let biasMax = 0;
-  for (let j = 0; j < n; j++) biasMax = Math.max(biasMax, Math.abs(p[L.b + j]));
-  for (let j = 0; j < n; j++) {
-    const x0 = pad + (j % columns) * cellWidth;
-    const y0 = pad + Math.floor(j / columns) * cellHeight;
-    // Input-major layout: the weight from input k to neuron j is W[k * nOut + j].
-    let wMax = 0;
-    for (let k = 0; k < L.nIn; k++) wMax = Math.max(wMax, Math.abs(p[L.w + k * n + j]));
-    for (let k = 0; k < L.nIn; k++) {
-      const t = wMax > 0 ? p[L.w + k * n + j] / wMax : 0;
-      const r = Math.floor(k / tileCols);
-      const c = k % tileCols;
-      fill(x0 + c * scale, y0 + r * scale, scale, scale, divergingColour(t));
-    }
-    const tb = biasMax > 0 ? p[L.b + j] / biasMax : 0;
-    fill(x0, y0 + tileHeight + stripGap, tileWidth, stripHeight, divergingColour(tb));
-  }
+  const n = L.nOut;
+  // Input-major layout: the weight from input k to neuron j is W[k * nOut + j].
+  const weight = (j: number, k: number) => p[L.w + k * n + j];
+  const bias = (j: number) => p[L.b + j];
+  paintTiles(g, weight, bias, rgb, 3);
   return {
-    width,
-    height,
+    width: g.width,
+    height: g.height,
     rgb,
-    columns,
-    rows,
-    tileWidth,
-    tileHeight,
-    tileShape: [tileRows, tileCols],
+    columns: g.columns,
+    rows: g.rows,
+    tileWidth: g.tileWidth,
+    tileHeight: g.tileHeight,
+    tileShape: g.tileShape,
     neurons: n,
   };
 }

@@ -2,6 +2,13 @@
 // weights as tiles, and a box to draw a digit in. No dependencies: canvas
 // drawing, EventSource for the server's stream, fetch for /predict.
 // Served by src/ui/server.ts; its events are documented there.
+//
+// The weight tiles and the centring of a drawn digit are not written here:
+// they are src/viz's modules, the code `gradfleet weights` and `gradfleet
+// predict` run, which the server sends compiled (dist/src/viz/) under /viz/.
+
+import { centreDigit } from "/viz/centre-digit.js";
+import { paintTiles, tileAt, tileGrid, tileShapeOf } from "/viz/weight-tiles.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -273,98 +280,34 @@ function drawChart() {
 }
 
 // ---------------------------------------------------------------------------
-// Weights: the port of src/viz/weights-image.ts (same colours, scales, layout).
+// Weights: src/viz/weight-tiles.ts's colours, scales and layout, at the scale that fits.
 
-const BACKGROUND = [128, 128, 128];
-const POSITIVE = [255, 64, 40];
-const NEGATIVE = [48, 128, 255];
-
-/** The diverging colour of t in [-1, 1] (clamped): -1 blue, 0 black, +1 red. */
-function divergingColour(t) {
-  const v = Number.isFinite(t) ? Math.max(-1, Math.min(1, t)) : 0;
-  const c = v >= 0 ? POSITIVE : NEGATIVE;
-  const s = Math.abs(v);
-  return [Math.round(c[0] * s), Math.round(c[1] * s), Math.round(c[2] * s)];
-}
-
-/** A tile's rows and columns: the square when nIn is one, else the nearest rectangle that holds it. */
-function tileShape(nIn) {
-  const side = Math.round(Math.sqrt(nIn));
-  if (side * side === nIn) return [side, side];
-  const cols = Math.ceil(Math.sqrt(nIn));
-  return [Math.ceil(nIn / cols), cols];
-}
-
+/** The grid last drawn and each tile's largest |weight|, for the tooltip. */
 let weightsGeometry = null;
 
 function drawWeights() {
   const wv = run.weights;
   if (!wv) return;
   const canvas = $("weights");
-  const [tileRows, tileCols] = tileShape(wv.nIn);
+  const shape = tileShapeOf(wv.nIn);
   const n = wv.shown;
-  const columns = Math.ceil(Math.sqrt(n));
-  const rows = Math.ceil(n / columns);
+  // The grid's width grows in proportion to the scale: the largest that fits, from 1 to 6.
   const avail = Math.max(200, canvas.parentElement.clientWidth - 4);
-  const scale = Math.max(1, Math.min(6, Math.floor(avail / (columns * (tileCols + 2) + 2))));
-  const pad = 2 * scale;
-  const stripGap = scale;
-  const stripHeight = 2 * scale;
-  const tileWidth = tileCols * scale;
-  const tileHeight = tileRows * scale;
-  const cellWidth = tileWidth + pad;
-  const cellHeight = tileHeight + stripGap + stripHeight + pad;
-  const width = pad + columns * cellWidth;
-  const height = pad + rows * cellHeight;
-  if (canvas.width !== width || canvas.height !== height) {
-    canvas.width = width;
-    canvas.height = height;
+  const scale = Math.max(1, Math.min(6, Math.floor(avail / tileGrid(n, wv.nIn, shape, 1).width)));
+  const grid = tileGrid(n, wv.nIn, shape, scale);
+  if (canvas.width !== grid.width || canvas.height !== grid.height) {
+    canvas.width = grid.width;
+    canvas.height = grid.height;
   }
   const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(width, height);
-  const px = img.data;
-  for (let p = 0; p < width * height; p++) {
-    px[p * 4] = BACKGROUND[0];
-    px[p * 4 + 1] = BACKGROUND[1];
-    px[p * 4 + 2] = BACKGROUND[2];
-    px[p * 4 + 3] = 255;
-  }
-  const fill = (x0, y0, w, h, c) => {
-    for (let y = y0; y < y0 + h; y++) {
-      for (let x = x0; x < x0 + w; x++) {
-        const o = (y * width + x) * 4;
-        px[o] = c[0];
-        px[o + 1] = c[1];
-        px[o + 2] = c[2];
-      }
-    }
-  };
-  let biasMax = 0;
-  for (let j = 0; j < n; j++) biasMax = Math.max(biasMax, Math.abs(wv.b[j]));
-  const maxima = [];
-  for (let j = 0; j < n; j++) {
-    const x0 = pad + (j % columns) * cellWidth;
-    const y0 = pad + Math.floor(j / columns) * cellHeight;
-    const base = j * wv.nIn;
-    let wMax = 0;
-    for (let k = 0; k < wv.nIn; k++) wMax = Math.max(wMax, Math.abs(wv.w[base + k]));
-    maxima.push(wMax);
-    for (let k = 0; k < wv.nIn; k++) {
-      const t = wMax > 0 ? wv.w[base + k] / wMax : 0;
-      fill(
-        x0 + (k % tileCols) * scale,
-        y0 + Math.floor(k / tileCols) * scale,
-        scale,
-        scale,
-        divergingColour(t),
-      );
-    }
-    const tb = biasMax > 0 ? wv.b[j] / biasMax : 0;
-    fill(x0, y0 + tileHeight + stripGap, tileWidth, stripHeight, divergingColour(tb));
-  }
+  const img = ctx.createImageData(grid.width, grid.height);
+  // Neuron-major, as the server sends them: tile j is w[j * nIn ... (j + 1) * nIn).
+  const weight = (j, k) => wv.w[j * wv.nIn + k];
+  const bias = (j) => wv.b[j];
+  const maxima = paintTiles(grid, weight, bias, img.data, 4);
   ctx.putImageData(img, 0, 0);
   canvas.dataset.version = String(wv.version);
-  weightsGeometry = { columns, cellWidth, cellHeight, pad, n, maxima };
+  weightsGeometry = { grid, maxima };
   const more = wv.shown < wv.nOut ? ` (the first ${wv.shown} of ${wv.nOut} neurons)` : "";
   $("weights-info").textContent =
     `${wv.nOut} neurons × ${wv.nIn} inputs${more} · weights after update ${wv.version.toLocaleString("en")}`;
@@ -376,13 +319,11 @@ $("weights").addEventListener("mousemove", (e) => {
   if (!g || !wv) return;
   const canvas = e.currentTarget;
   const r = canvas.getBoundingClientRect();
-  const x = ((e.clientX - r.left) * canvas.width) / r.width - g.pad;
-  const y = ((e.clientY - r.top) * canvas.height) / r.height - g.pad;
-  const j = Math.floor(y / g.cellHeight) * g.columns + Math.floor(x / g.cellWidth);
+  const x = ((e.clientX - r.left) * canvas.width) / r.width;
+  const y = ((e.clientY - r.top) * canvas.height) / r.height;
+  const j = tileAt(g.grid, x, y);
   canvas.title =
-    x >= 0 && y >= 0 && Math.floor(x / g.cellWidth) < g.columns && j < g.n
-      ? `neuron ${j}: largest |weight| ${g.maxima[j].toFixed(3)}, bias ${wv.b[j].toFixed(3)}`
-      : "";
+    j >= 0 ? `neuron ${j}: largest |weight| ${g.maxima[j].toFixed(3)}, bias ${wv.b[j].toFixed(3)}` : "";
 });
 
 // ---------------------------------------------------------------------------
@@ -464,10 +405,11 @@ for (const type of ["pointerup", "pointercancel"]) {
 $("clear").addEventListener("click", clearPad);
 
 /**
- * The pad as the network's input: the port of src/viz/digit-image.ts
- * `centreDigit`: the bounding box of the ink (> 0.1) scaled into a 20x20 box
- * (of 28; in proportion for other sides) keeping its aspect ratio by area
- * averaging, placed so that its centre of mass is at the centre.
+ * The pad as the network's input, the way `gradfleet predict` makes one of
+ * a PNG (src/viz/centre-digit.ts): the bounding box of the ink (> 0.1)
+ * scaled into a 20x20 box (of 28; in proportion for other sides) keeping its
+ * aspect ratio by area averaging, placed so that its centre of mass is at
+ * the centre. The pad is white ink on black: its red channel is the ink.
  */
 function padInput(side) {
   const { width, height } = pad.canvas;
@@ -475,91 +417,6 @@ function padInput(side) {
   const ink = new Float64Array(width * height);
   for (let p = 0; p < ink.length; p++) ink[p] = data[p * 4] / 255;
   return centreDigit({ width, height, ink }, side);
-}
-
-function centreDigit(src, side, box = Math.round((side * 20) / 28)) {
-  const { width, height, ink } = src;
-  let x0 = width;
-  let y0 = height;
-  let x1 = -1;
-  let y1 = -1;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      if (ink[y * width + x] > 0.1) {
-        if (x < x0) x0 = x;
-        if (x > x1) x1 = x;
-        if (y < y0) y0 = y;
-        if (y > y1) y1 = y;
-      }
-    }
-  }
-  const out = new Uint8Array(side * side);
-  if (x1 < 0) return out;
-  const bw = x1 - x0 + 1;
-  const bh = y1 - y0 + 1;
-  const scale = box / Math.max(bw, bh);
-  const tw = Math.max(1, Math.min(box, Math.round(bw * scale)));
-  const th = Math.max(1, Math.min(box, Math.round(bh * scale)));
-  const small = resampleArea(ink, width, x0, y0, bw, bh, tw, th);
-  let mass = 0;
-  let mx = 0;
-  let my = 0;
-  for (let y = 0; y < th; y++) {
-    for (let x = 0; x < tw; x++) {
-      const v = small[y * tw + x];
-      mass += v;
-      mx += v * (x + 0.5);
-      my += v * (y + 0.5);
-    }
-  }
-  const cx = mass > 0 ? mx / mass : tw / 2;
-  const cy = mass > 0 ? my / mass : th / 2;
-  const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
-  const ox = clamp(Math.round(side / 2 - cx), 0, side - tw);
-  const oy = clamp(Math.round(side / 2 - cy), 0, side - th);
-  for (let y = 0; y < th; y++) {
-    for (let x = 0; x < tw; x++) out[(oy + y) * side + ox + x] = Math.round(small[y * tw + x] * 255);
-  }
-  return out;
-}
-
-function resampleArea(src, stride, x0, y0, bw, bh, tw, th) {
-  const xs = areaWeights(bw, tw);
-  const ys = areaWeights(bh, th);
-  const mid = new Float64Array(bh * tw);
-  for (let y = 0; y < bh; y++) {
-    const row = (y0 + y) * stride + x0;
-    for (let x = 0; x < tw; x++) {
-      let s = 0;
-      for (const [i, w] of xs[x]) s += src[row + i] * w;
-      mid[y * tw + x] = s;
-    }
-  }
-  const out = new Float64Array(th * tw);
-  for (let y = 0; y < th; y++) {
-    for (let x = 0; x < tw; x++) {
-      let s = 0;
-      for (const [i, w] of ys[y]) s += mid[i * tw + x] * w;
-      out[y * tw + x] = s;
-    }
-  }
-  return out;
-}
-
-function areaWeights(n, m) {
-  const step = n / m;
-  const result = [];
-  for (let o = 0; o < m; o++) {
-    const a = o * step;
-    const b = (o + 1) * step;
-    const pairs = [];
-    for (let i = Math.floor(a); i < Math.min(n, Math.ceil(b)); i++) {
-      const overlap = Math.min(b, i + 1) - Math.max(a, i);
-      if (overlap > 0) pairs.push([i, overlap / step]);
-    }
-    result.push(pairs);
-  }
-  return result;
 }
 
 // ---------------------------------------------------------------------------
