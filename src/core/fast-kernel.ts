@@ -4,6 +4,10 @@
  * summed cost and the count — computed by WebAssembly SIMD (wasm/kernel.wat)
  * in float32.
  *
+ * The pieces: fast-workspace.ts lays the tensors out in the kernel's
+ * WebAssembly memory; fast-instance.ts holds that memory, the kernel's
+ * instance over it and the resident pixels. This module runs the passes.
+ *
  * How it is fast:
  * - Everything lives in one WebAssembly memory, sized once and never grown;
  *   the hot path allocates nothing.
@@ -49,12 +53,11 @@
  * one kernel everywhere (it is part of the run config).
  */
 import type { Dataset } from "./dataset.js";
+import { FastInstance } from "./fast-instance.js";
 import { loadParams, storeGrad, Workspace } from "./fast-workspace.js";
 import type { Kernel } from "./kernel.js";
 import { CHUNK, type Evaluation, type ShardTotals, softplus } from "./network.js";
-import { type PixelHome, pixelHomeOf } from "./pixel-memory.js";
 import { type Layout, layoutOf, type ModelSpec, validateSpec } from "./spec.js";
-import { instantiateKernel, type KernelExports, type KernelMemory, newKernelMemory } from "./wasm/module.js";
 
 /** Options of {@link FastKernel}. */
 export interface FastKernelOptions {
@@ -67,9 +70,6 @@ export interface FastKernelOptions {
   maxResidentBytes?: number;
 }
 
-/** Ids of kernels, to tell which one's workspace a pixel home holds. */
-let kernelIds = 0;
-
 /**
  * The WebAssembly SIMD kernel bound to a spec. Not re-entrant: one instance
  * per thread of computation (as the reference kernel).
@@ -77,33 +77,17 @@ let kernelIds = 0;
 export class FastKernel implements Kernel {
   readonly spec: ModelSpec;
   readonly layout: Layout;
-  private readonly id = ++kernelIds;
-  // The memory the kernel works in and its instance over it: its own, or a
-  // pixel home's (see makeResident). Both change only in bind.
-  private wasm!: KernelExports;
-  private memory!: KernelMemory;
-  /** The pixel home whose room holds the workspace, when the kernel works in one. */
-  private home: PixelHome | undefined;
-  // Views of the memory; remade when the kernel binds to another memory.
-  private f32!: Float32Array;
-  private f64!: Float64Array;
-  private u8!: Uint8Array;
-  private i32!: Int32Array;
   /** Where every tensor lives in the kernel's memory. */
   private readonly ws: Workspace;
-  private readonly maxResidentBytes: number;
-  /** The `images` array whose bytes are resident in the current memory, if any. */
-  private resident: Uint8Array | undefined;
-  /** Byte address of the resident array's first pixel. */
-  private residentAt = 0;
+  /** The memory the kernel works in, its instance and views, and the resident pixels. */
+  private readonly instance: FastInstance;
 
   constructor(spec: ModelSpec, opts: FastKernelOptions = {}) {
     validateSpec(spec);
     this.spec = spec;
     this.layout = layoutOf(spec.layers);
     this.ws = new Workspace(spec, this.layout);
-    this.maxResidentBytes = opts.maxResidentBytes ?? 2 ** 30;
-    this.bind(newKernelMemory(this.ws.end));
+    this.instance = new FastInstance(this.ws, opts.maxResidentBytes ?? 2 ** 30);
   }
 
   /**
@@ -126,52 +110,57 @@ export class FastKernel implements Kernel {
     if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= idx.length)) {
       throw new Error(`shard range [${from}, ${to}) is not inside the ${idx.length} indices`);
     }
-    const resident = this.makeResident(data);
-    this.claimWorkspace();
-    loadParams(this.ws, this.wasm, this.f32, params);
-    const f32 = this.f32;
-    const g = this.ws.grad >> 2;
-    const g64 = this.ws.grad64 >> 3;
-    f32.fill(0, g, g + this.ws.padSize);
+    const ws = this.ws;
+    const instance = this.instance;
+    const resident = instance.makeResident(data);
+    instance.claimWorkspace();
+    // Taken after makeResident, which may have bound the kernel to another memory.
+    const { wasm: w, f32 } = instance;
+    loadParams(ws, w, f32, params);
+    const g = ws.grad >> 2;
+    const g64 = ws.grad64 >> 3;
+    f32.fill(0, g, g + ws.padSize);
     const chunked = to - from > CHUNK;
-    if (chunked) this.f64.fill(0, g64, g64 + this.ws.padSize);
+    if (chunked) instance.f64.fill(0, g64, g64 + ws.padSize);
     let cost = 0;
     for (let s = from; s < to; s += CHUNK) {
       const rows = Math.min(CHUNK, to - s);
       if (resident) {
-        this.pointRows(data, idx, s, rows);
-        this.wasm.touch(rows, this.ws.rowPtr, data.pixels);
+        instance.pointRows(data, idx, s, rows);
+        w.touch(rows, ws.rowPtr, data.pixels);
       } else {
-        this.gatherRows(data, idx, s, rows);
+        instance.gatherRows(data, idx, s, rows);
       }
       this.forward(rows);
       cost += this.outputDelta(data.labels, idx, s, rows);
       this.backward(rows);
       if (chunked) {
-        this.wasm.add_f64(this.ws.grad64, this.ws.grad, this.ws.padSize); // and zeroes the chunk's sums
+        w.add_f64(ws.grad64, ws.grad, ws.padSize); // and zeroes the chunk's sums
       }
     }
-    if (chunked) this.wasm.to_f32(this.ws.grad, this.ws.grad64, this.ws.padSize);
-    storeGrad(this.ws, this.wasm, this.f32, grad);
+    if (chunked) w.to_f32(ws.grad, ws.grad64, ws.padSize);
+    storeGrad(ws, w, f32, grad);
     return { cost, count: to - from };
   }
 
   /** Accuracy and mean cost of `params` on a whole dataset. */
   evaluate(params: Float32Array, data: Dataset): Evaluation {
     this.checkShapes(params, data);
-    this.claimWorkspace();
-    loadParams(this.ws, this.wasm, this.f32, params);
+    const ws = this.ws;
+    const instance = this.instance;
+    instance.claimWorkspace();
+    const { wasm: w, f32, u8, i32 } = instance;
+    loadParams(ws, w, f32, params);
     const px = data.pixels;
-    const { nOut, nOutP } = this.ws.pad[this.ws.nLayers - 1];
-    const out = this.ws.acts[this.ws.nLayers] >> 2;
-    const f32 = this.f32;
+    const { nOut, nOutP } = ws.pad[ws.nLayers - 1];
+    const out = ws.acts[ws.nLayers] >> 2;
     let correct = 0;
     let cost = 0;
     for (let s = 0; s < data.n; s += CHUNK) {
       const rows = Math.min(CHUNK, data.n - s);
       // Rows in order: one contiguous copy (evaluation is off the hot path).
-      this.u8.set(data.images.subarray(s * px, (s + rows) * px), this.ws.input);
-      for (let r = 0; r < rows; r++) this.i32[(this.ws.rowPtr >> 2) + r] = this.ws.input + r * px;
+      u8.set(data.images.subarray(s * px, (s + rows) * px), ws.input);
+      for (let r = 0; r < rows; r++) i32[(ws.rowPtr >> 2) + r] = ws.input + r * px;
       this.forward(rows);
       for (let r = 0; r < rows; r++) {
         const label = data.labels[s + r];
@@ -183,85 +172,6 @@ export class FastKernel implements Kernel {
       }
     }
     return { accuracy: data.n ? correct / data.n : 0, cost: data.n ? cost / data.n : 0, correct, n: data.n };
-  }
-
-  /**
-   * Instantiates the kernel on `memory` (a pixel home's if `home` is given)
-   * and makes it the one the kernel works in; nothing is resident in it yet.
-   */
-  private bind(memory: KernelMemory, home?: PixelHome): void {
-    this.wasm = instantiateKernel(memory).exports;
-    this.memory = memory;
-    this.home = home;
-    this.resident = undefined;
-    this.viewMemory();
-    if (home) this.claimWorkspace();
-    // A memory of its own is fresh, hence zero: only the scale table to write.
-    else this.writeScale();
-  }
-
-  /**
-   * Makes sure the workspace is this kernel's before it computes. In a pixel
-   * home, another kernel (another session's, or of another spec) may have
-   * laid its own out in the room since; then the room is zeroed again, as
-   * the padding lanes of weights, transposes and deltas must be zero.
-   */
-  private claimWorkspace(): void {
-    const home = this.home;
-    if (!home || home.tenant === this.id) return;
-    if (home.tenant !== undefined) this.u8.fill(0, 0, this.ws.end);
-    home.tenant = this.id;
-    this.writeScale();
-  }
-
-  /** Pixel byte -> value, as the reference scales it (v / 255), rounded to float32; and the sigmoid's constants. */
-  private writeScale(): void {
-    for (let v = 0; v < 256; v++) this.f32[(this.ws.scale >> 2) + v] = v / 255;
-    this.wasm.sigmoid_consts(this.ws.consts);
-  }
-
-  /** Makes the typed views of the current memory. */
-  private viewMemory(): void {
-    const buffer = this.memory.buffer;
-    this.f32 = new Float32Array(buffer);
-    this.f64 = new Float64Array(buffer);
-    this.u8 = new Uint8Array(buffer);
-    this.i32 = new Int32Array(buffer);
-  }
-
-  /**
-   * Makes `data`'s pixel bytes resident: in place if they are in a pixel
-   * home with room for the workspace, else copied once into the kernel's own
-   * memory. Returns false when they are not (over the limit, or no memory
-   * for the copy): then gradSum gathers example by example.
-   */
-  private makeResident(data: Dataset): boolean {
-    if (this.resident === data.images) return true;
-    const home = pixelHomeOf(data.images);
-    if (home && this.ws.end <= home.pixelsAt) {
-      if (this.home !== home) this.bind(home.memory, home);
-      this.resident = data.images;
-      this.residentAt = data.images.byteOffset;
-      return true;
-    }
-    const bytes = data.images.length;
-    if (bytes > this.maxResidentBytes) return false;
-    const need = this.ws.end + bytes;
-    // Never copied into a pixel home (its pixels are someone's dataset), and
-    // never by growing a memory: a fresh one is sized once for workspace and copy.
-    if (this.home || this.memory.buffer.byteLength < need) {
-      let memory: KernelMemory;
-      try {
-        memory = newKernelMemory(need);
-      } catch {
-        return false; // no room for another copy: gather example by example instead
-      }
-      this.bind(memory);
-    }
-    this.u8.set(data.images, this.ws.end);
-    this.resident = data.images;
-    this.residentAt = this.ws.end;
-    return true;
   }
 
   private checkShapes(params: Float32Array, data: Dataset): void {
@@ -280,39 +190,9 @@ export class FastKernel implements Kernel {
     }
   }
 
-  /** Points the chunk's rows at the resident bytes of examples idx[s..s+rows). */
-  private pointRows(data: Dataset, idx: Uint32Array, s: number, rows: number): void {
-    const i32 = this.i32;
-    const ptr = this.ws.rowPtr >> 2;
-    const px = data.pixels;
-    for (let r = 0; r < rows; r++) {
-      const i = idx[s + r];
-      if (i >= data.n) throw outside(i, s + r, data.n);
-      i32[ptr + r] = this.residentAt + i * px;
-    }
-  }
-
-  /** Copies the pixel bytes of examples idx[s..s+rows) into the input rows (dataset not resident). */
-  private gatherRows(data: Dataset, idx: Uint32Array, s: number, rows: number): void {
-    const px = data.pixels;
-    const img = data.images;
-    const u8 = this.u8;
-    const i32 = this.i32;
-    const ptr = this.ws.rowPtr >> 2;
-    let dst = this.ws.input;
-    for (let r = 0; r < rows; r++) {
-      const i = idx[s + r];
-      if (i >= data.n) throw outside(i, s + r, data.n);
-      const src = i * px;
-      for (let k = 0; k < px; k++) u8[dst + k] = img[src + k];
-      i32[ptr + r] = dst;
-      dst += px;
-    }
-  }
-
   /** Forward pass of the gathered rows: activations of every layer (and the output pre-activations). */
   private forward(rows: number): void {
-    const w = this.wasm;
+    const w = this.instance.wasm;
     const L = this.ws.nLayers;
     const px = this.spec.layers[0];
     w.scan(
@@ -347,7 +227,7 @@ export class FastKernel implements Kernel {
 
   /** Output activations = softmax of the pre-activations, row by row, in float64. */
   private softmax(rows: number): void {
-    const f32 = this.f32;
+    const f32 = this.instance.f32;
     const { nOut, nOutP } = this.ws.pad[this.ws.nLayers - 1];
     for (let r = 0; r < rows; r++) {
       const z = (this.ws.zOut >> 2) + r * nOutP;
@@ -362,7 +242,7 @@ export class FastKernel implements Kernel {
 
   /** Sets the output layer's deltas dC/dz and returns the rows' summed cost. */
   private outputDelta(labels: Uint8Array, idx: Uint32Array, s: number, rows: number): number {
-    const f32 = this.f32;
+    const f32 = this.instance.f32;
     const { nOut, nOutP } = this.ws.pad[this.ws.nLayers - 1];
     const { output, cost } = this.spec;
     let total = 0;
@@ -397,7 +277,7 @@ export class FastKernel implements Kernel {
 
   /** Cost of gathered row r (as network.ts exampleCost, from the float32 outputs). */
   private exampleCost(r: number, label: number): number {
-    const f32 = this.f32;
+    const f32 = this.instance.f32;
     const { nOut, nOutP } = this.ws.pad[this.ws.nLayers - 1];
     const a = (this.ws.acts[this.ws.nLayers] >> 2) + r * nOutP;
     const z = (this.ws.zOut >> 2) + r * nOutP;
@@ -422,7 +302,7 @@ export class FastKernel implements Kernel {
 
   /** Backward pass: accumulates every layer's dW, db and propagates the deltas down. */
   private backward(rows: number): void {
-    const w = this.wasm;
+    const w = this.instance.wasm;
     for (let l = this.ws.nLayers - 1; l >= 0; l--) {
       const P = this.ws.pad[l];
       const d = this.ws.deltas[l + 1];
@@ -462,8 +342,4 @@ export class FastKernel implements Kernel {
       else w.dsigmoid(this.ws.deltas[l], this.ws.acts[l], rows * P.nInP);
     }
   }
-}
-
-function outside(i: number, position: number, n: number): Error {
-  return new Error(`example index ${i} at shard position ${position} is outside the dataset's ${n} examples`);
 }

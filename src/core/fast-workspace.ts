@@ -53,8 +53,8 @@ export interface PaddedLayer {
 
 /**
  * The byte addresses of the fast kernel's tensors for one spec, from
- * address 0 of a WebAssembly memory. The memory itself is the kernel's
- * (fast-kernel.ts): the same layout serves the kernel's own memory and a
+ * address 0 of a WebAssembly memory. The memory itself is elsewhere
+ * (fast-instance.ts): the same layout serves the kernel's own memory and a
  * pixel home's room alike.
  */
 export class Workspace {
