@@ -4,9 +4,12 @@
  * summed cost and the count — computed by WebAssembly SIMD (wasm/kernel.wat)
  * in float32.
  *
- * The pieces: fast-workspace.ts lays the tensors out in the kernel's
- * WebAssembly memory; fast-instance.ts holds that memory, the kernel's
- * instance over it and the resident pixels. This module runs the passes.
+ * The pieces, as llm.c has them (all tensors in one buffer at fixed
+ * addresses; a forward/backward pair per layer): fast-workspace.ts lays the
+ * tensors out in the kernel's WebAssembly memory; fast-instance.ts holds that
+ * memory, the kernel's instance over it and the resident pixels;
+ * fast-passes.ts runs a chunk forward and backward through the layers. This
+ * module ties them together behind the {@link Kernel} interface.
  *
  * How it is fast:
  * - Everything lives in one WebAssembly memory, sized once and never grown;
@@ -54,9 +57,10 @@
  */
 import type { Dataset } from "./dataset.js";
 import { FastInstance } from "./fast-instance.js";
+import { backward, exampleCost, forward, outputDelta } from "./fast-passes.js";
 import { loadParams, storeGrad, Workspace } from "./fast-workspace.js";
 import type { Kernel } from "./kernel.js";
-import { CHUNK, type Evaluation, type ShardTotals, softplus } from "./network.js";
+import { CHUNK, type Evaluation, type ShardTotals } from "./network.js";
 import { type Layout, layoutOf, type ModelSpec, validateSpec } from "./spec.js";
 
 /** Options of {@link FastKernel}. */
@@ -131,9 +135,9 @@ export class FastKernel implements Kernel {
       } else {
         instance.gatherRows(data, idx, s, rows);
       }
-      this.forward(rows);
-      cost += this.outputDelta(data.labels, idx, s, rows);
-      this.backward(rows);
+      forward(ws, w, f32, rows);
+      cost += outputDelta(ws, f32, data.labels, idx, s, rows);
+      backward(ws, w, rows);
       if (chunked) {
         w.add_f64(ws.grad64, ws.grad, ws.padSize); // and zeroes the chunk's sums
       }
@@ -161,10 +165,10 @@ export class FastKernel implements Kernel {
       // Rows in order: one contiguous copy (evaluation is off the hot path).
       u8.set(data.images.subarray(s * px, (s + rows) * px), ws.input);
       for (let r = 0; r < rows; r++) i32[(ws.rowPtr >> 2) + r] = ws.input + r * px;
-      this.forward(rows);
+      forward(ws, w, f32, rows);
       for (let r = 0; r < rows; r++) {
         const label = data.labels[s + r];
-        cost += this.exampleCost(r, label);
+        cost += exampleCost(ws, f32, r, label);
         const o = out + r * nOutP;
         let best = 0;
         for (let j = 1; j < nOut; j++) if (f32[o + j] > f32[o + best]) best = j;
@@ -187,159 +191,6 @@ export class FastKernel implements Kernel {
       throw new Error(
         `the dataset holds ${data.images.length} pixel bytes and ${data.labels.length} labels, too few for ${data.n} examples of ${data.pixels} pixels`,
       );
-    }
-  }
-
-  /** Forward pass of the gathered rows: activations of every layer (and the output pre-activations). */
-  private forward(rows: number): void {
-    const w = this.instance.wasm;
-    const L = this.ws.nLayers;
-    const px = this.spec.layers[0];
-    w.scan(
-      rows,
-      this.ws.rowPtr,
-      px,
-      this.ws.pad[0].nOutP * 4,
-      this.ws.start,
-      this.ws.idx,
-      this.ws.val,
-      this.ws.scale,
-      this.ws.pix,
-      this.ws.cursor,
-    );
-    for (let l = 0; l < L; l++) {
-      const P = this.ws.pad[l];
-      const last = l === L - 1;
-      const z = last ? this.ws.zOut : this.ws.acts[l + 1];
-      if (l === 0) w.sparse_fwd(rows, this.ws.start, this.ws.idx, this.ws.val, P.w, P.nOutP, P.b, z);
-      else w.dense_fwd(rows, this.ws.acts[l], P.nInP, P.nIn, P.w, P.nOutP, P.b, z);
-      const n = rows * P.nOutP;
-      if (!last) {
-        if (this.spec.hidden === "relu") w.relu(z, z, n);
-        else w.sigmoid(z, z, n, this.ws.consts);
-      } else if (this.spec.output === "sigmoid") {
-        w.sigmoid(this.ws.acts[L], z, n, this.ws.consts);
-      } else {
-        this.softmax(rows);
-      }
-    }
-  }
-
-  /** Output activations = softmax of the pre-activations, row by row, in float64. */
-  private softmax(rows: number): void {
-    const f32 = this.instance.f32;
-    const { nOut, nOutP } = this.ws.pad[this.ws.nLayers - 1];
-    for (let r = 0; r < rows; r++) {
-      const z = (this.ws.zOut >> 2) + r * nOutP;
-      const a = (this.ws.acts[this.ws.nLayers] >> 2) + r * nOutP;
-      let m = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < nOut; j++) if (f32[z + j] > m) m = f32[z + j];
-      let s = 0;
-      for (let j = 0; j < nOut; j++) s += Math.exp(f32[z + j] - m);
-      for (let j = 0; j < nOut; j++) f32[a + j] = Math.exp(f32[z + j] - m) / s;
-    }
-  }
-
-  /** Sets the output layer's deltas dC/dz and returns the rows' summed cost. */
-  private outputDelta(labels: Uint8Array, idx: Uint32Array, s: number, rows: number): number {
-    const f32 = this.instance.f32;
-    const { nOut, nOutP } = this.ws.pad[this.ws.nLayers - 1];
-    const { output, cost } = this.spec;
-    let total = 0;
-    for (let r = 0; r < rows; r++) {
-      const label = labels[idx[s + r]];
-      const a = (this.ws.acts[this.ws.nLayers] >> 2) + r * nOutP;
-      const d = (this.ws.deltas[this.ws.nLayers] >> 2) + r * nOutP;
-      if (cost === "quadratic" && output === "sigmoid") {
-        // C = sum (a - y)^2: dC/da = 2 (a - y), da/dz = a (1 - a).
-        for (let j = 0; j < nOut; j++) {
-          const aj = f32[a + j];
-          const e = aj - (j === label ? 1 : 0);
-          total += e * e;
-          f32[d + j] = 2 * e * aj * (1 - aj);
-        }
-        continue;
-      }
-      if (cost === "cross-entropy") {
-        // Sigmoid + binary and softmax + categorical cross-entropy alike: dC/dz = a - y.
-        for (let j = 0; j < nOut; j++) f32[d + j] = f32[a + j] - (j === label ? 1 : 0);
-      } else {
-        // Quadratic through softmax: dC/dz_i = a_i (g_i - sum_j a_j g_j), g = 2 (a - y).
-        let dot = 0;
-        for (let j = 0; j < nOut; j++) dot += f32[a + j] * 2 * (f32[a + j] - (j === label ? 1 : 0));
-        for (let j = 0; j < nOut; j++)
-          f32[d + j] = f32[a + j] * (2 * (f32[a + j] - (j === label ? 1 : 0)) - dot);
-      }
-      total += this.exampleCost(r, label);
-    }
-    return total;
-  }
-
-  /** Cost of gathered row r (as network.ts exampleCost, from the float32 outputs). */
-  private exampleCost(r: number, label: number): number {
-    const f32 = this.instance.f32;
-    const { nOut, nOutP } = this.ws.pad[this.ws.nLayers - 1];
-    const a = (this.ws.acts[this.ws.nLayers] >> 2) + r * nOutP;
-    const z = (this.ws.zOut >> 2) + r * nOutP;
-    let c = 0;
-    if (this.spec.cost === "quadratic") {
-      for (let j = 0; j < nOut; j++) {
-        const e = f32[a + j] - (j === label ? 1 : 0);
-        c += e * e;
-      }
-    } else if (this.spec.output === "softmax") {
-      // -ln softmax(z)_label = logsumexp(z) - z_label.
-      let m = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < nOut; j++) if (f32[z + j] > m) m = f32[z + j];
-      let s = 0;
-      for (let j = 0; j < nOut; j++) s += Math.exp(f32[z + j] - m);
-      c = m + Math.log(s) - f32[z + label];
-    } else {
-      for (let j = 0; j < nOut; j++) c += softplus(j === label ? -f32[z + j] : f32[z + j]);
-    }
-    return c;
-  }
-
-  /** Backward pass: accumulates every layer's dW, db and propagates the deltas down. */
-  private backward(rows: number): void {
-    const w = this.instance.wasm;
-    for (let l = this.ws.nLayers - 1; l >= 0; l--) {
-      const P = this.ws.pad[l];
-      const d = this.ws.deltas[l + 1];
-      if (l === 0) {
-        const px = this.spec.layers[0];
-        // Wide layers sort the entries by pixel first: the sort costs about as
-        // much as one 16-output block of sparse_dw, and then every block sums
-        // in registers instead of loading and storing dW once per entry.
-        if (this.ws.csc) {
-          w.csc(
-            rows,
-            this.ws.start,
-            this.ws.pix,
-            this.ws.val,
-            px,
-            this.ws.cursor,
-            this.ws.cstart,
-            this.ws.crow,
-            this.ws.cval,
-            P.nOutP * 4,
-          );
-          w.sparse_dw_csc(px, this.ws.cstart, this.ws.crow, this.ws.cval, d, P.nOutP, P.gw);
-        } else w.sparse_dw(rows, this.ws.start, this.ws.idx, this.ws.val, d, P.nOutP, P.gw);
-        w.bias_dw(rows, d, P.nOutP, P.gb);
-        break;
-      }
-      if (w.all_finite(d, rows * P.nOutP)) {
-        w.dense_dw(rows, this.ws.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw);
-        w.bias_dw(rows, d, P.nOutP, P.gb);
-      } else {
-        // A non-finite delta (a diverging run): the skipping kernel keeps 0 · ∞ out, as the reference.
-        w.dense_dw_skip(rows, this.ws.acts[l], P.nInP, P.nIn, d, P.nOutP, P.gw, P.gb);
-      }
-      // delta_prev = (W · delta) ⊙ act'(a_prev): the forward product over the transposed weights.
-      w.dense_fwd(rows, d, P.nOutP, P.nOut, P.wt, P.nInP, this.ws.zeros, this.ws.deltas[l]);
-      if (this.spec.hidden === "relu") w.drelu(this.ws.deltas[l], this.ws.acts[l], rows * P.nInP);
-      else w.dsigmoid(this.ws.deltas[l], this.ws.acts[l], rows * P.nInP);
     }
   }
 }
