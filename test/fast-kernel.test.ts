@@ -49,6 +49,9 @@ const SHAPES = [
   // A first layer wide enough for the pixel-sorted dW (csc), and an odd width
   // (dense_dw's last k alone, 16- and 4-output blocks).
   [784, 40, 33, 10],
+  // The csc path with pixels left over past the last 16 (100 = 6 x 16 + 4):
+  // scan's one-at-a-time tail once read a count's address as the pixel.
+  [100, 40, 10],
 ];
 const combos: ModelSpec[] = [];
 for (const layers of SHAPES) {

@@ -120,8 +120,9 @@
                 (if (local.get $pix)
                   (then
                     (i32.store (i32.add (local.get $pix) (i32.shl (local.get $nz) (i32.const 2))) (local.get $k))
-                    (local.set $v (i32.add (local.get $count) (i32.shl (local.get $k) (i32.const 2))))
-                    (i32.store (local.get $v) (i32.add (i32.load (local.get $v)) (i32.const 1)))))
+                    ;; $m, not $v: $v still holds the pixel, read for val below.
+                    (local.set $m (i32.add (local.get $count) (i32.shl (local.get $k) (i32.const 2))))
+                    (i32.store (local.get $m) (i32.add (i32.load (local.get $m)) (i32.const 1)))))
                 (f32.store (i32.add (local.get $val) (i32.shl (local.get $nz) (i32.const 2)))
                   (f32.load (i32.add (local.get $scale) (i32.shl (local.get $v) (i32.const 2)))))
                 (local.set $nz (i32.add (local.get $nz) (i32.const 1)))))
@@ -1175,7 +1176,7 @@
 
   ;; add_f32: dst = a + b (float32, correctly rounded), n values (n a
   ;; multiple of 4); dst may be a. The shard tree's node sums, inside the
-  ;; kernel's memory (see FastKernel.gradTree).
+  ;; kernel's memory (see F32Heap in f32-heap.ts).
   (func (export "add_f32") (param $dst i32) (param $a i32) (param $b i32) (param $n i32)
     (local $i i32) (local $end i32)
     (local.set $end (i32.shl (local.get $n) (i32.const 2)))
