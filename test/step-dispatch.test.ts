@@ -213,6 +213,7 @@ describe("StepDispatch", () => {
     ]);
     expect([...stats.workersSeen]).toEqual(["b", "a"]);
     expect(stats.retriedShards).toBe(0);
+    expect([a.busy, b.busy]).toEqual([0, 0]);
     step.end();
     expect(vi.getTimerCount()).toBe(0);
   });
@@ -262,7 +263,7 @@ describe("StepDispatch", () => {
       [2, 4],
       [0, 2],
     ]);
-    expect([a.busy, b.busy]).toEqual([0, 2]);
+    expect([a.busy, b.busy]).toEqual([0, 1]);
     expect(lines).toEqual(["warn: shards overdue (--step-timeout); sending them again"]);
     // Refused from b: back to a (late, but the only other).
     step.again(step.round.unit(0, 2)!, b);
@@ -272,7 +273,10 @@ describe("StepDispatch", () => {
     ]);
     expect(stats.retriedShards).toBe(4);
     expect(step.round.unit(0, 2)!.retries).toBe(2);
+    expect([a.busy, b.busy]).toEqual([1, 0]);
     step.end();
+    // Given up with a range out: its worker holds nothing of the next step.
+    expect(a.busy).toBe(0);
   });
 
   it("gives the step up at the stop's deadline, and after its end nothing acts on it", () => {
@@ -364,5 +368,60 @@ describe("ResultIntake", () => {
       "error: non-finite gradient again after a recompute",
     ]);
     step.end();
+  });
+
+  it("a range taken from a late worker frees the one it was sent to again, whose copy is then a duplicate: nobody stays busy", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      const pool = new WorkerPool<FakeLink>();
+      const [a, b] = links("a", "b");
+      pool.add(a);
+      pool.add(b);
+      const { ctx, stats } = context(pool, 500);
+      const intake = new ResultIntake(P, new RangeResults(P), stats, ctx.log);
+      const req = request(9, 4);
+      const { step, done } = started(req, [a, b], ctx);
+      intake.take(b, resultBody(req, 2, 4, 2), step);
+      vi.advanceTimersByTime(500);
+      // a missed its deadline: its range went to b.
+      expect(b.sent).toEqual([
+        [2, 4],
+        [0, 2],
+      ]);
+      expect([a.busy, b.busy]).toEqual([0, 1]);
+      // a answers after all, first; b's copy comes after.
+      intake.take(a, resultBody(req, 0, 2, 1), step);
+      expect(done.ok).toBe(true);
+      intake.take(b, resultBody(req, 0, 2, 1), step);
+      expect(stats.duplicateResults).toBe(1);
+      expect([a.busy, b.busy]).toEqual([0, 0]);
+      step.end();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("a refused result from a late worker frees the range's holder too", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      const pool = new WorkerPool<FakeLink>();
+      const [a, b, c] = links("a", "b", "c");
+      for (const l of [a, b, c]) pool.add(l);
+      const { ctx, stats } = context(pool, 500);
+      const intake = new ResultIntake(P, new RangeResults(P), stats, ctx.log);
+      const req = request(9, 4);
+      const { step } = started(req, [a], ctx);
+      vi.advanceTimersByTime(500);
+      expect(b.sent).toEqual([[0, 4]]);
+      // a (late) sends a wrong count: the range goes to c, the least busy other than a; b holds nothing.
+      const wrong = resultBody(req, 0, 4, 1);
+      wrong.writeUInt32LE(1, 24);
+      intake.take(a, wrong, step);
+      expect(c.sent).toEqual([[0, 4]]);
+      expect([a.busy, b.busy, c.busy]).toEqual([0, 0, 1]);
+      step.end();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -58,7 +58,6 @@ export class ResultIntake {
       this.stats.duplicateResults++;
       return;
     }
-    if (u.holder === l) l.busy = Math.max(0, l.busy - 1);
     const k = step.req.shards.length;
     const why = checkRange(step.req.shards, r) ?? (this.kept.stage(r, k) ? undefined : "non_finite");
     if (why === "wrong_shard") {

@@ -73,7 +73,11 @@ export class StepDispatch<L extends StepLink> {
   start(resolve: () => void, reject: (e: Error) => void): void {
     this.resolve = resolve;
     this.reject = reject;
-    for (const u of this.round.units) if (u.holder) this.give(u, u.holder, false);
+    for (const u of this.round.units) {
+      if (!u.holder) continue;
+      this.round.assign(u, u.holder, false);
+      this.send(u, u.holder);
+    }
   }
 
   /** Ends the step with `e` (nothing once the step is over). */
@@ -85,6 +89,8 @@ export class StepDispatch<L extends StepLink> {
   end(): void {
     this.over = true;
     clearTimeout(this.timer);
+    // A step given up leaves ranges out: their workers hold nothing of the next one.
+    for (const u of this.round.units) if (!u.done) unhold(u);
   }
 
   /** (Re)arms the timer for the round's next deadline, the stop's, or the next tick, whichever comes first. */
@@ -98,7 +104,7 @@ export class StepDispatch<L extends StepLink> {
 
   /** Worker `l` joined: it takes every range nobody holds. */
   joined(l: L): void {
-    for (const u of this.round.unheld()) this.give(u, l, false);
+    for (const u of this.round.unheld()) this.hand(u, l, false);
   }
 
   /** Worker `l` is gone: each range it held goes to the least busy other worker, or waits for one. Returns how many it held. */
@@ -107,32 +113,50 @@ export class StepDispatch<L extends StepLink> {
     for (const u of held) {
       const to = this.ctx.pool.pick(l);
       this.ctx.stats.retriedShards += u.hi - u.lo;
-      if (to) this.give(u, to, true);
-      else this.round.assign(u, undefined, true);
+      this.hand(u, to, true);
     }
     return held.length;
   }
 
-  /** Sends a range whose result was refused to another worker (or the same one when it is alone). */
+  /**
+   * Sends a range whose result from worker `from` was refused to another
+   * worker (or the same one when it is alone). Its holder, `from` or not,
+   * holds it no more.
+   */
   again(u: Unit<L>, from: L): void {
     this.ctx.stats.retriedShards += u.hi - u.lo;
-    const to = this.ctx.pool.pick(from) ?? (from.closed ? undefined : from);
-    if (to) this.give(u, to, true);
-    else this.round.assign(u, undefined, true);
+    this.hand(u, this.ctx.pool.pick(from) ?? (from.closed ? undefined : from), true);
   }
 
-  /** Range `u`'s result from worker `l` is kept: the range is done, and the step once every range is. */
+  /**
+   * Range `u`'s result from worker `l` is kept: the range is done, and the
+   * step once every range is. Its holder may be another worker (`l` was
+   * late, and the range sent again): that one's copy will be a duplicate, so
+   * it holds the range no more from now.
+   */
   accept(u: Unit<L>, l: L, computeSeconds: number): void {
+    const holder = u.holder;
+    unhold(u);
     this.round.accept(u);
     this.ctx.pool.releaseIfIdle(l, this.round);
+    if (holder && holder !== l) this.ctx.pool.releaseIfIdle(holder, this.round);
     this.ctx.stats.workersSeen.add(l.workerId);
     this.perWorker.set(l.workerId, (this.perWorker.get(l.workerId) ?? 0) + computeSeconds);
     if (this.round.complete) this.resolve();
   }
 
-  /** Gives range `u` to worker `to` with a fresh deadline and sends it the STEP frame. */
-  private give(u: Unit<L>, to: L, retry: boolean): void {
+  /**
+   * Hands range `u` from its holder to worker `to` (none: it waits for one)
+   * with a fresh deadline, and sends it there.
+   */
+  private hand(u: Unit<L>, to: L | undefined, retry: boolean): void {
+    unhold(u);
     this.round.assign(u, to, retry);
+    if (to) this.send(u, to);
+  }
+
+  /** Sends range `u` to `to`, its holder now. */
+  private send(u: Unit<L>, to: L): void {
     to.busy++;
     const { version, epoch, step } = this.req;
     to.sendAll([
@@ -157,13 +181,18 @@ export class StepDispatch<L extends StepLink> {
         "shards overdue (--step-timeout); sending them again",
       );
       ctx.stats.retriedShards += u.hi - u.lo;
-      if (from) {
-        from.busy = Math.max(0, from.busy - 1);
-        from.late = true;
-      }
-      if (to && !to.closed) this.give(u, to, true);
-      else round.assign(u, undefined, true);
+      if (from) from.late = true;
+      this.hand(u, to && !to.closed ? to : undefined, true);
     }
     this.arm();
   }
+}
+
+/**
+ * Range `u`'s holder holds it no more (its `busy` count goes down): every
+ * handover, acceptance and end of a step goes through here, so a worker's
+ * `busy` is the number of ranges of the step in hand it holds.
+ */
+function unhold<L extends StepLink>(u: Unit<L>): void {
+  if (u.holder) u.holder.busy = Math.max(0, u.holder.busy - 1);
 }

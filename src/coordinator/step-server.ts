@@ -22,7 +22,7 @@ const HELLO_MS = 10_000;
 
 /** One connected worker. */
 export class WorkerLink {
-  /** Shard results of this worker not yet back, for the step in hand (see StepDispatch). */
+  /** Ranges of the step in hand this worker holds: sent to it, not back yet, not sent to another since (see StepDispatch). */
   busy = 0;
   closed = false;
   /** Missed a deadline and has not answered since: given no new work while others can take it. */

@@ -11,7 +11,7 @@ import type { StepRound } from "./step-round.js";
 /** What the pool reads and keeps of a worker's connection (a WorkerLink; tests use plain objects). */
 export interface PoolLink {
   readonly workerId: string;
-  /** Ranges of the step in hand it was given and has not sent back. */
+  /** Ranges of the step in hand it holds: sent to it, not back yet, not sent to another since. */
   busy: number;
   /** The connection is gone or being ended. */
   closed: boolean;
