@@ -111,14 +111,14 @@ function started(req: StepRequest, workers: FakeLink[], ctx: StepContext<FakeLin
   return { step, done };
 }
 
-/** The body of a RESULT frame of `req`'s shards [lo, hi): the plan's counts, finite costs, gradients `fill`. */
-function resultBody(req: StepRequest, lo: number, hi: number, fill: number): Buffer {
+/** The body of a RESULT frame of `req`'s shards [lo, hi): the plan's counts, costs `cost`, gradients `fill`. */
+function resultBody(req: StepRequest, lo: number, hi: number, fill: number, cost = 0.5): Buffer {
   const blocks = blocksOf(lo, hi, req.shards.length);
   const out = Buffer.allocUnsafeSlow(resultFrameBytes(blocks.length, P) + 3).subarray(3);
   const r = resultFrameIn(out, req.version, lo, hi, blocks.length, P);
   for (const [i, [a, b]] of blocks.entries()) {
     r.counts[i] = req.shards.slice(a, b).reduce((n, s) => n + s.end - s.start, 0);
-    r.costs[i] = 0.5;
+    r.costs[i] = cost;
   }
   r.grads.fill(fill);
   r.setSeconds(0.01);
@@ -423,5 +423,21 @@ describe("ResultIntake", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it("a range whose cost is not finite twice is kept with its own gradients (the trainer reads them before it stops)", () => {
+    const { a, b, req, step, done, stats, kept, intake } = setUp();
+    // The first results of ranges starting at shard 2: RangeResults has no buffer for them yet.
+    intake.take(b, resultBody(req, 2, 4, 3, Number.POSITIVE_INFINITY), step);
+    expect(stats.rejected.get("non_finite")).toBe(1);
+    intake.take(a, resultBody(req, 0, 2, 1), step);
+    intake.take(a, resultBody(req, 2, 4, 4, Number.POSITIVE_INFINITY), step);
+    expect(done.ok).toBe(true);
+    const blocks = kept.outcome(step.round.units, 0).blocks;
+    expect(blocks.map((x) => [x.lo, x.hi, x.count, x.cost, x.grad?.[0]])).toEqual([
+      [0, 2, 20, 0.5, 1],
+      [2, 4, 13, Number.POSITIVE_INFINITY, 4],
+    ]);
+    step.end();
   });
 });

@@ -59,7 +59,11 @@ export class ResultIntake {
       return;
     }
     const k = step.req.shards.length;
-    const why = checkRange(step.req.shards, r) ?? (this.kept.stage(r, k) ? undefined : "non_finite");
+    const problem = checkRange(step.req.shards, r);
+    // Staged also when a cost is not finite: kept after a recompute (divergence),
+    // its blocks go to the trainer, which adds them up before it looks at the cost.
+    const finite = problem === "wrong_shard" || this.kept.stage(r, k);
+    const why = problem ?? (finite ? undefined : "non_finite");
     if (why === "wrong_shard") {
       this.stats.countRejected(why);
       this.log.error(
