@@ -104,7 +104,9 @@ describe("redactUrl", () => {
     expect(redactUrl("rediss://:s3cret@h")).toBe("rediss://:***@h");
     expect(redactUrl("redis://h:6379")).toBe("redis://h:6379");
     expect(redactUrl("not a url:s3cret@h")).not.toContain("s3cret");
-    expect(redactUrl("redis://alice:s3cret@h/0?password=p4ss#frag")).toBe("redis://alice:***@h/0?password=***#***");
+    expect(redactUrl("redis://alice:s3cret@h/0?password=p4ss#frag")).toBe(
+      "redis://alice:***@h/0?password=***#***",
+    );
     expect(redactUrl("redis://alice:s3c ret@h")).toBe("redis://alice:***@h");
   });
 });

@@ -3,7 +3,9 @@
  * and for metrics.
  */
 
-/** Cluster counters, updated by the DirectExecutor. */
+import type { RejectLabel } from "../shared/reasons.js";
+
+/** Cluster counters, updated by the DirectExecutor's parts (step dispatch, result intake, refusal watch). */
 export class ClusterStats {
   /** Distinct worker ids that delivered an accepted result. */
   readonly workersSeen = new Set<string>();
@@ -12,7 +14,7 @@ export class ClusterStats {
   /** Results dropped because they were for an old weights version. */
   staleResults = 0;
   /** Results refused by reason (decode, wrong_shard, non_finite; spec_mismatch and refused for workers' refusals). */
-  readonly rejected = new Map<string, number>();
+  readonly rejected = new Map<RejectLabel, number>();
   /** Shards sent again (their worker left or missed the deadline, or the result was refused). */
   retriedShards = 0;
 
@@ -23,7 +25,8 @@ export class ClusterStats {
     return n;
   }
 
-  countRejected(reason: string): void {
+  /** One more result (or refusal) rejected for `reason`. */
+  countRejected(reason: RejectLabel): void {
     this.rejected.set(reason, (this.rejected.get(reason) ?? 0) + 1);
   }
 }

@@ -2,8 +2,9 @@
  * The coordinator's data port for direct steps: workers seated by BullMQ dial
  * it, say who they are (with the session's token from the run spec), then
  * get STEP frames and answer with RESULT frames (see shared/step-frames.ts).
- * This module only keeps the connections; what to send and what a result
- * means is the DirectExecutor's.
+ * This module only keeps the connections; what to send is the step
+ * dispatch's (step-dispatch.ts) and what a result means the result intake's
+ * (result-intake.ts).
  */
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "../shared/log.js";
@@ -21,7 +22,7 @@ const HELLO_MS = 10_000;
 
 /** One connected worker. */
 export class WorkerLink {
-  /** Shard results of this worker not yet back, for the step in hand (see DirectExecutor). */
+  /** Ranges of the step in hand this worker holds: sent to it, not back yet, not sent to another since (see StepDispatch). */
   busy = 0;
   closed = false;
   /** Missed a deadline and has not answered since: given no new work while others can take it. */

@@ -65,7 +65,6 @@ export type SeatEnd = "run over" | "unreachable" | "dropped" | "stopped";
  */
 export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
   const direct = s.spec.direct;
-  if (!direct) throw new Error("the run spec has no data port (not a direct-dispatch run)");
   const { host, port } = direct;
   return new Promise((resolve) => {
     let connected = false;
@@ -150,7 +149,6 @@ export function reportRefusal(
   message: string,
 ): Promise<void> {
   const direct = spec.direct;
-  if (!direct) return Promise.resolve();
   return new Promise((resolve) => {
     const socket = connect({ host: direct.host, port: direct.port });
     const timer = setTimeout(() => socket.destroy(), CONNECT_MS);
