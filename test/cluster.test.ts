@@ -77,6 +77,9 @@ describe("same bits as one process", () => {
         runId,
         "--metrics-port",
         "0",
+        // Both workers in every step, however long either takes to load MNIST.
+        "--min-workers",
+        "2",
       ]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);

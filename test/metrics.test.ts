@@ -400,6 +400,12 @@ describe("the local targets file", () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("--targets-file: needs --metrics-port");
   });
+
+  it("train refuses --min-workers above the workers it starts", async () => {
+    const r = await runCli(["train", "--workers", "2", "--min-workers", "3"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("--min-workers: 3 is more than the 2 workers train starts");
+  });
 });
 
 describe("logs", () => {

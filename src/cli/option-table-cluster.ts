@@ -63,6 +63,17 @@ export const CLUSTER_AND_OUTPUT_OPTIONS: readonly OptionDef[] = [
     default: 30,
   },
   {
+    name: "min-workers",
+    kind: "int",
+    commands: RUNNERS,
+    group: "Cluster",
+    description:
+      "Workers that must have joined before the first step (the clock starts then); later steps take whoever is connected",
+    metavar: "N",
+    min: 1,
+    default: 1,
+  },
+  {
     name: "dispatch",
     kind: "enum",
     commands: RUNNERS,

@@ -22,6 +22,7 @@ import { PARENT_PID_ENV } from "./worker-command.js";
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const runId = o.runId ?? `local-${randomBytes(4).toString("hex")}`;
   checkMetricsPorts(o);
+  checkMinWorkers(o);
   // Local worker i writes its own trace here; they are merged into o.trace at the end.
   const workerTraces = o.trace
     ? Array.from({ length: o.workers }, (_, i) => `${o.trace}.worker-${i + 1}.tmp`)
@@ -74,6 +75,16 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
       await redis.stop();
     }
   });
+}
+
+/** `train` starts its own workers: waiting for more than it starts would wait for ever. */
+function checkMinWorkers(o: TrainOptions): void {
+  if (o.workers > 0 && o.minWorkers > o.workers) {
+    throw new UsageError(
+      `--min-workers: ${o.minWorkers} is more than the ${o.workers} workers train starts (--workers); the run would never begin`,
+      { flag: "--min-workers" },
+    );
+  }
 }
 
 /** Local worker i serves metrics on --metrics-port + i: all of them must be ports, and a targets file needs them. */

@@ -33,6 +33,8 @@ export interface CoordinatorRun {
     dataHost: string;
     dataPort: number;
     advertiseHost: string;
+    /** `--min-workers`: workers that must join before the first step. */
+    minWorkers: number;
   };
   /**
    * The session to run once the run is published (its executor is the
@@ -91,6 +93,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<CoordinatorOutc
       listenHost: o.dataHost,
       listenPort: o.dataPort,
       advertiseHost: o.advertiseHost,
+      minWorkers: o.minWorkers,
       trace: r.trace,
     });
     const ex0 = executor;

@@ -53,6 +53,8 @@ export interface DirectExecutorOptions extends ExecutorOptions {
   listenPort: number;
   /** Address workers dial (put in the run spec). */
   advertiseHost: string;
+  /** `--min-workers`: how many workers must have joined before the first step (default 1). */
+  minWorkers?: number;
   /** Spans of each step (send, wait, each result), when `--trace` is set. */
   trace?: Trace;
 }
@@ -183,9 +185,9 @@ export class DirectExecutor implements GradientExecutor {
     return this.kept.outcome(step.round.units, Math.max(0, ...step.perWorker.values()));
   }
 
-  /** Resolves once a worker has joined (the trainer starts its clock then). */
+  /** Resolves once `--min-workers` workers have joined (the trainer starts its clock then). */
   ready(): Promise<void> {
-    if (this.pool.size > 0) return Promise.resolve();
+    if (this.enoughWorkers()) return Promise.resolve();
     // A stop asked for before the trainer got here (while the run was published).
     if (this.abandonAt !== Number.POSITIVE_INFINITY) {
       return Promise.reject(new StepAbortedError("stopped before any worker joined"));
@@ -237,12 +239,19 @@ export class DirectExecutor implements GradientExecutor {
     await this.seats.close(cleanup);
   }
 
+  /** Enough workers have joined for the first step (`--min-workers`; later steps take whoever is there). */
+  private enoughWorkers(): boolean {
+    return this.pool.size >= Math.max(1, this.o.minWorkers ?? 1);
+  }
+
   private joined(l: WorkerLink): void {
     this.pool.add(l);
     this.refusals.joined(l.workerId);
     this.o.log.info({ worker: l.workerId, workers: this.pool.size }, "worker joined");
-    this.waitingForWorker?.resolve();
-    this.waitingForWorker = undefined;
+    if (this.enoughWorkers()) {
+      this.waitingForWorker?.resolve();
+      this.waitingForWorker = undefined;
+    }
     this.step?.joined(l);
   }
 

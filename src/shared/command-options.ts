@@ -71,6 +71,7 @@ export interface ClusterOptions {
 export interface TrainOptions extends RunOptions, ClusterOptions {
   workers: number;
   stepTimeout: number;
+  minWorkers: number;
   dispatch: Dispatch;
   dataPort: number;
   dataHost: string;
@@ -82,6 +83,7 @@ export interface TrainOptions extends RunOptions, ClusterOptions {
 export interface CoordinatorOptions extends RunOptions, ClusterOptions {
   runId: string;
   stepTimeout: number;
+  minWorkers: number;
   dispatch: Dispatch;
   dataPort: number;
   dataHost: string;
