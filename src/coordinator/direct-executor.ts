@@ -190,7 +190,7 @@ export class DirectExecutor implements GradientExecutor {
     if (this.enoughWorkers()) return Promise.resolve();
     // A stop asked for before the trainer got here (while the run was published).
     if (this.abandonAt !== Number.POSITIVE_INFINITY) {
-      return Promise.reject(new StepAbortedError("stopped before any worker joined"));
+      return Promise.reject(new StepAbortedError(this.notJoinedYet()));
     }
     return new Promise<void>((resolve, reject) => {
       // Workers that cannot serve the run say so before any step: stop a run
@@ -223,7 +223,7 @@ export class DirectExecutor implements GradientExecutor {
 
   /** A stop was requested: give the step up now when no worker is there, else after the step timeout. */
   abort(): void {
-    this.waitingForWorker?.reject(new StepAbortedError("stopped before any worker joined"));
+    this.waitingForWorker?.reject(new StepAbortedError(this.notJoinedYet()));
     this.waitingForWorker = undefined;
     this.abandonAt = Math.min(this.abandonAt, Date.now() + this.o.stepTimeoutSeconds * 1000);
     if (this.step && this.pool.size === 0)
@@ -239,9 +239,20 @@ export class DirectExecutor implements GradientExecutor {
     await this.seats.close(cleanup);
   }
 
-  /** Enough workers have joined for the first step (`--min-workers`; later steps take whoever is there). */
+  /** Workers the first step waits for (`--min-workers`; later steps take whoever is there). */
+  private get minWorkers(): number {
+    return Math.max(1, this.o.minWorkers ?? 1);
+  }
+
   private enoughWorkers(): boolean {
-    return this.pool.size >= Math.max(1, this.o.minWorkers ?? 1);
+    return this.pool.size >= this.minWorkers;
+  }
+
+  /** Why a stop came before the first step. */
+  private notJoinedYet(): string {
+    return this.minWorkers === 1
+      ? "stopped before any worker joined"
+      : `stopped before ${this.minWorkers} workers joined (--min-workers)`;
   }
 
   private joined(l: WorkerLink): void {

@@ -73,11 +73,8 @@ export class StepDispatch<L extends StepLink> {
   start(resolve: () => void, reject: (e: Error) => void): void {
     this.resolve = resolve;
     this.reject = reject;
-    for (const u of this.round.units) {
-      if (!u.holder) continue;
-      this.round.assign(u, u.holder, false);
-      this.send(u, u.holder);
-    }
+    // The round gave each unit its holder and deadline when it was made.
+    for (const u of this.round.units) if (u.holder) this.send(u, u.holder);
   }
 
   /** Ends the step with `e` (nothing once the step is over). */
