@@ -4,6 +4,9 @@
  * coordinator per run, cleanup. (Exactly once under duplicate and stale
  * results: faults-input.test.ts, which plays a rogue worker on the data port.)
  */
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runKeys } from "../src/shared/keys.js";
@@ -40,11 +43,31 @@ describe("same bits as one process", () => {
       expect(r.json!.workersSeen).toBeGreaterThanOrEqual(1);
       expect(r.json!.workersSeen).toBeLessThanOrEqual(workers);
       expect(r.json!.rejectedResults).toBe(0);
+      // On one host every worker takes the weights and leaves its results in shared memory (--shm-dir /dev/shm).
+      if (existsSync("/dev/shm")) expect(r.json!.sharedMemoryWorkers).toBe(workers);
     });
   }
 
-  it("a coordinator with separately started workers, and its keys are gone afterwards", async () => {
+  it("train --workers 2 --shm-dir none: everything over the data port, the same bits", async () => {
+    const r = await runCli([
+      "train",
+      ...RUN,
+      "--workers",
+      "2",
+      "--redis-url",
+      redis.url,
+      "--shm-dir",
+      "none",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
+    expect(r.json!.samples).toBe(SAMPLES);
+    expect(r.json!.sharedMemoryWorkers).toBe(0);
+  });
+
+  it("a coordinator with separately started workers, and its keys and shared memory are gone afterwards", async () => {
     const runId = "separate";
+    const shm = mkdtempSync(join(tmpdir(), "gf-shm-"));
     const w1 = startCli([
       "worker",
       "--redis-url",
@@ -80,11 +103,16 @@ describe("same bits as one process", () => {
         // Both workers in every step, however long either takes to load MNIST.
         "--min-workers",
         "2",
+        "--shm-dir",
+        shm,
       ]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
       expect(r.json!.samples).toBe(SAMPLES);
       expect(r.json!.workersSeen).toBe(2);
+      expect(r.json!.sharedMemoryWorkers).toBe(2);
+      // The session's directory (weights, result files, proof) went with the session.
+      expect(readdirSync(shm)).toEqual([]);
       // The run's data is deleted. What may remain is bookkeeping of the
       // workers that stay attached to the queue waiting for the next run: the
       // live-workers set (it expires) and the seats queue's meta and stalled-check keys.
@@ -96,6 +124,7 @@ describe("same bits as one process", () => {
       client.disconnect();
     } finally {
       await Promise.all([stopCli(w1), stopCli(w2)]);
+      rmSync(shm, { recursive: true, force: true });
     }
     // A worker serves one run after another: the same workers pass a second run.
   });
@@ -106,15 +135,23 @@ describe("elastic workers", () => {
     const runId = "elastic";
     const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
     const first = startCli(["worker", ...args, "--worker-id", "first"]);
-    const coord = startCli(["coordinator", ...RUN, "--epochs", "3", ...args]);
+    const coord = startCli(["coordinator", ...RUN, "--epochs", "3", "--step-timeout", "120", ...args]);
     const client = new Redis(redis.url);
     const keys = runKeys(runId);
     let second: ReturnType<typeof startCli> | undefined;
     try {
       // Join once the run is well under way (weights version = steps done).
+      // The first worker is paused meanwhile, so that the run cannot end
+      // before the second has loaded MNIST and joined, however fast steps
+      // go (the step in hand waits for the paused worker's range, well
+      // within --step-timeout: nothing is sent again).
       await waitFor(async () => Number(await client.get(keys.version)) >= 30, 60_000);
+      first.child.kill("SIGSTOP");
       second = startCli(["worker", ...args, "--worker-id", "second"]);
-      await waitFor(async () => Number(await client.get(keys.version)) >= 120, 60_000);
+      await waitFor(() => /"worker":"second"[^\n]*"msg":"worker joined"/.test(coord.stderr()), 60_000);
+      first.child.kill("SIGCONT");
+      const joinedAt = Number(await client.get(keys.version));
+      await waitFor(async () => Number(await client.get(keys.version)) >= joinedAt + 30, 60_000);
       const firstExit = await stopCli(first, "SIGTERM");
       expect(firstExit.code, firstExit.stderr).toBe(0);
       const r = await coord.done;
@@ -128,6 +165,7 @@ describe("elastic workers", () => {
       expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
     } finally {
       client.disconnect();
+      first.child.kill("SIGCONT");
       await stopCli(first);
       if (second) await stopCli(second);
       await stopCli(coord);

@@ -33,7 +33,7 @@ describe("step frames", () => {
     const P = 13;
     const params = Float32Array.from({ length: P }, (_, i) => i * 0.5 - 3);
     const step = Buffer.concat([
-      encodeStepHeader({ version: 7, epoch: 1, step: 2, lo: 0, hi: 3 }, P),
+      encodeStepHeader({ version: 7, epoch: 1, step: 2, lo: 0, hi: 3, inMemory: false }, P),
       Buffer.from(params.buffer),
     ]);
     const prefix = resultFrameIn(frameBuffer(resultFrameBytes(1, P)), 7, 0, 3, 1, P);
@@ -63,8 +63,8 @@ describe("step frames", () => {
       return out;
     };
     const s = decodeStep(aligned(got[0].body), P);
-    expect(s.order).toEqual({ version: 7, epoch: 1, step: 2, lo: 0, hi: 3 });
-    expect([...s.params]).toEqual([...params]);
+    expect(s.order).toEqual({ version: 7, epoch: 1, step: 2, lo: 0, hi: 3, inMemory: false });
+    expect([...(s.params ?? [])]).toEqual([...params]);
     const r0 = decodeResult(aligned(got[1].body), P);
     expect([r0.version, r0.lo, r0.hi, r0.computeSeconds, r0.counts[0], r0.costs[0]]).toEqual([
       7, 0, 3, 0.25, 300, 12.5,

@@ -240,6 +240,8 @@ class Rogue {
   private onStep(socket: Socket, body: Buffer): void {
     const spec = this.spec;
     const { order, params } = decodeStep(body, spec.paramCount);
+    // This worker offers no shared memory in its HELLO: the weights are in the frame.
+    if (!params) throw new Error("a STEP frame without weights to a worker that offered no shared memory");
     const { lo, hi } = order;
     const shards = shardRanges(spec.data.trainN, spec.config.batch, spec.config.shards, order.step).length;
     const out: Buffer[] = [];

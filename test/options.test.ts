@@ -68,6 +68,7 @@ describe("defaults", () => {
       redisUrl: "redis://127.0.0.1:6379",
       stepTimeout: 30,
       minWorkers: 1,
+      shmDir: "/dev/shm",
       dispatch: "direct",
       dataPort: 0,
       dataHost: "127.0.0.1",
@@ -183,8 +184,10 @@ describe("the option table", () => {
         targetsFile: true,
         uiPort: true,
         uiHost: true,
+        shmDir: true,
       },
       coordinator: {
+        shmDir: true,
         layers: true,
         activation: true,
         output: true,

@@ -124,6 +124,18 @@ export const CLUSTER_AND_OUTPUT_OPTIONS: readonly OptionDef[] = [
     defaultText: { coordinator: "this host's name", train: "127.0.0.1" },
   },
   {
+    name: "shm-dir",
+    kind: "string",
+    commands: RUNNERS,
+    group: "Cluster",
+    description:
+      "Directory in shared memory (tmpfs) where workers on the coordinator's host take each step's weights and leave their gradients, instead of sending them over the data port; none: always the data port. Workers elsewhere (other hosts, other containers) use the data port either way",
+    metavar: "DIR",
+    pattern: /^\S.{0,4095}$/,
+    patternText: "a directory, or none",
+    default: "/dev/shm",
+  },
+  {
     name: "lock-seconds",
     kind: "float",
     commands: ["worker"],

@@ -9,6 +9,8 @@ import type { RejectLabel } from "../shared/reasons.js";
 export class ClusterStats {
   /** Distinct worker ids that delivered an accepted result. */
   readonly workersSeen = new Set<string>();
+  /** Distinct worker ids that joined taking the weights and leaving results in shared memory (`--shm-dir`). */
+  readonly sharedMemoryWorkers = new Set<string>();
   /** Results dropped because their range of the step already had one (a late copy). */
   duplicateResults = 0;
   /** Results dropped because they were for an old weights version. */

@@ -35,6 +35,8 @@ export interface CoordinatorRun {
     advertiseHost: string;
     /** `--min-workers`: workers that must join before the first step. */
     minWorkers: number;
+    /** `--shm-dir`: where workers on this host share memory with the coordinator ("none": nowhere). */
+    shmDir: string;
   };
   /**
    * The session to run once the run is published (its executor is the
@@ -94,6 +96,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<CoordinatorOutc
       listenPort: o.dataPort,
       advertiseHost: o.advertiseHost,
       minWorkers: o.minWorkers,
+      shmDir: o.shmDir === "none" ? undefined : o.shmDir,
       trace: r.trace,
     });
     const ex0 = executor;
@@ -123,6 +126,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<CoordinatorOutc
     const cluster = {
       runId: o.runId,
       workersSeen: stats.workersSeen.size,
+      sharedMemoryWorkers: stats.sharedMemoryWorkers.size,
       duplicateResults: stats.duplicateResults,
       staleResults: stats.staleResults,
       rejectedResults: stats.rejectedResults,

@@ -38,6 +38,7 @@ import { RangeResults } from "./range-results.js";
 import { RefusalWatch } from "./refusal-watch.js";
 import { ResultIntake } from "./result-intake.js";
 import { SeatKeeper, until } from "./seat-keeper.js";
+import { SessionMemory } from "./session-memory.js";
 import { type StepContext, StepDispatch, TICK_MS } from "./step-dispatch.js";
 import { StepServer, type WorkerLink } from "./step-server.js";
 import { WorkerPool } from "./worker-pool.js";
@@ -55,6 +56,11 @@ export interface DirectExecutorOptions extends ExecutorOptions {
   advertiseHost: string;
   /** `--min-workers`: how many workers must have joined before the first step (default 1). */
   minWorkers?: number;
+  /**
+   * `--shm-dir`: where to make the session's shared-memory directory for
+   * workers on this host (undefined: none; see shared/step-memory.ts).
+   */
+  shmDir?: string;
   /** Spans of each step (send, wait, each result), when `--trace` is set. */
   trace?: Trace;
 }
@@ -88,6 +94,8 @@ export class DirectExecutor implements GradientExecutor {
   private waitingForWorker?: { resolve(): void; reject(e: Error): void };
   /** The weights as sent with the step in hand (see computeStep). */
   private weightsCopy = Buffer.alloc(0);
+  /** The session's shared memory for workers on this host, when it has one. */
+  private readonly memory?: SessionMemory;
 
   constructor(private readonly o: DirectExecutorOptions) {
     this.stats = o.stats ?? new ClusterStats();
@@ -106,6 +114,14 @@ export class DirectExecutor implements GradientExecutor {
       now: Date.now,
     };
     this.spec = newRunSpec(o, { host: o.advertiseHost, port: 0, token: randomBytes(16).toString("hex") });
+    if (o.shmDir !== undefined) {
+      const memory = SessionMemory.open(o.shmDir, this.spec.session, o.log);
+      if (memory) {
+        this.memory = memory;
+        this.spec.direct.memory = memory.dir;
+        this.steps.publishWeights = (version, weights) => memory.publishWeights(version, weights);
+      }
+    }
     const k = Math.min(o.config.shards, o.config.batch);
     this.server = new StepServer(
       {
@@ -122,6 +138,7 @@ export class DirectExecutor implements GradientExecutor {
         onRefusal: (w, reason, message) => this.refusals.refused(w, reason, message),
       },
       o.log,
+      this.memory,
     );
     this.seats = new SeatKeeper(o.redis, o.keys, o.log, () => this.pool.size);
     this.refusals = new RefusalWatch({
@@ -232,11 +249,15 @@ export class DirectExecutor implements GradientExecutor {
 
   /** Ends every worker's connection and the seats; with `cleanup`, deletes every key of the run. */
   async close(cleanup: boolean): Promise<void> {
-    await this.seats.stop(cleanup);
-    for (const l of this.pool.links) l.close("run over");
-    await until(() => this.pool.size === 0, CLOSE_WAIT_MS);
-    await this.server.close();
-    await this.seats.close(cleanup);
+    try {
+      await this.seats.stop(cleanup);
+      for (const l of this.pool.links) l.close("run over");
+      await until(() => this.pool.size === 0, CLOSE_WAIT_MS);
+      await this.server.close();
+      await this.seats.close(cleanup);
+    } finally {
+      this.memory?.close();
+    }
   }
 
   /** Workers the first step waits for (`--min-workers`; later steps take whoever is there). */
@@ -258,7 +279,11 @@ export class DirectExecutor implements GradientExecutor {
   private joined(l: WorkerLink): void {
     this.pool.add(l);
     this.refusals.joined(l.workerId);
-    this.o.log.info({ worker: l.workerId, workers: this.pool.size }, "worker joined");
+    if (l.viaMemory) this.stats.sharedMemoryWorkers.add(l.workerId);
+    this.o.log.info(
+      { worker: l.workerId, workers: this.pool.size, via: l.viaMemory ? "shared memory" : "data port" },
+      "worker joined",
+    );
     if (this.enoughWorkers()) {
       this.waitingForWorker?.resolve();
       this.waitingForWorker = undefined;

@@ -21,6 +21,8 @@ export const TICK_MS = 1000;
 export interface StepLink extends PoolLink {
   /** Sends the pieces of one frame in one go; false once the connection is gone. */
   sendAll(pieces: Buffer[]): boolean;
+  /** The worker takes the weights from shared memory (its STEP frames are headers only). */
+  readonly viaMemory?: boolean;
 }
 
 /** What every step of a run shares: built once by the executor. */
@@ -38,6 +40,12 @@ export interface StepContext<L extends StepLink> {
   onTick(step: StepDispatch<L>): void;
   /** The clock of deadlines and ticks (Date.now but in tests). */
   now(): number;
+  /**
+   * Puts a version's weights in shared memory (once per version), for the
+   * workers that take them there; false when it cannot (they are then sent in
+   * the frame).
+   */
+  publishWeights?(version: number, weights: Buffer): boolean;
 }
 
 function noop(): void {}
@@ -152,14 +160,16 @@ export class StepDispatch<L extends StepLink> {
     if (to) this.send(u, to);
   }
 
-  /** Sends range `u` to `to`, its holder now. */
+  /** Sends range `u` to `to`, its holder now: the weights in the frame, or in shared memory for a worker that takes them there. */
   private send(u: Unit<L>, to: L): void {
     to.busy++;
     const { version, epoch, step } = this.req;
-    to.sendAll([
-      encodeStepHeader({ version, epoch, step, lo: u.lo, hi: u.hi }, this.ctx.paramCount),
-      this.weights,
-    ]);
+    const inMemory = to.viaMemory === true && this.ctx.publishWeights?.(version, this.weights) === true;
+    const header = encodeStepHeader(
+      { version, epoch, step, lo: u.lo, hi: u.hi, inMemory },
+      this.ctx.paramCount,
+    );
+    to.sendAll(inMemory ? [header] : [header, this.weights]);
   }
 
   private tick(): void {

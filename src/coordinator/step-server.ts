@@ -10,12 +10,15 @@ import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "../shared/log.js";
 import {
   decodeControl,
+  decodeResultFile,
   encodeControl,
   FrameReader,
   FrameType,
   type Hello,
   MAX_FRAME_BYTES,
 } from "../shared/step-frames.js";
+import { MEMORY_ID } from "../shared/step-memory.js";
+import type { SessionMemory } from "./session-memory.js";
 
 /** A worker must say hello within this long after connecting. */
 const HELLO_MS = 10_000;
@@ -30,10 +33,20 @@ export class WorkerLink {
   /** The worker said it is leaving: it gets no new work, and is released once its work is back. */
   leaving = false;
 
+  /**
+   * @param memoryId set when the worker proved it sees the session's shared
+   *   memory: its weights and results go through files named by this id
+   */
   constructor(
     readonly workerId: string,
     private readonly socket: Socket,
+    readonly memoryId?: string,
   ) {}
+
+  /** Whether this worker takes the weights and leaves its results in shared memory. */
+  get viaMemory(): boolean {
+    return this.memoryId !== undefined;
+  }
 
   /** Bytes written to this connection that the kernel has not taken yet. */
   get unsent(): number {
@@ -76,10 +89,15 @@ export class StepServer {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
 
+  /**
+   * @param session what a worker's HELLO must match, and the largest RESULT body
+   * @param memory the session's shared memory, when it has one
+   */
   constructor(
     private readonly session: { session: string; token: string; maxFrameBytes: number },
     private readonly events: StepServerEvents,
     private readonly log: Logger,
+    private readonly memory?: SessionMemory,
   ) {
     this.server = createServer((socket) => this.accept(socket));
   }
@@ -129,6 +147,7 @@ export class StepServer {
           return;
         }
         if (type === FrameType.result) this.events.onResult(link, body);
+        else if (type === FrameType.resultFile) this.events.onResult(link, this.resultFromMemory(link, body));
         else if (type === FrameType.bye) {
           link.leaving = true;
           this.events.onLeaving(link);
@@ -173,6 +192,23 @@ export class StepServer {
       this.events.onRefusal(workerId, reason, message);
       return undefined;
     }
-    return new WorkerLink(workerId, socket);
+    return new WorkerLink(workerId, socket, this.memoryIdOf(h));
+  }
+
+  /** The result-file id of a HELLO that shows the session's shared-memory proof (undefined otherwise: the worker uses the socket). */
+  private memoryIdOf(h: Partial<Hello>): string | undefined {
+    const m = h.memory;
+    if (!this.memory || !m || typeof m !== "object") return undefined;
+    return m.proof === this.memory.proof && typeof m.id === "string" && MEMORY_ID.test(m.id)
+      ? m.id
+      : undefined;
+  }
+
+  /** The RESULT body a RESULT_FILE frame names (throws, dropping the worker, when it cannot be read). */
+  private resultFromMemory(link: WorkerLink, body: Buffer): Buffer {
+    if (!this.memory || !link.memoryId)
+      throw new Error("result-file frame from a worker that did not prove shared memory");
+    const ref = decodeResultFile(body);
+    return this.memory.takeResult(link.memoryId, ref.seq, ref.bytes, this.session.maxFrameBytes);
   }
 }

@@ -56,7 +56,7 @@ export async function removeDeadWritersTemps(path: string): Promise<void> {
 }
 
 /** Whether a process with this id runs on this host (one we may not signal counts as running). */
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -76,6 +76,7 @@ export interface TrainOptions extends RunOptions, ClusterOptions {
   dataPort: number;
   dataHost: string;
   advertiseHost: string;
+  shmDir: string;
   targetsFile?: string;
 }
 
@@ -87,6 +88,7 @@ export interface CoordinatorOptions extends RunOptions, ClusterOptions {
   dispatch: Dispatch;
   dataPort: number;
   dataHost: string;
+  shmDir: string;
   /** Unset: this host's name (see cli/coordinator-command.ts). */
   advertiseHost?: string;
 }

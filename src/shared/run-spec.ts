@@ -65,6 +65,12 @@ export const runSpecSchema = z
         host: z.string().min(1).max(253),
         port: z.number().int().min(1).max(65535),
         token: z.string().regex(/^[0-9a-f]{32}$/),
+        /**
+         * The session's shared-memory directory (see shared/step-memory.ts),
+         * when the coordinator has one: workers that can read its proof take
+         * the weights and leave their results there.
+         */
+        memory: z.string().min(1).max(4096).optional(),
       })
       .strict(),
   })

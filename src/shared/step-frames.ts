@@ -14,6 +14,12 @@
  * of 8 within the body, so a receiver that copies the body into an aligned
  * buffer reads them through views, with no per-value decoding.
  *
+ * A worker on the coordinator's host that proves in its HELLO that it sees the
+ * session's shared-memory directory (shared/step-memory.ts) gets STEP frames
+ * without the weights (it reads them from the version's file there) and
+ * answers with a RESULT_FILE frame naming the file it left the RESULT body in:
+ * the same bytes, without two socket copies of each on both sides.
+ *
  * A RESULT carries one float32 gradient per node of the step's shard tree
  * that tiles the worker's range (core/shard-tree.ts, blocksOf: one node for a
  * range that is a node, a few otherwise), added up by the worker; the
@@ -31,6 +37,8 @@ export const FrameType = {
   step: 2,
   /** Worker → coordinator: the gradients of a range. */
   result: 3,
+  /** Worker → coordinator: a RESULT body left in the session's shared memory ({@link ResultFileRef}). */
+  resultFile: 4,
   /** Either way, last frame: {@link Bye} (msgpack), then the sender closes. */
   bye: 9,
 } as const;
@@ -46,6 +54,12 @@ export interface Hello {
   workerId: string;
   /** Set when the worker cannot serve the session: it says why and leaves. */
   refusal?: { reason: string; message: string };
+  /**
+   * Set when the worker read the session's shared-memory proof (see
+   * shared/step-memory.ts): the proof's text, and the id its result files are
+   * named by (16 hex digits).
+   */
+  memory?: { proof: string; id: string };
 }
 
 /** Why a peer ends the connection. */
@@ -61,31 +75,43 @@ export interface StepOrder {
   /** Shards [lo, hi) of the step's non-empty shards. */
   lo: number;
   hi: number;
+  /** The weights are not in the frame but in the version's file in shared memory (see shared/step-memory.ts). */
+  inMemory: boolean;
 }
 
 const STEP_HEADER = 24;
+/** Bit of a STEP header's flags word: the weights are in shared memory. */
+const WEIGHTS_IN_MEMORY = 1;
 
 /**
  * The first bytes of a STEP frame for `order`, to be followed on the wire by
- * the weights' `paramCount · 4` bytes (sent as they are: no copy per worker).
+ * the weights' `paramCount · 4` bytes (sent as they are: no copy per worker),
+ * unless `order.inMemory` (then the header is the whole frame).
  */
 export function encodeStepHeader(order: StepOrder, paramCount: number): Buffer {
   const out = Buffer.allocUnsafe(5 + STEP_HEADER);
-  out.writeUInt32LE(1 + STEP_HEADER + paramCount * 4, 0);
+  out.writeUInt32LE(1 + STEP_HEADER + (order.inMemory ? 0 : paramCount * 4), 0);
   out.writeUInt8(FrameType.step, 4);
   out.writeUInt32LE(order.version, 5);
   out.writeUInt32LE(order.epoch, 9);
   out.writeUInt32LE(order.step, 13);
   out.writeUInt32LE(order.lo, 17);
   out.writeUInt32LE(order.hi, 21);
-  out.writeUInt32LE(0, 25);
+  out.writeUInt32LE(order.inMemory ? WEIGHTS_IN_MEMORY : 0, 25);
   return out;
 }
 
-/** Reads a STEP body (aligned, see FrameReader); the weights are a view into it. */
-export function decodeStep(body: Buffer, paramCount: number): { order: StepOrder; params: Float32Array } {
-  if (body.length !== STEP_HEADER + paramCount * 4) {
-    throw new Error(`step frame has ${body.length} bytes, expected ${STEP_HEADER + paramCount * 4}`);
+/**
+ * Reads a STEP body (aligned, see FrameReader); the weights are a view into
+ * it, or undefined when they are in shared memory (`order.inMemory`).
+ */
+export function decodeStep(body: Buffer, paramCount: number): { order: StepOrder; params?: Float32Array } {
+  const flags = body.length >= STEP_HEADER ? body.readUInt32LE(20) : 0;
+  if (flags & ~WEIGHTS_IN_MEMORY) throw new Error(`step frame has unknown flags ${flags}`);
+  const inMemory = flags === WEIGHTS_IN_MEMORY;
+  const want = STEP_HEADER + (inMemory ? 0 : paramCount * 4);
+  if (body.length !== want) {
+    throw new Error(`step frame has ${body.length} bytes, expected ${want}`);
   }
   const order: StepOrder = {
     version: body.readUInt32LE(0),
@@ -93,9 +119,34 @@ export function decodeStep(body: Buffer, paramCount: number): { order: StepOrder
     step: body.readUInt32LE(8),
     lo: body.readUInt32LE(12),
     hi: body.readUInt32LE(16),
+    inMemory,
   };
+  if (inMemory) return { order };
   const params = new Float32Array(body.buffer, body.byteOffset + STEP_HEADER, paramCount);
   return { order, params };
+}
+
+/** A RESULT_FILE frame: which of its sender's result files holds the RESULT body, and its length. */
+export interface ResultFileRef {
+  /** The file's number among the sender's (see shared/step-memory.ts, resultFile). */
+  seq: number;
+  bytes: number;
+}
+
+/** A RESULT_FILE frame (the whole frame). */
+export function encodeResultFile(ref: ResultFileRef): Buffer {
+  const out = Buffer.allocUnsafe(5 + 8);
+  out.writeUInt32LE(1 + 8, 0);
+  out.writeUInt8(FrameType.resultFile, 4);
+  out.writeUInt32LE(ref.seq, 5);
+  out.writeUInt32LE(ref.bytes, 9);
+  return out;
+}
+
+/** Reads a RESULT_FILE body; throws on one of the wrong size. */
+export function decodeResultFile(body: Buffer): ResultFileRef {
+  if (body.length !== 8) throw new Error(`result-file frame has ${body.length} bytes, expected 8`);
+  return { seq: body.readUInt32LE(0), bytes: body.readUInt32LE(4) };
 }
 
 /** A RESULT frame's contents. */

@@ -19,6 +19,7 @@ import {
   decodeControl,
   decodeStep,
   encodeControl,
+  encodeResultFile,
   FrameReader,
   FrameType,
   type Hello,
@@ -27,6 +28,7 @@ import {
   type StepOrder,
 } from "../shared/step-frames.js";
 import { type Trace, traceNow } from "../shared/trace.js";
+import { SeatMemory } from "./seat-memory.js";
 
 /** How long dialling the coordinator may take. */
 const CONNECT_MS = 5000;
@@ -92,7 +94,9 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
       else socket.write(encodeControl(FrameType.bye, { reason: "leaving" }));
       setTimeout(() => socket.destroy(), LEAVE_MS).unref();
     });
-    const compute = rangeComputer(s, socket, o);
+    // On the coordinator's host the weights and results go through shared memory.
+    const memory = SeatMemory.tryOpen(direct.memory);
+    const compute = rangeComputer(s, socket, o, memory);
     const reader = new FrameReader((type, body) => {
       if (type === FrameType.step) compute(body);
       else if (type === FrameType.bye) {
@@ -108,10 +112,17 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
       connected = true;
       clearTimeout(connectTimer);
       const hello: Hello = { token: direct.token, session: s.spec.session, workerId: o.workerId };
+      if (memory) hello.memory = { proof: memory.proof, id: memory.id };
       socket.write(encodeControl(FrameType.hello, hello));
       o.log.info(
-        { session: s.spec.session, coordinator: `${host}:${port}` },
-        "seated: steps come over the data port",
+        {
+          session: s.spec.session,
+          coordinator: `${host}:${port}`,
+          sharedMemory: memory ? direct.memory : undefined,
+        },
+        memory
+          ? "seated: steps come over the data port, weights and results through shared memory"
+          : "seated: steps come over the data port",
       );
     });
     const onBytes = (chunk: Uint8Array) => {
@@ -170,8 +181,17 @@ export function reportRefusal(
   });
 }
 
-/** The STEP handler of one connection: checks the order, computes, sends the RESULT. */
-function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: Buffer) => void {
+/**
+ * The STEP handler of one connection: checks the order, computes, sends the
+ * RESULT (or, for an order whose weights are in shared memory, leaves it
+ * there and sends a RESULT_FILE frame naming it).
+ */
+function rangeComputer(
+  s: SeatSession,
+  socket: Socket,
+  o: SeatOptions,
+  memory: SeatMemory | undefined,
+): (body: Buffer) => void {
   const spec = s.spec;
   const c = spec.config;
   const P = spec.paramCount;
@@ -187,13 +207,25 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
   const leaf: Float32Array[] = [];
   const tree = new ShardTree(P, heap);
   let nodeSum: Float32Array | undefined;
+  // The weights of an order whose weights are in shared memory, read here.
+  let shared: Float32Array | undefined;
   return (body) => {
     const arrived = o.trace ? traceNow() : 0;
     if (o.trace && sentAt) o.trace.span("wait for step", sentAt, arrived);
-    const { order, params } = decodeStep(body, P);
+    const step = decodeStep(body, P);
+    const { order } = step;
     const ranges = shardRanges(spec.data.trainN, c.batch, c.shards, order.step);
     const bad = checkOrder(order, perEpoch, c.epochs, ranges.length);
     if (bad) throw new Error(bad);
+    let params = step.params;
+    if (!params) {
+      if (!memory)
+        throw new Error("step order's weights are in shared memory, which this worker did not offer");
+      shared ??= new Float32Array(P);
+      // Gone: the coordinator has moved past this version (the range went to another worker).
+      if (!memory.readWeights(order.version, shared)) return;
+      params = shared;
+    }
     const blocks = blocksOf(order.lo, order.hi, ranges.length);
     const size = resultFrameBytes(blocks.length, P);
     if (out.length < size || socket.writableLength > 0) {
@@ -234,7 +266,8 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
     const seconds = (performance.now() - t0) / 1000;
     r.setSeconds(seconds);
     const t1 = o.trace ? traceNow() : 0;
-    socket.write(r.frame);
+    const ref = order.inMemory ? leaveInMemory(memory, r.frame, o.log) : undefined;
+    socket.write(ref ?? r.frame);
     o.onRange?.(seconds, r.frame.length);
     if (o.trace) {
       sentAt = traceNow();
@@ -243,6 +276,25 @@ function rangeComputer(s: SeatSession, socket: Socket, o: SeatOptions): (body: B
       o.trace.span("send result", t1, sentAt, { bytes: r.frame.length });
     }
   };
+}
+
+/**
+ * Leaves a RESULT frame's body in shared memory; returns the RESULT_FILE frame
+ * naming it, or undefined when it cannot (the directory is full, say: the
+ * frame then goes over the socket, which the coordinator takes as well).
+ */
+function leaveInMemory(memory: SeatMemory | undefined, frame: Buffer, log: Logger): Buffer | undefined {
+  if (!memory) return undefined;
+  const body = frame.subarray(5);
+  try {
+    return encodeResultFile({ seq: memory.writeResult(body), bytes: body.length });
+  } catch (e) {
+    log.warn(
+      { err: (e as Error).message },
+      "cannot leave a result in shared memory; sending it over the data port",
+    );
+    return undefined;
+  }
 }
 
 /** Why a STEP order is not one of the run's plan, or undefined when it is. */
