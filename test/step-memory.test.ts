@@ -41,6 +41,18 @@ function deadPid(): number {
   return Number(r.stdout.toString());
 }
 
+/** Whether this process may mount a small tmpfs (root, outside a locked-down container): the full-directory test needs one. */
+const CAN_MOUNT = (() => {
+  const dir = mkdtempSync(join(tmpdir(), "gf-mount-"));
+  try {
+    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=16k", "tmpfs", dir]).status !== 0) return false;
+    spawnSync("umount", [dir]);
+    return true;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+})();
+
 let base: string;
 beforeEach(() => {
   base = mkdtempSync(join(tmpdir(), "gf-shm-"));
@@ -50,62 +62,86 @@ afterEach(() => {
 });
 
 describe("the session directory", () => {
-  it("carries each version's weights to a worker that reads the proof, and removes the last version's", () => {
+  it("carries each version's weights to a worker that reads the proof, in two files rewritten in turn", () => {
     const { log } = logLines();
     const mem = SessionMemory.open(base, SESSION, log)!;
     expect(mem.dir).toBe(join(base, memoryDirName(hostname(), process.pid, SESSION)));
     const seat = SeatMemory.tryOpen(mem.dir)!;
     expect(seat.proof).toBe(mem.proof);
-    const w5 = Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i) * 1e3);
-    const w6 = w5.map((x) => -x);
-    mem.publishWeights(5, Buffer.from(w5.buffer));
+    const w = (k: number) => Float32Array.from({ length: 1000 }, (_, i) => Math.sin(i + k) * 1e3);
     const into = new Float32Array(1000);
+    mem.publishWeights(5, Buffer.from(w(5).buffer));
     expect(seat.readWeights(5, into)).toBe(true);
-    expect(into).toEqual(w5);
-    mem.publishWeights(6, Buffer.from(w6.buffer));
-    // Version 5's step is over: its file is gone, and a late order for it is stale.
-    expect(seat.readWeights(5, into)).toBe(false);
+    expect(into).toEqual(w(5));
+    mem.publishWeights(6, Buffer.from(w(6).buffer));
     expect(seat.readWeights(6, into)).toBe(true);
-    expect(into).toEqual(w6);
-    expect(readdirSync(mem.dir).sort()).toEqual(["proof", "w-6"]);
+    expect(into).toEqual(w(6));
+    // Version 5's file is rewritten for 7: a late order for 5 finds another stamp and is stale.
+    expect(seat.readWeights(5, into)).toBe(true);
+    mem.publishWeights(7, Buffer.from(w(7).buffer));
+    expect(seat.readWeights(5, into)).toBe(false);
+    expect(seat.readWeights(7, into)).toBe(true);
+    expect(into).toEqual(w(7));
+    expect(readdirSync(mem.dir).sort()).toEqual(["proof", "w-0", "w-1"]);
+    seat.close();
     mem.close();
     expect(existsSync(mem.dir)).toBe(false);
   });
 
-  it("hands a worker's result files to the coordinator once, and names the file of one that is wrong", () => {
+  it("hands a worker's results over in two files, each rewritten only once the coordinator has read it", () => {
     const mem = SessionMemory.open(base, SESSION, logLines().log)!;
     const seat = SeatMemory.tryOpen(mem.dir)!;
-    const body = Buffer.from(Float64Array.from([1.5, -2.25, 3]).buffer);
-    const seq = seat.writeResult(body);
-    expect(seq).toBe(0);
-    const got = mem.takeResult(seat.id, seq, body.length, 1 << 20);
-    expect(Buffer.compare(got, body)).toBe(0);
+    const body = (k: number) => Buffer.from(Float64Array.from([1.5 * k, -2.25, 3]).buffer);
+    expect(seat.writeResult(body(0))).toBe(0);
+    expect(seat.writeResult(body(1))).toBe(1);
+    // Both files hold unread results: the third goes over the socket.
+    expect(seat.writeResult(body(2))).toBeUndefined();
+    const got = mem.takeResult(seat.id, 0, 24, 1 << 20);
+    expect(Buffer.compare(got, body(0))).toBe(0);
     // Aligned for the typed views of a RESULT body.
     expect(got.byteOffset % 8).toBe(0);
-    expect(existsSync(resultFile(mem.dir, seat.id, seq))).toBe(false);
-    // Read once: the file is gone.
-    expect(() => mem.takeResult(seat.id, seq, body.length, 1 << 20)).toThrow(/ENOENT/);
-    const next = seat.writeResult(body);
-    expect(next).toBe(1);
-    expect(() => mem.takeResult(seat.id, next, body.length + 8, 1 << 20)).toThrow(
+    // Read, and a STEP header says so: its file is free again.
+    expect(seat.writeResult(body(2))).toBeUndefined();
+    seat.noteRead(1);
+    expect(seat.writeResult(body(2))).toBe(2);
+    expect(Buffer.compare(mem.takeResult(seat.id, 1, 24, 1 << 20), body(1))).toBe(0);
+    expect(Buffer.compare(mem.takeResult(seat.id, 2, 24, 1 << 20), body(2))).toBe(0);
+    expect(readdirSync(mem.dir).filter((f) => f.startsWith("r-")).length).toBe(2);
+    // A frame that claims more than the file holds, or than a result can be, names the file.
+    expect(() => mem.takeResult(seat.id, 3, 32, 1 << 20)).toThrow(
       new RegExp(`result file .*r-${seat.id}-1 has 24 bytes, its frame says 32`),
     );
     expect(() => mem.takeResult(seat.id, 9, 1 << 21, 1 << 20)).toThrow(/more than/);
+    // A worker that never wrote: no such file.
+    expect(() => mem.takeResult("00112233aabbccdd", 0, 24, 1 << 20)).toThrow(/ENOENT/);
+    seat.close();
     mem.close();
   });
 
-  it("says once when it cannot write the weights, and leaves them to the data port from then on", () => {
-    const { log, lines } = logLines();
-    const mem = SessionMemory.open(base, SESSION, log)!;
-    const w = Buffer.from(new Float32Array(10).buffer);
-    expect(mem.publishWeights(1, w)).toBe(true);
-    rmSync(mem.dir, { recursive: true });
-    expect(mem.publishWeights(2, w)).toBe(false);
-    mkdirSync(mem.dir);
-    expect(mem.publishWeights(3, w)).toBe(false);
-    expect(lines.filter((l) => l.includes("cannot write the weights to shared memory"))).toHaveLength(1);
-    mem.close();
-  });
+  it.skipIf(!CAN_MOUNT)(
+    "says once when the directory is full, and leaves the weights to the data port from then on",
+    () => {
+      // A 16 KB tmpfs: the proof fits, 64 KB of weights do not.
+      const small = join(base, "small");
+      mkdirSync(small);
+      expect(spawnSync("mount", ["-t", "tmpfs", "-o", "size=16k", "tmpfs", small]).status).toBe(0);
+      try {
+        const { log, lines } = logLines();
+        const mem = SessionMemory.open(small, SESSION, log)!;
+        const w = Buffer.from(new Float32Array(16_384).buffer);
+        expect(mem.publishWeights(1, w)).toBe(false);
+        expect(mem.publishWeights(2, Buffer.from(new Float32Array(10).buffer))).toBe(false);
+        expect(lines.filter((l) => l.includes("cannot write the weights to shared memory"))).toHaveLength(1);
+        // A worker's result that does not fit throws (the seat then sends it over the socket).
+        const seat = SeatMemory.tryOpen(mem.dir)!;
+        expect(() => seat.writeResult(w)).toThrow(/wrote|ENOSPC/);
+        seat.close();
+        mem.close();
+      } finally {
+        spawnSync("umount", [small]);
+      }
+    },
+  );
 
   it("is not used where the base directory is missing, and says so naming --shm-dir", () => {
     const { log, lines } = logLines();
@@ -141,18 +177,20 @@ describe("the session directory", () => {
 describe("frames that point into shared memory", () => {
   it("a STEP header alone when the weights are in memory, and a RESULT_FILE frame", () => {
     const order = { version: 9, epoch: 1, step: 3, lo: 2, hi: 4, inMemory: true };
-    const frame = encodeStepHeader(order, 13002);
+    const frame = encodeStepHeader(order, 13002, 17);
     expect(frame.readUInt32LE(0)).toBe(frame.length - 4);
     const s = decodeStep(frame.subarray(5), 13002);
     expect(s.order).toEqual(order);
     expect(s.params).toBeUndefined();
+    // How many of the worker's result files the coordinator has read.
+    expect(s.resultsRead).toBe(17);
     // Unknown flags are refused rather than guessed at.
     const odd = Buffer.from(frame.subarray(5));
     odd.writeUInt32LE(2, 20);
     expect(() => decodeStep(odd, 13002)).toThrow(/unknown flags 2/);
     // The flag and a length that carries weights do not go together.
     const both = Buffer.concat([frame.subarray(5), Buffer.alloc(13002 * 4)]);
-    expect(() => decodeStep(both, 13002)).toThrow(/expected 24/);
+    expect(() => decodeStep(both, 13002)).toThrow(/expected 32/);
     const ref = encodeResultFile({ seq: 41, bytes: 52_064 });
     expect(ref.readUInt8(4)).toBe(FrameType.resultFile);
     expect(decodeResultFile(ref.subarray(5))).toEqual({ seq: 41, bytes: 52_064 });

@@ -8,16 +8,14 @@
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
-  fstatSync,
   mkdirSync,
   openSync,
   readdirSync,
   readSync,
-  renameSync,
   rmSync,
   statSync,
-  unlinkSync,
   writeFileSync,
+  writevSync,
 } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -28,19 +26,26 @@ import {
   memoryDirName,
   parseMemoryDirName,
   proofFile,
+  RESULT_SLOTS,
   resultFile,
+  WEIGHTS_STAMP_BYTES,
   weightsFile,
 } from "../shared/step-memory.js";
 
 /** A session's shared-memory directory, owned by its coordinator. */
 export class SessionMemory {
-  /** The last version whose weights file is in place (-1: none yet). */
+  /** The last version whose weights are in place (-1: none yet). */
   private written = -1;
-  /** Where result bodies are read to: 8-byte aligned, reused (valid until the next read). */
-  private body = Buffer.allocUnsafeSlow(0);
-
   /** Writing weights failed once: the data port carries them from then on. */
   private failed = false;
+  /** The two weights files, open for writing. */
+  private readonly weightsFds: number[];
+  /** A version's stamp, written before its weights. */
+  private readonly stamp = Buffer.alloc(WEIGHTS_STAMP_BYTES);
+  /** Each worker's result files, open for reading once first used (by result-file id). */
+  private readonly resultFds = new Map<string, number[]>();
+  /** Where result bodies are read to: 8-byte aligned, reused (valid until the next read). */
+  private body = Buffer.allocUnsafeSlow(0);
 
   private constructor(
     /** The directory's path (workers find it in the run spec). */
@@ -48,7 +53,9 @@ export class SessionMemory {
     /** What a worker's HELLO must show to use it. */
     readonly proof: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.weightsFds = [0, 1].map((v) => openSync(weightsFile(dir, v), "w", 0o600));
+  }
 
   /**
    * Makes the session's directory under `base` (`--shm-dir`), first removing
@@ -57,15 +64,17 @@ export class SessionMemory {
    * this process can write: every worker then uses the data port alone.
    */
   static open(base: string, session: string, log: Logger): SessionMemory | undefined {
+    let dir: string | undefined;
     try {
       if (!statSync(base).isDirectory()) throw new Error("not a directory");
       removeDeadSessions(base);
-      const dir = join(base, memoryDirName(hostname(), process.pid, session));
+      dir = join(base, memoryDirName(hostname(), process.pid, session));
       mkdirSync(dir, { mode: 0o700 });
       const proof = randomBytes(16).toString("hex");
       writeFileSync(proofFile(dir), proof, { mode: 0o600 });
       return new SessionMemory(dir, proof, log);
     } catch (e) {
+      if (dir) rmSync(dir, { recursive: true, force: true });
       log.info(
         { shmDir: base, err: (e as Error).message },
         "no shared memory for workers on this host (--shm-dir): weights and results go over the data port",
@@ -76,23 +85,20 @@ export class SessionMemory {
 
   /**
    * Puts `version`'s weights in place for workers on this host (once per
-   * version: later calls do nothing), and removes the previous version's,
-   * whose step is over. Returns false when they could not be written (the
-   * directory is full, or gone): the caller sends them over the data port,
-   * and so does every later step (said once in the log).
+   * version: later calls do nothing). Returns false when they could not be
+   * written (the directory is full, say): the caller sends them over the
+   * data port, and so does every later step (said once in the log).
    */
   publishWeights(version: number, weights: Uint8Array): boolean {
     if (this.failed) return false;
     if (version === this.written) return true;
-    const path = weightsFile(this.dir, version);
     try {
-      // Written whole, then renamed: a reader sees the complete file or none.
-      writeFileSync(`${path}.tmp`, weights);
-      renameSync(`${path}.tmp`, path);
-      if (this.written >= 0) unlinkSync(weightsFile(this.dir, this.written));
+      this.stamp.writeUInt32LE(version, 0);
+      const bytes = WEIGHTS_STAMP_BYTES + weights.length;
+      const n = writevSync(this.weightsFds[version % 2], [this.stamp, weights], 0);
+      if (n !== bytes) throw new Error(`wrote ${n} of ${bytes} bytes`);
     } catch (e) {
       this.failed = true;
-      rmSync(`${path}.tmp`, { force: true });
       this.log.warn(
         { shmDir: this.dir, err: (e as Error).message },
         "cannot write the weights to shared memory (--shm-dir); from now on they go over the data port",
@@ -104,31 +110,39 @@ export class SessionMemory {
   }
 
   /**
-   * The RESULT body that worker `id` left as its `seq`-th result file, `bytes`
+   * The RESULT body that worker `id` left as its `seq`-th result, `bytes`
    * long (at most `maxBytes`), read into an aligned buffer valid until the
-   * next call; the file is removed. Throws, naming the file and what is
-   * wrong, when it is missing or not `bytes` long.
+   * next call. Throws, naming the file and what is wrong, when it cannot be
+   * read or is shorter than `bytes`.
    */
   takeResult(id: string, seq: number, bytes: number, maxBytes: number): Buffer {
     const path = resultFile(this.dir, id, seq);
     if (bytes > maxBytes)
       throw new Error(`result file ${path} is said to hold ${bytes} bytes, more than ${maxBytes}`);
-    const fd = openSync(path, "r");
-    try {
-      const size = fstatSync(fd).size;
-      if (size !== bytes) throw new Error(`result file ${path} has ${size} bytes, its frame says ${bytes}`);
-      if (this.body.length < bytes) this.body = Buffer.allocUnsafeSlow(Math.max(bytes, 1024));
-      const got = readSync(fd, this.body, 0, bytes, 0);
-      if (got !== bytes) throw new Error(`result file ${path}: read ${got} of ${bytes} bytes`);
-    } finally {
-      closeSync(fd);
-      unlinkSync(path);
+    let fds = this.resultFds.get(id);
+    if (!fds) {
+      fds = [];
+      this.resultFds.set(id, fds);
     }
+    const slot = seq % RESULT_SLOTS;
+    fds[slot] ??= openSync(path, "r");
+    if (this.body.length < bytes) this.body = Buffer.allocUnsafeSlow(Math.max(bytes, 1024));
+    const got = readSync(fds[slot], this.body, 0, bytes, 0);
+    if (got !== bytes) throw new Error(`result file ${path} has ${got} bytes, its frame says ${bytes}`);
     return this.body.subarray(0, bytes);
   }
 
-  /** Removes the directory and everything in it (the session is over). */
+  /** Closes the result files of worker `id` (it left). */
+  forget(id: string): void {
+    for (const fd of this.resultFds.get(id) ?? []) if (fd !== undefined) closeSync(fd);
+    this.resultFds.delete(id);
+  }
+
+  /** Closes every file and removes the directory (the session is over). */
   close(): void {
+    for (const id of [...this.resultFds.keys()]) this.forget(id);
+    for (const fd of this.weightsFds) closeSync(fd);
+    this.weightsFds.length = 0;
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -23,6 +23,8 @@ export interface StepLink extends PoolLink {
   sendAll(pieces: Buffer[]): boolean;
   /** The worker takes the weights from shared memory (its STEP frames are headers only). */
   readonly viaMemory?: boolean;
+  /** How many of its result files have been read (see shared/step-memory.ts). */
+  readonly resultsRead?: number;
 }
 
 /** What every step of a run shares: built once by the executor. */

@@ -43,6 +43,9 @@ export class WorkerLink {
     readonly memoryId?: string,
   ) {}
 
+  /** How many of the worker's result files have been read (told in every STEP header: see shared/step-memory.ts). */
+  resultsRead = 0;
+
   /** Whether this worker takes the weights and leaves its results in shared memory. */
   get viaMemory(): boolean {
     return this.memoryId !== undefined;
@@ -133,6 +136,7 @@ export class StepServer {
       link = undefined;
       if (gone) {
         gone.closed = true;
+        if (gone.memoryId) this.memory?.forget(gone.memoryId);
         this.events.onLeave(gone, why);
       }
     };
@@ -209,6 +213,8 @@ export class StepServer {
     if (!this.memory || !link.memoryId)
       throw new Error("result-file frame from a worker that did not prove shared memory");
     const ref = decodeResultFile(body);
-    return this.memory.takeResult(link.memoryId, ref.seq, ref.bytes, this.session.maxFrameBytes);
+    const result = this.memory.takeResult(link.memoryId, ref.seq, ref.bytes, this.session.maxFrameBytes);
+    link.resultsRead = Math.max(link.resultsRead, ref.seq + 1);
+    return result;
   }
 }

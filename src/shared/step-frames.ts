@@ -79,7 +79,7 @@ export interface StepOrder {
   inMemory: boolean;
 }
 
-const STEP_HEADER = 24;
+const STEP_HEADER = 32;
 /** Bit of a STEP header's flags word: the weights are in shared memory. */
 const WEIGHTS_IN_MEMORY = 1;
 
@@ -87,8 +87,10 @@ const WEIGHTS_IN_MEMORY = 1;
  * The first bytes of a STEP frame for `order`, to be followed on the wire by
  * the weights' `paramCount · 4` bytes (sent as they are: no copy per worker),
  * unless `order.inMemory` (then the header is the whole frame).
+ * `resultsRead`: how many of this worker's result files the coordinator has
+ * read so far (see shared/step-memory.ts; 0 for a worker without them).
  */
-export function encodeStepHeader(order: StepOrder, paramCount: number): Buffer {
+export function encodeStepHeader(order: StepOrder, paramCount: number, resultsRead = 0): Buffer {
   const out = Buffer.allocUnsafe(5 + STEP_HEADER);
   out.writeUInt32LE(1 + STEP_HEADER + (order.inMemory ? 0 : paramCount * 4), 0);
   out.writeUInt8(FrameType.step, 4);
@@ -98,6 +100,8 @@ export function encodeStepHeader(order: StepOrder, paramCount: number): Buffer {
   out.writeUInt32LE(order.lo, 17);
   out.writeUInt32LE(order.hi, 21);
   out.writeUInt32LE(order.inMemory ? WEIGHTS_IN_MEMORY : 0, 25);
+  out.writeUInt32LE(resultsRead, 29);
+  out.writeUInt32LE(0, 33);
   return out;
 }
 
@@ -105,7 +109,10 @@ export function encodeStepHeader(order: StepOrder, paramCount: number): Buffer {
  * Reads a STEP body (aligned, see FrameReader); the weights are a view into
  * it, or undefined when they are in shared memory (`order.inMemory`).
  */
-export function decodeStep(body: Buffer, paramCount: number): { order: StepOrder; params?: Float32Array } {
+export function decodeStep(
+  body: Buffer,
+  paramCount: number,
+): { order: StepOrder; params?: Float32Array; resultsRead: number } {
   const flags = body.length >= STEP_HEADER ? body.readUInt32LE(20) : 0;
   if (flags & ~WEIGHTS_IN_MEMORY) throw new Error(`step frame has unknown flags ${flags}`);
   const inMemory = flags === WEIGHTS_IN_MEMORY;
@@ -121,14 +128,15 @@ export function decodeStep(body: Buffer, paramCount: number): { order: StepOrder
     hi: body.readUInt32LE(16),
     inMemory,
   };
-  if (inMemory) return { order };
+  const resultsRead = body.readUInt32LE(24);
+  if (inMemory) return { order, resultsRead };
   const params = new Float32Array(body.buffer, body.byteOffset + STEP_HEADER, paramCount);
-  return { order, params };
+  return { order, params, resultsRead };
 }
 
 /** A RESULT_FILE frame: which of its sender's result files holds the RESULT body, and its length. */
 export interface ResultFileRef {
-  /** The file's number among the sender's (see shared/step-memory.ts, resultFile). */
+  /** The result's number among the sender's result files (see shared/step-memory.ts, resultFile). */
   seq: number;
   bytes: number;
 }

@@ -144,6 +144,7 @@ export function serveSeat(s: SeatSession, o: SeatOptions): Promise<SeatEnd> {
     });
     socket.on("close", () => {
       clearTimeout(connectTimer);
+      memory?.close();
       resolve(end);
     });
   });
@@ -217,12 +218,13 @@ function rangeComputer(
     const ranges = shardRanges(spec.data.trainN, c.batch, c.shards, order.step);
     const bad = checkOrder(order, perEpoch, c.epochs, ranges.length);
     if (bad) throw new Error(bad);
+    memory?.noteRead(step.resultsRead);
     let params = step.params;
     if (!params) {
       if (!memory)
         throw new Error("step order's weights are in shared memory, which this worker did not offer");
       shared ??= new Float32Array(P);
-      // Gone: the coordinator has moved past this version (the range went to another worker).
+      // Another version: the coordinator has moved past this one (the range went to another worker).
       if (!memory.readWeights(order.version, shared)) return;
       params = shared;
     }
@@ -280,14 +282,16 @@ function rangeComputer(
 
 /**
  * Leaves a RESULT frame's body in shared memory; returns the RESULT_FILE frame
- * naming it, or undefined when it cannot (the directory is full, say: the
- * frame then goes over the socket, which the coordinator takes as well).
+ * naming it, or undefined when it cannot (the coordinator has not read the
+ * file's last result yet, or the directory is full): the frame then goes over
+ * the socket, which the coordinator takes as well.
  */
 function leaveInMemory(memory: SeatMemory | undefined, frame: Buffer, log: Logger): Buffer | undefined {
   if (!memory) return undefined;
   const body = frame.subarray(5);
   try {
-    return encodeResultFile({ seq: memory.writeResult(body), bytes: body.length });
+    const seq = memory.writeResult(body);
+    return seq === undefined ? undefined : encodeResultFile({ seq, bytes: body.length });
   } catch (e) {
     log.warn(
       { err: (e as Error).message },
