@@ -225,10 +225,11 @@ typedef struct {
   float *act[64 + 1];   /* act[l], l = 1..L: SB rows of layer l's activations */
   float *delta[64 + 1]; /* dC/dz of layer l, SB rows */
   float *zout;          /* output pre-activations, SB rows */
-  /* The block's nonzero pixels sorted by pixel (for the first layer's dW). */
-  int32_t *cnt, *cstart, *active;
-  uint8_t *cs; /* example of each entry */
-  float *cv;   /* its input value */
+  /* The block's nonzero pixels by pixel (csc_build): pixel p's entries are
+   * bucket[p * SB + i] for i < cnt[p], each (example << 8 | byte), examples
+   * ascending; active lists the pixels with entries, ascending. */
+  int32_t *cnt, *active;
+  uint16_t *bucket;
   int32_t rows[SB];
   float xtab[256]; /* byte -> byte / 255 */
 } Net;
@@ -250,7 +251,7 @@ static void free_net(Net *k) {
       free(y->wt); free(y->w); free(y->b); free(y->gwt); free(y->gb); free(y->gwt64); free(y->gb64);
     }
   for (int l = 0; l <= k->L; l++) { free(k->act[l]); free(k->delta[l]); }
-  free(k->layer); free(k->zout); free(k->cnt); free(k->cstart); free(k->active); free(k->cs); free(k->cv);
+  free(k->layer); free(k->zout); free(k->cnt); free(k->active); free(k->bucket);
   free(k);
 }
 
@@ -277,9 +278,9 @@ static Net *make_net(const int32_t *sizes, int nsizes, int relu, int softmax, in
   }
   const int px = sizes[0];
   k->zout = zalloc((size_t)SB * pad(sizes[nsizes - 1]));
-  k->cnt = calloc((size_t)px, 4); k->cstart = calloc((size_t)px + 1, 4); k->active = calloc((size_t)px, 4);
-  k->cs = calloc((size_t)SB * px, 1); k->cv = calloc((size_t)SB * px, 4);
-  ok = ok && k->zout && k->cnt && k->cstart && k->active && k->cs && k->cv;
+  k->cnt = calloc((size_t)px, 4); k->active = calloc((size_t)px, 4);
+  k->bucket = calloc((size_t)SB * px, 2);
+  ok = ok && k->zout && k->cnt && k->active && k->bucket;
   if (!ok) { free_net(k); return NULL; }
   for (int v = 0; v < 256; v++) k->xtab[v] = (float)v / 255.0f;
   return k;
@@ -371,57 +372,106 @@ INLINE void sparse_forward_tile(const Net *k, const Sparse *d, int ns, int c, in
   }
 }
 
-static void sparse_forward(const Net *k, const Sparse *d, int ns) {
+/* The same sums pixel-major, from the block's csc lists: pixels ascending,
+ * so each z[s] gets its terms in the order sparse_forward_tile adds them
+ * (the same bits). For narrow layers: there one example's terms form a
+ * single chain of dependent additions, while here consecutive entries
+ * belong to different examples and proceed in parallel. */
+INLINE void sparse_forward_csc_tile(const Net *k, int ns, int na, int c, int T) {
+  const Layer *y = &k->layer[0];
+  float *z = k->act[1];
+  for (int s = 0; s < ns; s++)
+    UNROLL for (int q = 0; q < T; q++) ST(z + (size_t)s * y->nOutP + c + VW * q, LD(y->b + c + VW * q));
+  for (int a = 0; a < na; a++) {
+    const int p = k->active[a];
+    v16 w[MAXT];
+    UNROLL for (int q = 0; q < T; q++) w[q] = LD(y->wt + (size_t)p * y->nOutP + c + VW * q);
+    const uint16_t *b = k->bucket + (size_t)p * SB;
+    for (int i = 0; i < k->cnt[p]; i++) {
+      float *zr = z + (size_t)(b[i] >> 8) * y->nOutP + c;
+      const float x = k->xtab[b[i] & 255];
+      UNROLL for (int q = 0; q < T; q++) ST(zr + VW * q, LD(zr + VW * q) + x * w[q]);
+    }
+  }
+}
+
+/* Below this many vectors a tile's chains are too few to keep the adders busy. */
+#define NARROW 4
+
+/* Layer 0 forward; na >= 0 when the block's csc lists are built. */
+static void sparse_forward(const Net *k, const Sparse *d, int ns, int na) {
   const int nq = k->layer[0].nOutP / VW;
   for (int c = 0; c < nq; c += MAXT) {
     const int T = nq - c < MAXT ? nq - c : MAXT;
-#define TILE(t) sparse_forward_tile(k, d, ns, c * VW, t)
-    DISPATCH8(T, TILE)
+    if (T < NARROW && na >= 0) {
+#define TILE(t) sparse_forward_csc_tile(k, ns, na, c * VW, t)
+      DISPATCH8(T, TILE)
 #undef TILE
+    } else {
+#define TILE(t) sparse_forward_tile(k, d, ns, c * VW, t)
+      DISPATCH8(T, TILE)
+#undef TILE
+    }
   }
 }
 
-/* Sorts the block's nonzero pixels by pixel, examples in block order within
- * a pixel (a stable counting sort), for sparse_backward. */
-static int csc_build(Net *k, const Sparse *d, int ns) {
+/* Sorts the block's nonzero pixels by pixel into fixed buckets (a pixel
+ * occurs at most once per example, so SB entries per pixel always fit),
+ * examples in block order within a pixel. Returns the number of active pixels. */
+static int csc_build(Net *restrict k, const Sparse *restrict d, int ns) {
   const int px = d->pixels;
-  memset(k->cnt, 0, (size_t)px * 4);
-  for (int s = 0; s < ns; s++)
-    for (int64_t e = d->start[k->rows[s]]; e < d->start[k->rows[s] + 1]; e++) k->cnt[d->pix[e]]++;
-  int pos = 0, na = 0;
-  for (int p = 0; p < px; p++) {
-    k->cstart[p] = pos;
-    pos += k->cnt[p];
-    if (k->cnt[p]) k->active[na++] = p;
-  }
-  k->cstart[px] = pos;
-  for (int s = 0; s < ns; s++)
-    for (int64_t e = d->start[k->rows[s]]; e < d->start[k->rows[s] + 1]; e++) {
-      const int q = k->cstart[d->pix[e]]++;
-      k->cs[q] = (uint8_t)s;
-      k->cv[q] = k->xtab[d->val[e]];
+  int32_t *restrict cnt = k->cnt;
+  uint16_t *restrict bucket = k->bucket;
+  const int32_t *restrict pix = d->pix;
+  const uint8_t *restrict val = d->val;
+  memset(cnt, 0, (size_t)px * 4);
+  for (int s = 0; s < ns; s++) {
+    const int64_t e0 = d->start[k->rows[s]], e1 = d->start[k->rows[s] + 1];
+    for (int64_t e = e0; e < e1; e++) {
+      const int p = pix[e];
+      bucket[(size_t)p * SB + cnt[p]++] = (uint16_t)(s << 8 | val[e]);
     }
-  /* cstart[p] is now the end of pixel p's entries; restore the starts. */
-  for (int p = px; p > 0; p--) k->cstart[p] = k->cstart[p - 1];
-  k->cstart[0] = 0;
+  }
+  int na = 0;
+  for (int p = 0; p < px; p++)
+    if (cnt[p]) k->active[na++] = p;
   return na;
 }
 
-/* dW[p][c..] += sum over the block's examples with pixel p (in block order) of x d. */
-INLINE void sparse_backward_tile(Net *k, int na, int c, int T) {
+/* dW[p][c..] += (sum over the block's examples with pixel p, in block order,
+ * of x d): the block's sum in registers, one read and write of dW per
+ * pixel. P pixels go side by side (their chains are independent) while all
+ * of them have entries left, then each finishes alone: the same order. */
+INLINE void sparse_backward_tile(Net *k, int na, int c, int T, int P) {
   Layer *y = &k->layer[0];
   const float *dl = k->delta[1];
-  for (int a = 0; a < na; a++) {
-    const int p = k->active[a];
-    v16 acc[MAXT];
-    UNROLL for (int q = 0; q < T; q++) acc[q] = (v16){0};
-    for (int e = k->cstart[p]; e < k->cstart[p + 1]; e++) {
-      const float x = k->cv[e];
-      const float *dr = dl + (size_t)k->cs[e] * y->nOutP + c;
-      UNROLL for (int q = 0; q < T; q++) acc[q] += x * LD(dr + VW * q);
+  for (int a0 = 0; a0 < na; a0 += P) {
+    const int np = na - a0 < P ? na - a0 : P;
+    v16 acc[4][MAXT];
+    const uint16_t *b[4];
+    int len[4], common = SB;
+    for (int u = 0; u < P; u++) {
+      const int p = k->active[a0 + (u < np ? u : 0)];
+      b[u] = k->bucket + (size_t)p * SB;
+      len[u] = u < np ? k->cnt[p] : 0;
+      if (len[u] < common) common = len[u];
+      UNROLL for (int q = 0; q < T; q++) acc[u][q] = (v16){0};
     }
-    float *g = y->gwt + (size_t)p * y->nOutP + c;
-    UNROLL for (int q = 0; q < T; q++) ST(g + VW * q, LD(g + VW * q) + acc[q]);
+    for (int i = 0; i < common; i++)
+      UNROLL for (int u = 0; u < P; u++) {
+        const float x = k->xtab[b[u][i] & 255];
+        const float *dr = dl + (size_t)(b[u][i] >> 8) * y->nOutP + c;
+        UNROLL for (int q = 0; q < T; q++) acc[u][q] += x * LD(dr + VW * q);
+      }
+    for (int u = 0; u < np; u++) {
+      for (int i = common; i < len[u]; i++) {
+        const float x = k->xtab[b[u][i] & 255];
+        const float *dr = dl + (size_t)(b[u][i] >> 8) * y->nOutP + c;
+        UNROLL for (int q = 0; q < T; q++) acc[u][q] += x * LD(dr + VW * q);
+      }
+      float *g = y->gwt + (size_t)k->active[a0 + u] * y->nOutP + c;
+      UNROLL for (int q = 0; q < T; q++) ST(g + VW * q, LD(g + VW * q) + acc[u][q]);
+    }
   }
 }
 
@@ -429,7 +479,7 @@ static void sparse_backward(Net *k, int na) {
   const int nq = k->layer[0].nOutP / VW;
   for (int c = 0; c < nq; c += MAXT) {
     const int T = nq - c < MAXT ? nq - c : MAXT;
-#define TILE(t) sparse_backward_tile(k, na, c * VW, t)
+#define TILE(t) sparse_backward_tile(k, na, c * VW, t, (t) >= NARROW ? 1 : (t) == 1 ? 4 : 2)
     DISPATCH8(T, TILE)
 #undef TILE
   }
@@ -615,8 +665,9 @@ static double example_cost(const Net *k, const float *a, const float *z, int n, 
 /* A block of examples (k->rows[0..ns)) through the network             */
 /* ------------------------------------------------------------------ */
 
-static void forward_block(Net *k, const Sparse *d, int ns) {
-  sparse_forward(k, d, ns);
+/* Forward of a block; na >= 0 when its csc lists are built (see sparse_forward). */
+static void forward_block(Net *k, const Sparse *d, int ns, int na) {
+  sparse_forward(k, d, ns, na);
   for (int l = 0; l < k->L; l++) {
     const Layer *y = &k->layer[l];
     if (l) dense_forward(y, k->act[l], k->act[l + 1], ns);
@@ -630,7 +681,7 @@ static double train_block(Net *k, const Sparse *d, const uint8_t *labels, int ns
   const int L = k->L;
   const Layer *out = &k->layer[L - 1];
   const int na = csc_build(k, d, ns);
-  forward_block(k, d, ns);
+  forward_block(k, d, ns, na);
   output_delta(k, k->act[L], k->delta[L], labels, ns, out->nOut, out->nOutP);
   double cost = 0.0;
   for (int s = 0; s < ns; s++)
@@ -650,12 +701,17 @@ static double train_block(Net *k, const Sparse *d, const uint8_t *labels, int ns
  * arithmetic instead of stalling the next block one example at a time.
  * Stage 1 (two blocks ahead) fetches the examples' list bounds; stage 2
  * (the next block) reads those bounds and fetches the lists themselves. */
+/* Asks for every cache line of [from, to). */
+static void prefetch_lines(const void *from, const void *to) {
+  for (uintptr_t a = (uintptr_t)from & ~(uintptr_t)63; a < (uintptr_t)to; a += 64) __builtin_prefetch((const void *)a, 0, 2);
+}
+
 static void prefetch_rows(const Sparse *d, const uint32_t *idx, int64_t at, int64_t to) {
   for (int64_t p = at + SB; p < at + 2 * SB && p < to; p++) __builtin_prefetch(d->start + idx[p], 0, 2);
   for (int64_t p = at; p < at + SB && p < to; p++) {
     const int64_t e0 = d->start[idx[p]], e1 = d->start[idx[p] + 1];
-    for (int64_t e = e0; e < e1; e += 16) __builtin_prefetch(d->pix + e, 0, 2);
-    for (int64_t e = e0; e < e1; e += 64) __builtin_prefetch(d->val + e, 0, 2);
+    prefetch_lines(d->pix + e0, d->pix + e1);
+    prefetch_lines(d->val + e0, d->val + e1);
   }
 }
 
@@ -687,7 +743,7 @@ static void evaluate(Net *k, const Sparse *d, const float *params, const uint8_t
   for (int64_t s0 = 0; s0 < d->n; s0 += SB) {
     const int ns = d->n - s0 < SB ? (int)(d->n - s0) : SB;
     for (int s = 0; s < ns; s++) k->rows[s] = (int32_t)(s0 + s);
-    forward_block(k, d, ns);
+    forward_block(k, d, ns, -1);
     for (int s = 0; s < ns; s++) {
       const float *a = k->act[k->L] + (size_t)s * out->nOutP;
       const int label = labels[s0 + s];
