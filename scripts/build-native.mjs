@@ -11,8 +11,9 @@ import { fileURLToPath } from "node:url";
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
 const source = path.join(root, "src", "core", "native", "kernel.c");
-const outDir = path.join(root, "dist", "native");
-const out = path.join(outDir, "gradfleet-kernel.node");
+// GRADFLEET_NATIVE_OUT: another output file (tests build into a temporary directory).
+const out = process.env.GRADFLEET_NATIVE_OUT ?? path.join(root, "dist", "native", "gradfleet-kernel.node");
+const outDir = path.dirname(out);
 const include = path.join(path.dirname(process.execPath), "..", "include", "node");
 
 /** The first C compiler that answers --version, or undefined. */

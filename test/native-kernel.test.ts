@@ -229,6 +229,22 @@ describe.skipIf(nativeKernelUnavailable())("native kernel", () => {
       expect(() => kernel.evaluate(params, short)).toThrow(/too few for 601 examples/);
     });
 
+    it("a deep network (70 layer sizes) agrees with the reference kernel", () => {
+      const deep: ModelSpec = {
+        layers: [20, ...Array(68).fill(6), 4],
+        hidden: "relu",
+        output: "softmax",
+        cost: "cross-entropy",
+      };
+      const d = sparseData(20, 100, 4, 3);
+      const p = randomParams(deep, 2).map((v) => v * 2);
+      const want = new Float32Array(p.length);
+      const got = new Float32Array(p.length);
+      new Network(deep).gradSum(p, d, shuffled(100), 0, 100, want);
+      new NativeKernel(deep).gradSum(p, d, shuffled(100), 0, 100, got);
+      expectClose(got, want, 1e-5);
+    });
+
     it('makeKernel("native") is this kernel', () => {
       expect(makeKernel("native", spec)).toBeInstanceOf(NativeKernel);
     });

@@ -234,8 +234,8 @@ typedef struct {
   int L; /* number of weight layers */
   int relu, softmax, cross_entropy;
   Layer *layer;
-  float *act[64 + 1];   /* act[l], l = 1..L: SB rows of layer l's activations */
-  float *delta[64 + 1]; /* dC/dz of layer l, SB rows */
+  float **act;   /* act[l], l = 1..L: SB rows of layer l's activations */
+  float **delta; /* dC/dz of layer l, SB rows */
   float *zout;          /* output pre-activations, SB rows */
   /* The block's nonzero pixels by pixel (csc_build): pixel p's entries are
    * bucket[p * SB + i] for i < cnt[p], each (example << 8 | byte), examples
@@ -262,8 +262,11 @@ static void free_net(Net *k) {
       Layer *y = &k->layer[l];
       free(y->wt); free(y->w); free(y->b); free(y->gwt); free(y->gb); free(y->gwt64); free(y->gb64);
     }
-  for (int l = 0; l <= k->L; l++) { free(k->act[l]); free(k->delta[l]); }
-  free(k->layer); free(k->zout); free(k->cnt); free(k->active); free(k->bucket);
+  for (int l = 0; l <= k->L; l++) {
+    if (k->act) free(k->act[l]);
+    if (k->delta) free(k->delta[l]);
+  }
+  free(k->act); free(k->delta); free(k->layer); free(k->zout); free(k->cnt); free(k->active); free(k->bucket);
   free(k);
 }
 
@@ -273,7 +276,10 @@ static Net *make_net(const int32_t *sizes, int nsizes, int relu, int softmax, in
   k->L = nsizes - 1;
   k->relu = relu; k->softmax = softmax; k->cross_entropy = cross_entropy;
   k->layer = calloc((size_t)k->L, sizeof *k->layer);
-  int ok = k->layer != NULL;
+  k->act = calloc((size_t)k->L + 1, sizeof *k->act);
+  k->delta = calloc((size_t)k->L + 1, sizeof *k->delta);
+  int ok = k->layer && k->act && k->delta;
+  if (!ok) { free_net(k); return NULL; }
   for (int l = 0; ok && l < k->L; l++) {
     Layer *y = &k->layer[l];
     y->nIn = sizes[l]; y->nOut = sizes[l + 1];
@@ -793,7 +799,7 @@ static napi_value js_create_net(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *sizes; size_t n;
   if (argc < 4 || !typed(env, argv[0], napi_int32_array, &sizes, &n)) FAIL("createNet: expected (Int32Array, relu, softmax, crossEntropy)");
-  if (n < 2 || n > 65) FAIL("createNet: %zu layer sizes; need 2 to 65", n);
+  if (n < 2 || n > 1000000) FAIL("createNet: %zu layer sizes; need at least 2", n);
   int32_t flags[3];
   for (int f = 0; f < 3; f++) CHECK(napi_get_value_int32(env, argv[1 + f], &flags[f]));
   for (size_t l = 0; l < n; l++) if (((int32_t *)sizes)[l] < 1) FAIL("createNet: layer size %d", ((int32_t *)sizes)[l]);
