@@ -24,6 +24,12 @@ export interface Kernel {
     grad: Float32Array,
   ): ShardTotals;
   evaluate(params: Float32Array, data: Dataset): Evaluation;
+  /**
+   * Readies the kernel for a dataset it will compute on (the native kernel
+   * makes its lists of nonzero pixels), so that the first step does not pay
+   * for it. Optional: changes no result, only when the work is done.
+   */
+  prepare?(data: Dataset): void;
 }
 
 /**

@@ -164,6 +164,11 @@ export class NativeKernel implements Kernel {
     return { cost, count: to - from };
   }
 
+  /** Makes the dataset's lists of nonzero pixels now (else the first gradSum or evaluate on it does). */
+  prepare(data: Dataset): void {
+    sparseOf(this.addon, data);
+  }
+
   /** Accuracy and mean cost of `params` on a whole dataset. */
   evaluate(params: Float32Array, data: Dataset): Evaluation {
     this.checkShapes(params, data);

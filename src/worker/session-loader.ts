@@ -127,6 +127,7 @@ export class SessionLoader {
       );
     }
     const kernel = makeKernel(spec.config.kernel, spec.config.spec);
+    kernel.prepare?.(data.train);
     // The epoch's permutation, kept: every step of an epoch needs it.
     let perm: { epoch: number; perm: Uint32Array } | undefined;
     return {
