@@ -9,15 +9,23 @@
  *
  * How it is fast:
  * - The first layer is sparse: each dataset is turned once into lists of its
- *   nonzero pixels (make_data), and only those are multiplied. Its weights
- *   are input-major W[pixel][out], so a nonzero pixel streams one row.
+ *   nonzero pixels (make_sparse), and only those are multiplied. Its weights
+ *   are input-major W[pixel][out], so a nonzero pixel streams one row. A
+ *   shard's examples are scattered over the dataset, so the lists of the
+ *   next blocks are prefetched while a block computes (prefetch_rows).
  * - Examples go through in blocks of SB. The later layers are small GEMMs
  *   register-blocked over (rows x 16-float vectors); every layer width is
  *   padded to a multiple of 16 with zero weights, so any width runs on whole
  *   vectors (GCC vector extensions, no intrinsics: -march=native picks the
  *   instructions).
- * - The first layer's dW is summed pixel-major over a block (csc_build), in
- *   registers, so each gradient row is read and written once per block.
+ * - The block's nonzero pixels are also bucketed by pixel (csc_build): the
+ *   first layer's dW is summed pixel-major over the block, in registers, so
+ *   each gradient row is read and written once per block; narrow first
+ *   layers also run forward pixel-major (more independent additions).
+ *
+ * Layers: one forward/backward pair each (sparse_forward/sparse_backward for
+ * the first, dense_forward/dense_backward for the others), as llm.c has
+ * them; train_block runs a block through all of them, grad_sum a shard.
  *
  * Determinism (the project's core invariant): every sum runs in an order
  * written here, the same on every call: forward sums over inputs in
