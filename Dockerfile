@@ -20,6 +20,10 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
 COPY src ./src
+# The build compiles the native kernel (--kernel native) after tsc where a C
+# compiler exists; the slim image has none, so it says so on one line and
+# the image offers the ref and fast kernels.
+COPY scripts/build-native.mjs ./scripts/build-native.mjs
 RUN npm run build
 
 # ---------------------------------------------------------------------------

@@ -143,7 +143,9 @@ const RUN_OPTIONS: readonly OptionDef[] = [
     kind: "enum",
     commands: RUNNERS,
     group: "Training",
-    description: "Compute kernel; part of the run spec, so every worker of a run uses the same",
+    description:
+      "Compute kernel; part of the run spec, so every worker of a run uses the same. ref: TypeScript, float64; " +
+      "fast: WebAssembly SIMD; native: C addon, fastest where npm run build found a C compiler, with bits of its own",
     values: KERNELS,
     default: "fast",
   },

@@ -8,6 +8,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { runCoordinator } from "../coordinator/coordinator.js";
 import { LocalExecutor } from "../core/local-executor.js";
+import { nativeKernelUnavailable } from "../core/native-kernel.js";
+import type { KernelName } from "../core/run-config.js";
 import { runSession } from "../run/session.js";
 import { ensureRedis } from "../shared/local-redis.js";
 import { binPath } from "../shared/package-root.js";
@@ -21,6 +23,7 @@ import { PARENT_PID_ENV } from "./worker-command.js";
 /** Runs `train`; returns the exit code. */
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const runId = o.runId ?? `local-${randomBytes(4).toString("hex")}`;
+  checkKernelAvailable(o);
   checkMetricsPorts(o);
   checkMinWorkers(o);
   // Local worker i writes its own trace here; they are merged into o.trace at the end.
@@ -75,6 +78,19 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
       await redis.stop();
     }
   });
+}
+
+/**
+ * `--kernel native` where the addon is not built (no C compiler when
+ * `npm run build` ran) or does not load: say so before anything starts,
+ * rather than failing in the trainer or in every worker.
+ */
+export function checkKernelAvailable(o: { kernel: KernelName }): void {
+  if (o.kernel !== "native") return;
+  const why = nativeKernelUnavailable();
+  if (why) {
+    throw new UsageError(`--kernel native is not available on this machine: ${why}`, { flag: "--kernel" });
+  }
 }
 
 /** `train` starts its own workers: waiting for more than it starts would wait for ever. */

@@ -23,6 +23,7 @@ export class LocalExecutor implements GradientExecutor {
     private readonly data: DataBundle,
   ) {
     this.kernel = makeKernel(cfg.kernel, cfg.spec);
+    this.kernel.prepare?.(data.train);
     this.heap = treeHeap(layoutOf(cfg.spec.layers).size, cfg.shards);
   }
 

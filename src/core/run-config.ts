@@ -7,7 +7,7 @@ import type { OptimizerConfig } from "./optimizer.js";
 import type { ModelSpec } from "./spec.js";
 
 /** The gradient kernels; every process of a run must use the same one. */
-export const KERNELS = ["ref", "fast"] as const;
+export const KERNELS = ["ref", "fast", "native"] as const;
 export type KernelName = (typeof KERNELS)[number];
 
 /** Everything that determines the trained weights. */

@@ -9,6 +9,7 @@ import type { Redis } from "ioredis";
 import { DataError } from "../core/data/index.js";
 import type { DataBundle } from "../core/dataset.js";
 import { makeKernel } from "../core/kernel.js";
+import { nativeKernelUnavailable } from "../core/native-kernel.js";
 import { epochPermutation } from "../core/prng.js";
 import type { RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
@@ -97,6 +98,12 @@ export class SessionLoader {
 
   /** The dataset and kernel of a parsed run spec; throws CannotServe for one this worker cannot serve. */
   private async loadSession(spec: RunSpec): Promise<SeatSession> {
+    // Before the dataset: a worker without the native addon cannot serve a
+    // `--kernel native` run whatever its data, and says why.
+    const noNative = spec.config.kernel === "native" ? nativeKernelUnavailable() : undefined;
+    if (noNative) {
+      throw new CannotServe("spec_mismatch", `--kernel native is not available on this worker: ${noNative}`);
+    }
     let data: DataBundle;
     try {
       data = await this.datasets.get(spec.data.trainLimit, spec.data.testLimit);
@@ -120,6 +127,7 @@ export class SessionLoader {
       );
     }
     const kernel = makeKernel(spec.config.kernel, spec.config.spec);
+    kernel.prepare?.(data.train);
     // The epoch's permutation, kept: every step of an epoch needs it.
     let perm: { epoch: number; perm: Uint32Array } | undefined;
     return {

@@ -1,0 +1,51 @@
+/**
+ * `--kernel native` across processes: a cluster run gives the bits of the
+ * same run in one process (the native kernel's gradient of a shard is the
+ * same in every process), and a command that cannot have it says so.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { nativeKernelUnavailable } from "../src/core/native-kernel.js";
+import { runCli, SMALL_RUN } from "./helpers/cli.js";
+import { startTestRedis, type TestRedis } from "./helpers/redis.js";
+
+const RUN = [...SMALL_RUN, "--kernel", "native"];
+
+describe.skipIf(nativeKernelUnavailable())("native kernel in a cluster", () => {
+  let redis: TestRedis;
+
+  beforeAll(async () => {
+    redis = await startTestRedis();
+  });
+
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it("train --kernel native --workers 2 gives the weights of --workers 0, and not the fast kernel's", async () => {
+    const [local, cluster, fast] = await Promise.all([
+      runCli(["train", ...RUN, "--workers", "0"]),
+      runCli(["train", ...RUN, "--workers", "2", "--redis-url", redis.url]),
+      runCli(["train", ...SMALL_RUN, "--workers", "0", "--kernel", "fast"]),
+    ]);
+    expect(local.code, local.stderr).toBe(0);
+    expect(cluster.code, cluster.stderr).toBe(0);
+    expect(fast.code, fast.stderr).toBe(0);
+    expect(local.json!.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(cluster.json!.weightsSha256).toBe(local.json!.weightsSha256);
+    expect(cluster.json!.testAccuracy).toBe(local.json!.testAccuracy);
+    expect(cluster.json!.samples).toBe(local.json!.samples);
+    // Bits of its own (within float32 rounding of the others): a run must name its kernel.
+    expect(fast.json!.weightsSha256).not.toBe(local.json!.weightsSha256);
+    expect(Math.abs((local.json!.testAccuracy as number) - (fast.json!.testAccuracy as number))).toBeLessThan(
+      0.02,
+    );
+  });
+});
+
+describe.skipIf(!nativeKernelUnavailable())("native kernel not built here", () => {
+  it("train --kernel native exits 2 with one line saying why", async () => {
+    const r = await runCli(["train", ...RUN, "--workers", "0"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^gradfleet: --kernel native is not available on this machine: .+$/);
+  });
+});
