@@ -43,8 +43,13 @@ describe("same bits as one process", () => {
       expect(r.json!.workersSeen).toBeGreaterThanOrEqual(1);
       expect(r.json!.workersSeen).toBeLessThanOrEqual(workers);
       expect(r.json!.rejectedResults).toBe(0);
-      // On one host every worker takes the weights and leaves its results in shared memory (--shm-dir /dev/shm).
-      if (existsSync("/dev/shm")) expect(r.json!.sharedMemoryWorkers).toBe(workers);
+      // On one host every worker that joined took the weights and left its
+      // results in shared memory (--shm-dir /dev/shm); a slow one may join
+      // after the short run is over.
+      if (existsSync("/dev/shm")) {
+        expect(r.json!.sharedMemoryWorkers).toBeGreaterThanOrEqual(r.json!.workersSeen as number);
+        expect(r.json!.sharedMemoryWorkers).toBeLessThanOrEqual(workers);
+      }
     });
   }
 
@@ -133,35 +138,39 @@ describe("same bits as one process", () => {
 describe("elastic workers", () => {
   it("a worker that joins mid-run gets shards, one that leaves gracefully costs nothing", async () => {
     const runId = "elastic";
+    // Long enough (1880 steps) that the run is still young when the test
+    // first sees its version (written at most ten times a second), however
+    // fast steps are.
+    const epochs = "20";
     const args = ["--redis-url", redis.url, "--run-id", runId, "--metrics-port", "0"];
     const first = startCli(["worker", ...args, "--worker-id", "first"]);
-    const coord = startCli(["coordinator", ...RUN, "--epochs", "3", "--step-timeout", "120", ...args]);
+    const coord = startCli(["coordinator", ...RUN, "--epochs", epochs, "--step-timeout", "120", ...args]);
     const client = new Redis(redis.url);
     const keys = runKeys(runId);
     let second: ReturnType<typeof startCli> | undefined;
     try {
-      // Join once the run is well under way (weights version = steps done).
-      // The first worker is paused meanwhile, so that the run cannot end
-      // before the second has loaded MNIST and joined, however fast steps
-      // go (the step in hand waits for the paused worker's range, well
-      // within --step-timeout: nothing is sent again).
+      // Join once the run is under way (weights version = steps done). The
+      // first worker is paused meanwhile, so that the run cannot end before
+      // the second has loaded MNIST and joined (the step in hand waits for
+      // the paused worker's range, well within --step-timeout: nothing is
+      // sent again).
       await waitFor(async () => Number(await client.get(keys.version)) >= 30, 60_000);
       first.child.kill("SIGSTOP");
       second = startCli(["worker", ...args, "--worker-id", "second"]);
       await waitFor(() => /"worker":"second"[^\n]*"msg":"worker joined"/.test(coord.stderr()), 60_000);
+      // The first goes on, and is stopped at once: it computes what it holds,
+      // says it is leaving, and the second takes every later step.
       first.child.kill("SIGCONT");
-      const joinedAt = Number(await client.get(keys.version));
-      await waitFor(async () => Number(await client.get(keys.version)) >= joinedAt + 30, 60_000);
       const firstExit = await stopCli(first, "SIGTERM");
       expect(firstExit.code, firstExit.stderr).toBe(0);
       const r = await coord.done;
       expect(r.code, r.stderr).toBe(0);
       expect(r.json!.workersSeen).toBe(2);
-      expect(r.json!.samples).toBe(3 * 6000);
+      expect(r.json!.samples).toBe(Number(epochs) * 6000);
       // Leaving gracefully, a worker computes what it was sent: no shard is sent again.
       expect(r.json!.retriedShards).toBe(0);
       // Bit-identical to in-process training of the same config.
-      const ref = await runCli(["train", ...RUN, "--epochs", "3", "--workers", "0"]);
+      const ref = await runCli(["train", ...RUN, "--epochs", epochs, "--workers", "0"]);
       expect(r.json!.weightsSha256).toBe(ref.json!.weightsSha256);
     } finally {
       client.disconnect();
