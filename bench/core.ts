@@ -1,6 +1,7 @@
 /**
  * The core benchmark: samples per second of a full training step (forward,
- * backward, SGD update) on one thread, for the ref and fast kernels through
+ * backward, SGD update) on one thread, for the ref, fast and native kernels
+ * (native where it is built) through
  * the real trainer (runTraining + LocalExecutor, one shard), for
  * TensorFlow.js (cpu and wasm backends) doing the same model and step, and
  * for PyTorch (bench/torch/torch_mlp.py, a copy of the project's anchor
@@ -21,6 +22,7 @@ import { join } from "node:path";
 import { defaultDataDir, loadDataset } from "../src/core/data/index.js";
 import type { DataBundle } from "../src/core/dataset.js";
 import { LocalExecutor } from "../src/core/local-executor.js";
+import { nativeKernelUnavailable } from "../src/core/native-kernel.js";
 import type { KernelName, RunConfig } from "../src/core/run-config.js";
 import { runTraining } from "../src/core/trainer.js";
 import { packageRoot } from "../src/shared/package-root.js";
@@ -33,10 +35,10 @@ const ARCHS = [
   [784, 128, 64, 10],
 ];
 const BATCHES = [10, 64, 256, 1024, 4096];
-const IMPLS = ["ref", "fast", "tfjs-cpu", "tfjs-wasm", "torch"] as const;
+const IMPLS = ["ref", "fast", "native", "tfjs-cpu", "tfjs-wasm", "torch"] as const;
 type Impl = (typeof IMPLS)[number];
-/** PyTorch runs right after the fast kernel, so that the two see the machine alike. */
-const RUN_ORDER: Impl[] = ["ref", "fast", "torch", "tfjs-cpu", "tfjs-wasm"];
+/** PyTorch runs between the fast and native kernels, so that the three see the machine alike. */
+const RUN_ORDER: Impl[] = ["ref", "fast", "torch", "native", "tfjs-cpu", "tfjs-wasm"];
 
 /** Samples per second of each repetition: wall clock, and CPU time of this process. */
 interface Rates {
@@ -75,7 +77,8 @@ export function flopsPerSample(layers: number[]): number {
 
 export const coreSection: Section = {
   name: "core",
-  description: "one-thread training step throughput: ref and fast kernels vs TensorFlow.js cpu and wasm",
+  description:
+    "one-thread training step throughput: ref, fast and native kernels vs TensorFlow.js cpu and wasm and PyTorch",
   async run(out: Reporter, opts: BenchOptions): Promise<void> {
     const plan = opts.quick ? QUICK : FULL;
     const machine = machineLine();
@@ -85,6 +88,8 @@ export const coreSection: Section = {
     if ("missing" in tfjs) out.progress(`core: TensorFlow.js columns skipped (${tfjs.missing})`);
     const torch = torchProblem();
     if (torch) out.progress(`core: PyTorch column skipped (${torch})`);
+    const native = nativeKernelUnavailable();
+    if (native) out.progress(`core: native column skipped (${native})`);
     const results: Cell[] = [];
     const t0 = performance.now();
     for (const layers of ARCHS) {
@@ -95,8 +100,9 @@ export const coreSection: Section = {
         for (const impl of RUN_ORDER) {
           if (impl.startsWith("tfjs") && "missing" in tfjs) continue;
           if (impl === "torch" && torch) continue;
+          if (impl === "native" && native) continue;
           const rates =
-            impl === "ref" || impl === "fast"
+            impl === "ref" || impl === "fast" || impl === "native"
               ? await trainerRates(impl, layers, batch, data, plan)
               : impl === "torch"
                 ? await torchRates(layers, batch, plan)
@@ -199,6 +205,7 @@ const HEADERS = [
   "batch",
   "ref",
   "fast",
+  "native",
   "tfjs-cpu",
   "tfjs-wasm",
   "torch",
@@ -207,6 +214,7 @@ const HEADERS = [
   "fast/tfjs-cpu",
   "fast/tfjs-wasm",
   "fast/torch",
+  "native/torch",
 ];
 
 function tableRow(c: Cell, clock: "wall" | "cpu"): string[] {
@@ -219,6 +227,7 @@ function tableRow(c: Cell, clock: "wall" | "cpu"): string[] {
     String(c.batch),
     cell("ref"),
     cell("fast"),
+    cell("native"),
     cell("tfjs-cpu"),
     cell("tfjs-wasm"),
     cell("torch"),
@@ -227,6 +236,7 @@ function tableRow(c: Cell, clock: "wall" | "cpu"): string[] {
     ratio("tfjs-cpu"),
     ratio("tfjs-wasm"),
     ratio("torch"),
+    rate.native === undefined || rate.torch === undefined ? "-" : `${fmt(rate.native / rate.torch)}x`,
   ];
 }
 

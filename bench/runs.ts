@@ -27,6 +27,8 @@ export interface Model {
   trainLimit?: number;
   /** --test-limit: each epoch ends with an evaluation that is not part of any step; keep it small. */
   testLimit: number;
+  /** --kernel (default fast). */
+  kernel?: "fast" | "native";
 }
 
 /** `gradfleet coordinator` for run `runId` of model `m` on `redisUrl`: no metrics, warnings only, JSON results. */
@@ -62,7 +64,7 @@ export function modelFlags(m: Model): string[] {
     "--lr",
     "0.5",
     "--kernel",
-    "fast",
+    m.kernel ?? "fast",
     "--batch",
     String(m.batch),
     "--shards",
