@@ -49,6 +49,10 @@ describe("same bits as one process", () => {
       if (existsSync("/dev/shm")) {
         expect(r.json!.sharedMemoryWorkers).toBeGreaterThanOrEqual(r.json!.workersSeen as number);
         expect(r.json!.sharedMemoryWorkers).toBeLessThanOrEqual(workers);
+        // One worker holds one range a step, and each result file is free
+        // again before the next (the STEP headers say it was read): every
+        // result comes through shared memory.
+        if (workers === 1) expect(r.json!.sharedMemoryResults).toBe(r.json!.steps);
       }
     });
   }
@@ -68,6 +72,7 @@ describe("same bits as one process", () => {
     expect(r.json!.weightsSha256).toBe(baseline.weightsSha256);
     expect(r.json!.samples).toBe(SAMPLES);
     expect(r.json!.sharedMemoryWorkers).toBe(0);
+    expect(r.json!.sharedMemoryResults).toBe(0);
   });
 
   it("a coordinator with separately started workers, and its keys and shared memory are gone afterwards", async () => {
@@ -116,6 +121,8 @@ describe("same bits as one process", () => {
       expect(r.json!.samples).toBe(SAMPLES);
       expect(r.json!.workersSeen).toBe(2);
       expect(r.json!.sharedMemoryWorkers).toBe(2);
+      // Both workers' results, every step (two ranges a step, each in a file).
+      expect(r.json!.sharedMemoryResults).toBeGreaterThanOrEqual(r.json!.steps as number);
       // The session's directory (weights, result files, proof) went with the session.
       expect(readdirSync(shm)).toEqual([]);
       // The run's data is deleted. What may remain is bookkeeping of the

@@ -28,8 +28,12 @@ class FakeLink implements StepLink {
   late = false;
   leaving = false;
   unsent = 0;
+  viaMemory = false;
+  resultsRead = 0;
   /** [lo, hi) of each STEP frame sent, in order. */
   readonly sent: [number, number][] = [];
+  /** Each STEP frame's pieces, as sent. */
+  readonly frames: Buffer[][] = [];
   closedWith?: string;
 
   constructor(readonly workerId: string) {}
@@ -37,6 +41,7 @@ class FakeLink implements StepLink {
   sendAll(pieces: Buffer[]): boolean {
     if (this.closed) return false;
     this.sent.push([pieces[0].readUInt32LE(17), pieces[0].readUInt32LE(21)]);
+    this.frames.push(pieces);
     return true;
   }
 
@@ -295,6 +300,47 @@ describe("StepDispatch", () => {
     step.arm();
     expect(done.err).toBeUndefined();
     expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+describe("StepDispatch and shared memory", () => {
+  it("sends a worker on the coordinator's host the header alone, with how many of its result files were read", () => {
+    const pool = new WorkerPool<FakeLink>();
+    const [local, remote] = links("local", "remote");
+    local.viaMemory = true;
+    local.resultsRead = 5;
+    for (const l of [local, remote]) pool.add(l);
+    const { ctx } = context(pool);
+    const published: number[] = [];
+    ctx.publishWeights = (version) => {
+      published.push(version);
+      return true;
+    };
+    const step = new StepDispatch(request(3, 4), [local, remote], Buffer.alloc(P * 4), ctx);
+    step.start(
+      () => {},
+      () => {},
+    );
+    step.end();
+    // The weights are put in place for the version; the local worker's frame is the header alone.
+    expect(published).toEqual([3]);
+    const [head] = local.frames[0];
+    expect(local.frames[0]).toHaveLength(1);
+    expect(head.readUInt32LE(25)).toBe(1);
+    expect(head.readUInt32LE(29)).toBe(5);
+    // The other gets the weights in the frame.
+    expect(remote.frames[0]).toHaveLength(2);
+    expect(remote.frames[0][0].readUInt32LE(25)).toBe(0);
+    // Weights that cannot be put in place go in every frame.
+    ctx.publishWeights = () => false;
+    const again = new StepDispatch(request(4, 4), [local], Buffer.alloc(P * 4), ctx);
+    again.start(
+      () => {},
+      () => {},
+    );
+    again.end();
+    expect(local.frames[1]).toHaveLength(2);
+    expect(local.frames[1][0].readUInt32LE(25)).toBe(0);
   });
 });
 

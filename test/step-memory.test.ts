@@ -261,9 +261,29 @@ describe("who may use it", () => {
     const srv = await serve(mem);
     try {
       const s = await srv.hello({ proof: mem.proof, id: "00112233aabbccdd" });
-      s.write(encodeResultFile({ seq: 3, bytes: 64 }));
+      s.write(encodeResultFile({ seq: 0, bytes: 64 }));
       await waitUntil(() => srv.seen.left.length > 0);
-      expect(srv.seen.left[0]).toContain(resultFile(mem.dir, "00112233aabbccdd", 3));
+      expect(srv.seen.left[0]).toContain(resultFile(mem.dir, "00112233aabbccdd", 0));
+    } finally {
+      await srv.close();
+      mem.close();
+    }
+  });
+
+  it("drops a worker that names a result out of turn (its word on which files are free cannot be taken)", async () => {
+    const mem = SessionMemory.open(base, SESSION, logLines().log)!;
+    const srv = await serve(mem);
+    try {
+      const seat = SeatMemory.tryOpen(mem.dir)!;
+      const s = await srv.hello({ proof: mem.proof, id: seat.id });
+      seat.writeResult(Buffer.alloc(16));
+      seat.writeResult(Buffer.alloc(16));
+      s.write(encodeResultFile({ seq: 1, bytes: 16 }));
+      await waitUntil(() => srv.seen.left.length > 0);
+      expect(srv.seen.left[0]).toBe("result-file frame names result 1, the worker's next is 0");
+      // Its files go with it.
+      expect(readdirSync(mem.dir).filter((f) => f.startsWith("r-"))).toEqual([]);
+      seat.close();
     } finally {
       await srv.close();
       mem.close();

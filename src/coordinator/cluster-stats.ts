@@ -11,6 +11,8 @@ export class ClusterStats {
   readonly workersSeen = new Set<string>();
   /** Distinct worker ids that joined taking the weights and leaving results in shared memory (`--shm-dir`). */
   readonly sharedMemoryWorkers = new Set<string>();
+  /** Results read from workers' result files in shared memory (the others came in frames). */
+  sharedMemoryResults = 0;
   /** Results dropped because their range of the step already had one (a late copy). */
   duplicateResults = 0;
   /** Results dropped because they were for an old weights version. */

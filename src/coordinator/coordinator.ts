@@ -127,6 +127,7 @@ export async function runCoordinator(r: CoordinatorRun): Promise<CoordinatorOutc
       runId: o.runId,
       workersSeen: stats.workersSeen.size,
       sharedMemoryWorkers: stats.sharedMemoryWorkers.size,
+      sharedMemoryResults: stats.sharedMemoryResults,
       duplicateResults: stats.duplicateResults,
       staleResults: stats.staleResults,
       rejectedResults: stats.rejectedResults,

@@ -134,7 +134,10 @@ export class DirectExecutor implements GradientExecutor {
         onJoin: (l) => this.joined(l),
         onLeave: (l, why) => this.left(l, why),
         onLeaving: (l) => this.pool.releaseIfIdle(l, this.step?.round),
-        onResult: (l, body) => this.result(l, body),
+        onResult: (l, body, fromFile) => {
+          if (fromFile) this.stats.sharedMemoryResults++;
+          this.result(l, body);
+        },
         onRefusal: (w, reason, message) => this.refusals.refused(w, reason, message),
       },
       o.log,

@@ -54,7 +54,13 @@ export class SessionMemory {
     readonly proof: string,
     private readonly log: Logger,
   ) {
-    this.weightsFds = [0, 1].map((v) => openSync(weightsFile(dir, v), "w", 0o600));
+    this.weightsFds = [];
+    try {
+      for (const v of [0, 1]) this.weightsFds.push(openSync(weightsFile(dir, v), "w", 0o600));
+    } catch (e) {
+      for (const fd of this.weightsFds) closeSync(fd);
+      throw e;
+    }
   }
 
   /**
@@ -132,10 +138,11 @@ export class SessionMemory {
     return this.body.subarray(0, bytes);
   }
 
-  /** Closes the result files of worker `id` (it left). */
+  /** Closes and removes the result files of worker `id` (it left: a worker that comes back has a new id). */
   forget(id: string): void {
     for (const fd of this.resultFds.get(id) ?? []) if (fd !== undefined) closeSync(fd);
     this.resultFds.delete(id);
+    for (let slot = 0; slot < RESULT_SLOTS; slot++) rmSync(resultFile(this.dir, id, slot), { force: true });
   }
 
   /** Closes every file and removes the directory (the session is over). */

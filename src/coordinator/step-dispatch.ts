@@ -170,6 +170,7 @@ export class StepDispatch<L extends StepLink> {
     const header = encodeStepHeader(
       { version, epoch, step, lo: u.lo, hi: u.hi, inMemory },
       this.ctx.paramCount,
+      to.resultsRead ?? 0,
     );
     to.sendAll(inMemory ? [header] : [header, this.weights]);
   }

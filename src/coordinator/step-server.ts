@@ -81,8 +81,8 @@ export interface StepServerEvents {
   onLeave(link: WorkerLink, why: string): void;
   /** A worker said it is leaving (its work in hand still comes back). */
   onLeaving(link: WorkerLink): void;
-  /** A RESULT frame's body (valid until the callback returns). */
-  onResult(link: WorkerLink, body: Buffer): void;
+  /** A RESULT body (valid until the callback returns), from a frame or (`fromFile`) a result file in shared memory. */
+  onResult(link: WorkerLink, body: Buffer, fromFile: boolean): void;
   /** A worker said it cannot serve this session, and why. */
   onRefusal(workerId: string, reason: string, message: string): void;
 }
@@ -150,8 +150,9 @@ export class StepServer {
           }
           return;
         }
-        if (type === FrameType.result) this.events.onResult(link, body);
-        else if (type === FrameType.resultFile) this.events.onResult(link, this.resultFromMemory(link, body));
+        if (type === FrameType.result) this.events.onResult(link, body, false);
+        else if (type === FrameType.resultFile)
+          this.events.onResult(link, this.resultFromMemory(link, body), true);
         else if (type === FrameType.bye) {
           link.leaving = true;
           this.events.onLeaving(link);
@@ -213,8 +214,14 @@ export class StepServer {
     if (!this.memory || !link.memoryId)
       throw new Error("result-file frame from a worker that did not prove shared memory");
     const ref = decodeResultFile(body);
+    // A worker numbers its result files one after another and TCP keeps their
+    // order: any other number is a broken or hostile peer, whose word on
+    // which files are free cannot be taken.
+    if (ref.seq !== link.resultsRead) {
+      throw new Error(`result-file frame names result ${ref.seq}, the worker's next is ${link.resultsRead}`);
+    }
     const result = this.memory.takeResult(link.memoryId, ref.seq, ref.bytes, this.session.maxFrameBytes);
-    link.resultsRead = Math.max(link.resultsRead, ref.seq + 1);
+    link.resultsRead++;
     return result;
   }
 }

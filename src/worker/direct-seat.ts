@@ -293,10 +293,13 @@ function leaveInMemory(memory: SeatMemory | undefined, frame: Buffer, log: Logge
     const seq = memory.writeResult(body);
     return seq === undefined ? undefined : encodeResultFile({ seq, bytes: body.length });
   } catch (e) {
-    log.warn(
-      { err: (e as Error).message },
-      "cannot leave a result in shared memory; sending it over the data port",
-    );
+    if (!memory.failedOnce) {
+      memory.failedOnce = true;
+      log.warn(
+        { err: (e as Error).message },
+        "cannot leave a result in shared memory; sending it (and any other that does not fit) over the data port",
+      );
+    }
     return undefined;
   }
 }

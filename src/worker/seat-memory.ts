@@ -26,6 +26,8 @@ export class SeatMemory {
   private readonly weightsFds: (number | undefined)[] = [];
   private readonly resultFds: (number | undefined)[] = [];
   private readonly stamp = Buffer.alloc(WEIGHTS_STAMP_BYTES);
+  /** Writing a result failed once (and was said in the log). */
+  failedOnce = false;
 
   private constructor(
     private readonly dir: string,
