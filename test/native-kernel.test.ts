@@ -1,4 +1,6 @@
 import { spawnSync } from "node:child_process";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { Dataset } from "../src/core/dataset.js";
 import { makeKernel } from "../src/core/kernel.js";
@@ -248,5 +250,32 @@ describe.skipIf(nativeKernelUnavailable())("native kernel", () => {
     it('makeKernel("native") is this kernel', () => {
       expect(makeKernel("native", spec)).toBeInstanceOf(NativeKernel);
     });
+  });
+});
+
+describe.skipIf(nativeKernelUnavailable())("the addon's own checks (below NativeKernel's)", () => {
+  it("refuses a handle of the wrong kind and buffers of the wrong size, naming them", () => {
+    const file = fileURLToPath(new URL("../dist/native/gradfleet-kernel.node", import.meta.url));
+    const addon = createRequire(import.meta.url)(file);
+    const net = addon.createNet(Int32Array.from([4, 3, 2]), 0, 0, 0);
+    const data = addon.createData(new Uint8Array(8).fill(9), 2, 4);
+    const P = layoutOf([4, 3, 2]).size;
+    const labels = new Uint8Array(2);
+    const idx = Uint32Array.from([0, 1]);
+    const f = (n: number) => new Float32Array(n);
+    expect(() => addon.gradSum(data, net, labels, f(P), idx, 0, 2, f(P))).toThrow(
+      /expected a network handle/,
+    );
+    expect(() => addon.gradSum(net, net, labels, f(P), idx, 0, 2, f(P))).toThrow(/expected a dataset handle/);
+    expect(() => addon.gradSum(net, data, labels, f(P - 1), idx, 0, 2, f(P))).toThrow(
+      `gradSum: ${P - 1} parameters and a gradient of ${P} values, the model has ${P}`,
+    );
+    expect(() => addon.gradSum(net, data, labels, f(P), idx, 0, 2, f(P + 4))).toThrow(/the model has/);
+    expect(() => addon.evaluate(net, data, labels, f(P + 1))).toThrow(
+      `evaluate: ${P + 1} parameters, the model has ${P}`,
+    );
+    expect(() => addon.evaluate(data, data, labels, f(P))).toThrow(/expected a network handle/);
+    // The right sizes compute.
+    expect(typeof addon.gradSum(net, data, labels, f(P), idx, 0, 2, f(P))).toBe("number");
   });
 });

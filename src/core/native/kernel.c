@@ -40,6 +40,7 @@
  * the shard total is float64, rounded to float32 once. The cost is summed
  * in float64 from the float32 outputs.
  */
+#define NAPI_VERSION 8 /* napi_type_tag_object: Node >= 14.17 */
 #include <node_api.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -800,6 +801,32 @@ static int typed(napi_env env, napi_value v, napi_typedarray_type want, void **d
   return 1;
 }
 
+/* The handles' type tags: a network's handle passed where a dataset's is
+ * expected (or any other external) is refused instead of read as the wrong
+ * struct. */
+static const napi_type_tag NET_TAG = {0x6772616466666c65ULL, 0x6e65742d68616e64ULL};
+static const napi_type_tag DATA_TAG = {0x6772616466666c65ULL, 0x646174612d68616eULL};
+
+/* The external of `v` if it carries `tag`, else NULL (an exception is then pending). */
+static void *tagged(napi_env env, napi_value v, const napi_type_tag *tag, const char *what) {
+  bool ok = false;
+  void *p = NULL;
+  if (napi_check_object_type_tag(env, v, tag, &ok) != napi_ok || !ok || napi_get_value_external(env, v, &p) != napi_ok) {
+    char m[128];
+    snprintf(m, sizeof m, "native kernel: expected a %s handle", what);
+    napi_throw_type_error(env, NULL, m);
+    return NULL;
+  }
+  return p;
+}
+
+/* Parameters of the network: its layout's size (weights and biases of every layer). */
+static size_t net_params(const Net *k) {
+  size_t n = 0;
+  for (int l = 0; l < k->L; l++) n += (size_t)k->layer[l].nIn * k->layer[l].nOut + k->layer[l].nOut;
+  return n;
+}
+
 /* createNet(sizes: Int32Array, relu, softmax, crossEntropy) -> handle */
 static napi_value js_create_net(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -815,6 +842,7 @@ static napi_value js_create_net(napi_env env, napi_callback_info info) {
   if (!k) FAIL("native kernel: out of memory for the network's buffers");
   napi_value h;
   CHECK(napi_create_external(env, k, finalize_net, NULL, &h));
+  CHECK(napi_type_tag_object(env, h, &NET_TAG));
   return h;
 }
 
@@ -833,6 +861,7 @@ static napi_value js_create_data(napi_env env, napi_callback_info info) {
   if (!d) FAIL("native kernel: out of memory for the dataset's sparse lists");
   napi_value h;
   CHECK(napi_create_external(env, d, finalize_sparse, NULL, &h));
+  CHECK(napi_type_tag_object(env, h, &DATA_TAG));
   return h;
 }
 
@@ -842,13 +871,16 @@ static napi_value js_grad_sum(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 8) FAIL("gradSum: expected 8 arguments");
-  Net *k; Sparse *d;
-  CHECK(napi_get_value_external(env, argv[0], (void **)&k));
-  CHECK(napi_get_value_external(env, argv[1], (void **)&d));
+  Net *k = tagged(env, argv[0], &NET_TAG, "network");
+  if (!k) return NULL;
+  Sparse *d = tagged(env, argv[1], &DATA_TAG, "dataset");
+  if (!d) return NULL;
   void *labels, *params, *idx, *grad; size_t nl, np, ni, ng;
   if (!typed(env, argv[2], napi_uint8_array, &labels, &nl) || !typed(env, argv[3], napi_float32_array, &params, &np) ||
       !typed(env, argv[4], napi_uint32_array, &idx, &ni) || !typed(env, argv[7], napi_float32_array, &grad, &ng))
     FAIL("gradSum: expected (net, data, Uint8Array, Float32Array, Uint32Array, from, to, Float32Array)");
+  if (np != net_params(k) || ng != net_params(k))
+    FAIL("gradSum: %zu parameters and a gradient of %zu values, the model has %zu", np, ng, net_params(k));
   int64_t from, to;
   CHECK(napi_get_value_int64(env, argv[5], &from));
   CHECK(napi_get_value_int64(env, argv[6], &to));
@@ -871,12 +903,14 @@ static napi_value js_evaluate(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 4) FAIL("evaluate: expected 4 arguments");
-  Net *k; Sparse *d;
-  CHECK(napi_get_value_external(env, argv[0], (void **)&k));
-  CHECK(napi_get_value_external(env, argv[1], (void **)&d));
+  Net *k = tagged(env, argv[0], &NET_TAG, "network");
+  if (!k) return NULL;
+  Sparse *d = tagged(env, argv[1], &DATA_TAG, "dataset");
+  if (!d) return NULL;
   void *labels, *params; size_t nl, np;
   if (!typed(env, argv[2], napi_uint8_array, &labels, &nl) || !typed(env, argv[3], napi_float32_array, &params, &np))
     FAIL("evaluate: expected (net, data, Uint8Array, Float32Array)");
+  if (np != net_params(k)) FAIL("evaluate: %zu parameters, the model has %zu", np, net_params(k));
   if ((int64_t)nl < d->n) FAIL("evaluate: %zu labels for %lld examples", nl, (long long)d->n);
   double correct, cost;
   evaluate(k, d, params, labels, &correct, &cost);
