@@ -97,6 +97,10 @@ write_env() {
     shift 2
   done
   printf 'GRADFLEET_JSON=true\nGRADFLEET_STEP_TIMEOUT=10\n' >>"$file"
+  # The first step waits for all three workers: "every worker delivered
+  # shards" must not depend on how fast each container loads MNIST (a short
+  # run can end before a slow one joins).
+  printf 'GRADFLEET_MIN_WORKERS=3\n' >>"$file"
 }
 write_env "$work/run.env" "${RUN_SMALL[@]}"
 
