@@ -5,40 +5,12 @@ import { FastKernel } from "../src/core/fast-kernel.js";
 import { makeKernel } from "../src/core/kernel.js";
 import { CHUNK, Network } from "../src/core/network.js";
 import { allocatePixels, pixelHomeOf, WORKSPACE_ROOM } from "../src/core/pixel-memory.js";
-import { Rng } from "../src/core/prng.js";
 import { referenceCost, referenceGradient } from "../src/core/reference.js";
 import { layoutOf, type ModelSpec } from "../src/core/spec.js";
 import { assembleWat } from "../src/core/wasm/assemble.js";
 import { KERNEL_WASM_BASE64 } from "../src/core/wasm/kernel-bytes.js";
 import { instantiateKernel } from "../src/core/wasm/module.js";
-
-/** Random bytes, 4 in 5 of them zero (MNIST is ~81% zeros), labels in [0, classes). */
-function sparseData(pixels: number, n: number, classes: number, seed: number): Dataset {
-  const rng = new Rng(seed, 7);
-  const images = new Uint8Array(n * pixels);
-  for (let i = 0; i < images.length; i++) images[i] = rng.nextInt(5) === 0 ? 1 + rng.nextInt(255) : 0;
-  const labels = new Uint8Array(n);
-  for (let i = 0; i < n; i++) labels[i] = rng.nextInt(classes);
-  return { n, pixels, rows: 1, cols: pixels, images, labels };
-}
-
-/** Parameters large enough that units leave the linear region and ReLUs switch off. */
-function randomParams(spec: ModelSpec, seed: number): Float32Array {
-  const rng = new Rng(seed);
-  const params = new Float32Array(layoutOf(spec.layers).size);
-  const scale = Math.sqrt(8 / spec.layers[0]);
-  for (let i = 0; i < params.length; i++) params[i] = rng.nextNormal() * scale;
-  return params;
-}
-
-/** A shuffled order of n examples. */
-function shuffled(n: number): Uint32Array {
-  const idx = new Uint32Array(n);
-  for (let i = 0; i < n; i++) idx[i] = (i * 7) % n;
-  return idx;
-}
-
-const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("hex");
+import { bits, combosOf, randomParams, shuffled, sparseData } from "./helpers/kernel-data.js";
 
 const SHAPES = [
   [7, 5, 3],
@@ -53,15 +25,7 @@ const SHAPES = [
   // scan's one-at-a-time tail once read a count's address as the pixel.
   [100, 40, 10],
 ];
-const combos: ModelSpec[] = [];
-for (const layers of SHAPES) {
-  for (const hidden of ["sigmoid", "relu"] as const) {
-    for (const output of ["sigmoid", "softmax"] as const) {
-      for (const cost of ["quadratic", "cross-entropy"] as const)
-        combos.push({ layers, hidden, output, cost });
-    }
-  }
-}
+const combos = combosOf(SHAPES);
 
 describe.each(combos)("fast kernel, $layers $hidden/$output/$cost", (spec) => {
   const n = 300;

@@ -122,19 +122,20 @@ export class SessionMemory {
    * read or is shorter than `bytes`.
    */
   takeResult(id: string, seq: number, bytes: number, maxBytes: number): Buffer {
-    const path = resultFile(this.dir, id, seq);
+    // The path is only needed to open the file once, and to name it in an error.
+    const path = () => resultFile(this.dir, id, seq);
     if (bytes > maxBytes)
-      throw new Error(`result file ${path} is said to hold ${bytes} bytes, more than ${maxBytes}`);
+      throw new Error(`result file ${path()} is said to hold ${bytes} bytes, more than ${maxBytes}`);
     let fds = this.resultFds.get(id);
     if (!fds) {
       fds = [];
       this.resultFds.set(id, fds);
     }
     const slot = seq % RESULT_SLOTS;
-    fds[slot] ??= openSync(path, "r");
+    fds[slot] ??= openSync(path(), "r");
     if (this.body.length < bytes) this.body = Buffer.allocUnsafeSlow(Math.max(bytes, 1024));
     const got = readSync(fds[slot], this.body, 0, bytes, 0);
-    if (got !== bytes) throw new Error(`result file ${path} has ${got} bytes, its frame says ${bytes}`);
+    if (got !== bytes) throw new Error(`result file ${path()} has ${got} bytes, its frame says ${bytes}`);
     return this.body.subarray(0, bytes);
   }
 

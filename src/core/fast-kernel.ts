@@ -60,6 +60,7 @@ import { FastInstance } from "./fast-instance.js";
 import { backward, exampleCost, forward, outputDelta } from "./fast-passes.js";
 import { loadParams, storeGrad, Workspace } from "./fast-workspace.js";
 import type { Kernel } from "./kernel.js";
+import { checkGradSum, checkShapes } from "./kernel-checks.js";
 import { CHUNK, type Evaluation, type ShardTotals } from "./network.js";
 import { type Layout, layoutOf, type ModelSpec, validateSpec } from "./spec.js";
 
@@ -107,13 +108,7 @@ export class FastKernel implements Kernel {
     to: number,
     grad: Float32Array,
   ): ShardTotals {
-    this.checkShapes(params, data);
-    if (grad.length !== this.layout.size) {
-      throw new Error(`gradient buffer has ${grad.length} values, the model needs ${this.layout.size}`);
-    }
-    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= idx.length)) {
-      throw new Error(`shard range [${from}, ${to}) is not inside the ${idx.length} indices`);
-    }
+    checkGradSum(this.layout, this.spec, params, data, idx, from, to, grad);
     const ws = this.ws;
     const instance = this.instance;
     const resident = instance.makeResident(data);
@@ -149,7 +144,7 @@ export class FastKernel implements Kernel {
 
   /** Accuracy and mean cost of `params` on a whole dataset. */
   evaluate(params: Float32Array, data: Dataset): Evaluation {
-    this.checkShapes(params, data);
+    checkShapes(this.layout, this.spec, params, data);
     const ws = this.ws;
     const instance = this.instance;
     instance.claimWorkspace();
@@ -176,21 +171,5 @@ export class FastKernel implements Kernel {
       }
     }
     return { accuracy: data.n ? correct / data.n : 0, cost: data.n ? cost / data.n : 0, correct, n: data.n };
-  }
-
-  private checkShapes(params: Float32Array, data: Dataset): void {
-    if (params.length !== this.layout.size) {
-      throw new Error(`parameter buffer has ${params.length} values, the model needs ${this.layout.size}`);
-    }
-    if (data.pixels !== this.spec.layers[0]) {
-      throw new Error(
-        `the data has ${data.pixels} pixels per example, the first layer has ${this.spec.layers[0]}`,
-      );
-    }
-    if (data.images.length < data.n * data.pixels || data.labels.length < data.n) {
-      throw new Error(
-        `the dataset holds ${data.images.length} pixel bytes and ${data.labels.length} labels, too few for ${data.n} examples of ${data.pixels} pixels`,
-      );
-    }
   }
 }

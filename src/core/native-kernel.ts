@@ -21,6 +21,7 @@ import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import type { Dataset } from "./dataset.js";
 import type { Kernel } from "./kernel.js";
+import { checkGradSum, checkShapes } from "./kernel-checks.js";
 import type { Evaluation, ShardTotals } from "./network.js";
 import { type Layout, layoutOf, type ModelSpec, validateSpec } from "./spec.js";
 
@@ -56,13 +57,19 @@ function addonPaths(): string[] {
 
 let loaded: { addon?: Addon; why?: string } | undefined;
 
-/** Loads the addon once; remembers why it could not be loaded. */
+/**
+ * Loads the addon once (from GRADFLEET_NATIVE_ADDON when set: an addon built
+ * elsewhere for this machine); remembers why it could not be loaded.
+ */
 function load(): { addon?: Addon; why?: string } {
   if (loaded) return loaded;
-  const file = addonPaths().find((p) => existsSync(p));
+  const chosen = process.env.GRADFLEET_NATIVE_ADDON;
+  const file = chosen ? (existsSync(chosen) ? chosen : undefined) : addonPaths().find((p) => existsSync(p));
   if (!file) {
     loaded = {
-      why: "not built (no dist/native/gradfleet-kernel.node: npm run build compiles it where a C compiler (cc) and node's headers exist)",
+      why: chosen
+        ? `GRADFLEET_NATIVE_ADDON names ${chosen}, which does not exist`
+        : "not built (no dist/native/gradfleet-kernel.node: npm run build compiles it where a C compiler (cc) and node's headers exist)",
     };
     return loaded;
   }
@@ -143,13 +150,7 @@ export class NativeKernel implements Kernel {
     to: number,
     grad: Float32Array,
   ): ShardTotals {
-    this.checkShapes(params, data);
-    if (grad.length !== this.layout.size) {
-      throw new Error(`gradient buffer has ${grad.length} values, the model needs ${this.layout.size}`);
-    }
-    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= idx.length)) {
-      throw new Error(`shard range [${from}, ${to}) is not inside the ${idx.length} indices`);
-    }
+    checkGradSum(this.layout, this.spec, params, data, idx, from, to, grad);
     // The addon checks every index against data.n before it computes.
     const cost = this.addon.gradSum(
       this.net,
@@ -171,24 +172,8 @@ export class NativeKernel implements Kernel {
 
   /** Accuracy and mean cost of `params` on a whole dataset. */
   evaluate(params: Float32Array, data: Dataset): Evaluation {
-    this.checkShapes(params, data);
+    checkShapes(this.layout, this.spec, params, data);
     const [correct, cost] = this.addon.evaluate(this.net, sparseOf(this.addon, data), data.labels, params);
     return { accuracy: data.n ? correct / data.n : 0, cost: data.n ? cost / data.n : 0, correct, n: data.n };
-  }
-
-  private checkShapes(params: Float32Array, data: Dataset): void {
-    if (params.length !== this.layout.size) {
-      throw new Error(`parameter buffer has ${params.length} values, the model needs ${this.layout.size}`);
-    }
-    if (data.pixels !== this.spec.layers[0]) {
-      throw new Error(
-        `the data has ${data.pixels} pixels per example, the first layer has ${this.spec.layers[0]}`,
-      );
-    }
-    if (data.images.length < data.n * data.pixels || data.labels.length < data.n) {
-      throw new Error(
-        `the dataset holds ${data.images.length} pixel bytes and ${data.labels.length} labels, too few for ${data.n} examples of ${data.pixels} pixels`,
-      );
-    }
   }
 }
