@@ -28,8 +28,10 @@ import {
   proofFile,
   RESULT_SLOTS,
   resultFile,
+  WEIGHTS_FILES,
   WEIGHTS_STAMP_BYTES,
   weightsFile,
+  weightsSlot,
 } from "../shared/step-memory.js";
 
 /** A session's shared-memory directory, owned by its coordinator. */
@@ -56,7 +58,7 @@ export class SessionMemory {
   ) {
     this.weightsFds = [];
     try {
-      for (const v of [0, 1]) this.weightsFds.push(openSync(weightsFile(dir, v), "w", 0o600));
+      for (let v = 0; v < WEIGHTS_FILES; v++) this.weightsFds.push(openSync(weightsFile(dir, v), "w", 0o600));
     } catch (e) {
       for (const fd of this.weightsFds) closeSync(fd);
       throw e;
@@ -101,7 +103,7 @@ export class SessionMemory {
     try {
       this.stamp.writeUInt32LE(version, 0);
       const bytes = WEIGHTS_STAMP_BYTES + weights.length;
-      const n = writevSync(this.weightsFds[version % 2], [this.stamp, weights], 0);
+      const n = writevSync(this.weightsFds[weightsSlot(version)], [this.stamp, weights], 0);
       if (n !== bytes) throw new Error(`wrote ${n} of ${bytes} bytes`);
     } catch (e) {
       this.failed = true;

@@ -45,6 +45,14 @@ export const MEMORY_ID = /^[0-9a-f]{16}$/;
 /** Bytes before the weights in a weights file: the version's stamp. */
 export const WEIGHTS_STAMP_BYTES = 8;
 
+/** Weights files, used in turn by version (see the header: a file is rewritten only once its step is over). */
+export const WEIGHTS_FILES = 2;
+
+/** The weights file (0 or 1) of `version`. */
+export function weightsSlot(version: number): number {
+  return version % WEIGHTS_FILES;
+}
+
 /** Result files per worker, used in turn. */
 export const RESULT_SLOTS = 2;
 
@@ -60,7 +68,7 @@ export function memoryDirName(host: string, pid: number, session: string): strin
 
 /** The host (as {@link hostPart} has it) and pid a directory name of {@link memoryDirName} holds, or undefined for another name. */
 export function parseMemoryDirName(name: string): { host: string; pid: number } | undefined {
-  const m = /^gradfleet-(.+)-(\d+)-[0-9a-f]{16}$/.exec(name);
+  const m = new RegExp(`^${MEMORY_DIR_PREFIX}(.+)-(\\d+)-[0-9a-f]{16}$`).exec(name);
   return m ? { host: m[1], pid: Number(m[2]) } : undefined;
 }
 
@@ -71,7 +79,7 @@ export function proofFile(dir: string): string {
 
 /** The file `version`'s weights are written to. */
 export function weightsFile(dir: string, version: number): string {
-  return join(dir, `w-${version % 2}`);
+  return join(dir, `w-${weightsSlot(version)}`);
 }
 
 /** The file of the `seq`-th result of the worker whose id is `id` (see {@link MEMORY_ID}). */

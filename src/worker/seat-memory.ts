@@ -13,6 +13,7 @@ import {
   resultFile,
   WEIGHTS_STAMP_BYTES,
   weightsFile,
+  weightsSlot,
 } from "../shared/step-memory.js";
 
 /** A seat's use of the session's shared memory. */
@@ -52,7 +53,7 @@ export class SeatMemory {
    * be read or is too short.
    */
   readWeights(version: number, into: Float32Array): boolean {
-    const slot = version % 2;
+    const slot = weightsSlot(version);
     const path = weightsFile(this.dir, version);
     this.weightsFds[slot] ??= openSync(path, "r");
     const bytes = new Uint8Array(into.buffer, into.byteOffset, into.byteLength);
