@@ -21,9 +21,10 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { defaultDataDir, loadDataset } from "../src/core/data/index.js";
 import type { DataBundle } from "../src/core/dataset.js";
+import { FAST_KERNEL_ENV } from "../src/core/kernel.js";
 import { LocalExecutor } from "../src/core/local-executor.js";
 import { nativeKernelUnavailable } from "../src/core/native-kernel.js";
-import type { KernelName, RunConfig } from "../src/core/run-config.js";
+import type { RunConfig } from "../src/core/run-config.js";
 import { runTraining } from "../src/core/trainer.js";
 import { packageRoot } from "../src/shared/package-root.js";
 import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
@@ -240,9 +241,13 @@ function tableRow(c: Cell, clock: "wall" | "cpu"): string[] {
   ];
 }
 
-/** Samples/s of the real trainer with one kernel, per repetition. */
+/**
+ * Samples/s of the real trainer with one kernel, per repetition: `fast`
+ * here is its WebAssembly implementation, `native` its C one (the same
+ * bits; GRADFLEET_FAST_KERNEL picks, as it does for any process).
+ */
 async function trainerRates(
-  kernel: KernelName,
+  kernel: "ref" | "fast" | "native",
   layers: number[],
   batch: number,
   full: DataBundle,
@@ -255,8 +260,9 @@ async function trainerRates(
     batch,
     shards: 1,
     seed: 1,
-    kernel,
+    kernel: kernel === "ref" ? "ref" : "fast",
   });
+  process.env[FAST_KERNEL_ENV] = kernel === "native" ? "native" : "wasm";
   // A calibration epoch warms up and gives the rate; then one discarded epoch and `reps` measured ones.
   const maxSteps = Math.floor(full.train.n / batch);
   const calSteps = clamp(Math.ceil(plan.calSamples / batch), 2, maxSteps);

@@ -5,8 +5,10 @@
  *
  * Cases: global batch 1024 and 4096 for 784-16-16-10 and 4096 for
  * 784-128-64-10; sigmoid + quadratic, SGD, `--shards 4`, all of MNIST;
- * gradfleet with the default kernel (fast) and, where it is built, the
- * native one (`--kernel native`), each against the same DDP runs.
+ * gradfleet's fast kernel by each of its implementations (the same bits):
+ * WebAssembly (`--kernel wasm`) and, where it is built, the native addon
+ * (`--kernel native`, what the default `--kernel fast` runs there), each
+ * against the same DDP runs.
  * PyTorch runs bench/torch/torch_ddp.py (gloo, one thread a process, the
  * same model, rank r training on its half of each global batch).
  *
@@ -44,8 +46,8 @@ interface Plan {
 const FULL: Plan = { reps: 3, seconds: 4 };
 const QUICK: Plan = { reps: 1, seconds: 1 };
 
-/** The kernels gradfleet runs with: the default, and the native one where it is built. */
-type Kernel = "fast" | "native";
+/** The implementations gradfleet runs with: WebAssembly, and the native addon where it is built. */
+type Kernel = "wasm" | "native";
 
 /** Every side's samples/s, run by run. */
 interface CaseResult {
@@ -71,7 +73,7 @@ export const ddpSection: Section = {
     const say = (line: string) => out.progress(`ddp: ${line}`);
     const nativeProblem = nativeKernelUnavailable();
     if (nativeProblem) say(`--kernel native rows skipped: ${nativeProblem}`);
-    const kernels: Kernel[] = nativeProblem ? ["fast"] : ["fast", "native"];
+    const kernels: Kernel[] = nativeProblem ? ["wasm"] : ["wasm", "native"];
     const redis = await startBenchRedis();
     const t0 = performance.now();
     const results: CaseResult[] = [];

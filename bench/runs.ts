@@ -27,8 +27,8 @@ export interface Model {
   trainLimit?: number;
   /** --test-limit: each epoch ends with an evaluation that is not part of any step; keep it small. */
   testLimit: number;
-  /** --kernel (default fast). */
-  kernel?: "fast" | "native";
+  /** --kernel (default fast: the native addon where built, else WebAssembly). */
+  kernel?: "fast" | "native" | "wasm";
 }
 
 /** `gradfleet coordinator` for run `runId` of model `m` on `redisUrl`: no metrics, warnings only, JSON results. */

@@ -183,9 +183,17 @@ describe("fast kernel determinism and bookkeeping", () => {
     expect(() => kernel.evaluate(params, short)).toThrow(/too few for 601 examples/);
   });
 
-  it('makeKernel("fast") is this kernel and makeKernel("ref") the reference', () => {
-    expect(makeKernel("fast", spec)).toBeInstanceOf(FastKernel);
-    expect(makeKernel("ref", spec)).toBeInstanceOf(Network);
+  it('makeKernel("fast") is this kernel with GRADFLEET_FAST_KERNEL=wasm, and makeKernel("ref") the reference', () => {
+    // Without the variable, "fast" is the native addon where it is built (native-kernel.test.ts).
+    const before = process.env.GRADFLEET_FAST_KERNEL;
+    process.env.GRADFLEET_FAST_KERNEL = "wasm";
+    try {
+      expect(makeKernel("fast", spec)).toBeInstanceOf(FastKernel);
+      expect(makeKernel("ref", spec)).toBeInstanceOf(Network);
+    } finally {
+      if (before === undefined) delete process.env.GRADFLEET_FAST_KERNEL;
+      else process.env.GRADFLEET_FAST_KERNEL = before;
+    }
   });
 });
 

@@ -58,7 +58,7 @@ describe("build-native.mjs", () => {
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).toBe("");
       const addon = createRequire(import.meta.url)(out) as Record<string, unknown>;
-      for (const name of ["createNet", "createData", "gradSum", "evaluate"])
+      for (const name of ["createNet", "createData", "begin", "forward", "backward", "finish"])
         expect(typeof addon[name]).toBe("function");
     },
     60_000,

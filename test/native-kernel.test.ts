@@ -2,7 +2,8 @@ import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { makeKernel } from "../src/core/kernel.js";
+import { FastKernel } from "../src/core/fast-kernel.js";
+import { fastImplementation, makeKernel } from "../src/core/kernel.js";
 import { NativeKernel, nativeKernelUnavailable } from "../src/core/native-kernel.js";
 import { CHUNK, Network } from "../src/core/network.js";
 import { referenceCost, referenceGradient } from "../src/core/reference.js";
@@ -44,9 +45,21 @@ describe("native kernel availability", () => {
 
   // Runs only where the addon is missing; where it is built, native-cluster.test.ts
   // checks the same message with GRADFLEET_NATIVE_ADDON naming no file.
-  it.skipIf(!nativeKernelUnavailable())('makeKernel("native") says why it is not available here', () => {
-    const spec: ModelSpec = { layers: [4, 2], hidden: "relu", output: "softmax", cost: "cross-entropy" };
-    expect(() => makeKernel("native", spec)).toThrow(/--kernel native is not available on this machine: /);
+  it.skipIf(!nativeKernelUnavailable())(
+    "GRADFLEET_FAST_KERNEL=native says why it is not available here",
+    () => {
+      expect(() => fastImplementation({ GRADFLEET_FAST_KERNEL: "native" })).toThrow(
+        /GRADFLEET_FAST_KERNEL=native: the native kernel is not available here: /,
+      );
+      expect(fastImplementation({})).toBe("wasm");
+    },
+  );
+
+  it("GRADFLEET_FAST_KERNEL names its value when it is not one it knows", () => {
+    expect(() => fastImplementation({ GRADFLEET_FAST_KERNEL: "gpu" })).toThrow(
+      'GRADFLEET_FAST_KERNEL: "gpu" is not one of auto, native, wasm',
+    );
+    expect(fastImplementation({ GRADFLEET_FAST_KERNEL: "wasm" })).toBe("wasm");
   });
 });
 
@@ -59,6 +72,27 @@ describe.skipIf(nativeKernelUnavailable())("native kernel", () => {
     const data = sparseData(spec.layers[0], n, spec.layers[spec.layers.length - 1], 9);
     const params = randomParams(spec, 3);
     const idx = shuffled(n);
+
+    it("gives the WebAssembly kernel's bits: gradient sums, costs and evaluations", () => {
+      const fast = new FastKernel(spec);
+      const native = new NativeKernel(spec);
+      // Shorter than a block, not starting at 0, longer than one float64 fold
+      // group (CHUNK examples), and the whole set.
+      for (const [from, to] of [
+        [0, 7],
+        [3, 64],
+        [10, 290],
+        [0, n],
+      ]) {
+        const want = new Float32Array(params.length);
+        const got = new Float32Array(params.length);
+        const w = fast.gradSum(params, data, idx, from, to, want);
+        const g = native.gradSum(params, data, idx, from, to, got);
+        expect(bits(got), `[${from}, ${to})`).toBe(bits(want));
+        expect(g).toEqual(w);
+      }
+      expect(native.evaluate(params, data)).toEqual(fast.evaluate(params, data));
+    });
 
     it("gradient sums and cost agree with the reference kernel within float32 rounding", () => {
       const want = new Float32Array(params.length);
@@ -172,6 +206,18 @@ describe.skipIf(nativeKernelUnavailable())("native kernel", () => {
       expect(grad.every((v) => v === 0)).toBe(true);
     });
 
+    it("diverging parameters (infinite deltas) give the WebAssembly kernel's bits, NaNs and infinities alike", () => {
+      for (const scale of [1e6, 1e30, 1e38]) {
+        const huge = params.map((v) => v * scale);
+        const want = new Float32Array(params.length);
+        const got = new Float32Array(params.length);
+        const w = new FastKernel(spec).gradSum(huge, data, idx, 0, 300, want);
+        const g = new NativeKernel(spec).gradSum(huge, data, idx, 0, 300, got);
+        expect(bits(got), `scale ${scale}`).toBe(bits(want));
+        expect(Object.is(g.cost, w.cost)).toBe(true);
+      }
+    });
+
     it("a NaN parameter shows up as NaN in the gradient (never silently dropped)", () => {
       const bad = params.slice();
       bad[layoutOf(spec.layers).layers[1].b] = Number.NaN;
@@ -215,36 +261,58 @@ describe.skipIf(nativeKernelUnavailable())("native kernel", () => {
       expectClose(got, want, 1e-5);
     });
 
-    it('makeKernel("native") is this kernel', () => {
-      expect(makeKernel("native", spec)).toBeInstanceOf(NativeKernel);
+    it('makeKernel("fast") is this kernel where it is built, unless GRADFLEET_FAST_KERNEL=wasm', () => {
+      const before = process.env.GRADFLEET_FAST_KERNEL;
+      try {
+        delete process.env.GRADFLEET_FAST_KERNEL;
+        expect(makeKernel("fast", spec)).toBeInstanceOf(NativeKernel);
+        process.env.GRADFLEET_FAST_KERNEL = "wasm";
+        expect(makeKernel("fast", spec)).toBeInstanceOf(FastKernel);
+        process.env.GRADFLEET_FAST_KERNEL = "native";
+        expect(makeKernel("fast", spec)).toBeInstanceOf(NativeKernel);
+      } finally {
+        if (before === undefined) delete process.env.GRADFLEET_FAST_KERNEL;
+        else process.env.GRADFLEET_FAST_KERNEL = before;
+      }
     });
   });
 });
 
 // Skipped, like the tests above, only where the addon is not built.
 describe.skipIf(nativeKernelUnavailable())("the addon's own checks (below NativeKernel's)", () => {
-  it("refuses a handle of the wrong kind and buffers of the wrong size, naming them", () => {
+  it("refuses a handle of the wrong kind, buffers of the wrong size and calls out of order, naming them", () => {
     const file = fileURLToPath(new URL("../dist/native/gradfleet-kernel.node", import.meta.url));
     const addon = createRequire(import.meta.url)(file);
-    const net = addon.createNet(Int32Array.from([4, 3, 2]), 0, 0, 0);
+    const f = (n: number) => new Float32Array(n);
+    const outRows = 3 * addon.blockRows * addon.vectorWidth + addon.vectorWidth; // 2 outputs: one vector a row
+    expect(() => addon.createNet(Int32Array.from([4, 3, 2]), 0, 0, 0, f(outRows - 1))).toThrow(
+      `createNet: output rows of ${outRows - 1} floats, need ${outRows}`,
+    );
+    const [net, shift] = addon.createNet(Int32Array.from([4, 3, 2]), 0, 0, 0, f(outRows));
+    expect(shift).toBeLessThan(addon.vectorWidth);
     const data = addon.createData(new Uint8Array(8).fill(9), 2, 4);
     const P = layoutOf([4, 3, 2]).size;
-    const labels = new Uint8Array(2);
     const idx = Uint32Array.from([0, 1]);
-    const f = (n: number) => new Float32Array(n);
-    expect(() => addon.gradSum(data, net, labels, f(P), idx, 0, 2, f(P))).toThrow(
-      /expected a network handle/,
+    expect(() => addon.begin(data, data, f(P), idx, 0, 2)).toThrow(/expected a network handle/);
+    expect(() => addon.begin(net, net, f(P), idx, 0, 2)).toThrow(/expected a dataset handle/);
+    expect(() => addon.begin(net, data, f(P - 1), idx, 0, 2)).toThrow(
+      `begin: ${P - 1} parameters, the model has ${P}`,
     );
-    expect(() => addon.gradSum(net, net, labels, f(P), idx, 0, 2, f(P))).toThrow(/expected a dataset handle/);
-    expect(() => addon.gradSum(net, data, labels, f(P - 1), idx, 0, 2, f(P))).toThrow(
-      `gradSum: ${P - 1} parameters and a gradient of ${P} values, the model has ${P}`,
+    expect(() => addon.begin(net, data, f(P), Uint32Array.of(0, 2), 0, 2)).toThrow(
+      "example index 2 at shard position 1 is outside the dataset's 2 examples",
     );
-    expect(() => addon.gradSum(net, data, labels, f(P), idx, 0, 2, f(P + 4))).toThrow(/the model has/);
-    expect(() => addon.evaluate(net, data, labels, f(P + 1))).toThrow(
-      `evaluate: ${P + 1} parameters, the model has ${P}`,
+    expect(() => addon.begin(net, data, f(P), idx, 0, 3)).toThrow("range [0, 3) is not inside the 2 indices");
+    expect(() => addon.forward(net)).toThrow("forward: no computation begun");
+    // The right sizes compute, in order: begin, forward, backward, finish.
+    addon.begin(net, data, f(P), idx, 0, 2);
+    expect(() => addon.backward(net)).toThrow(/no gradient sum's block forwarded/);
+    expect(() => addon.finish(net, f(P))).toThrow(/not through all its blocks/);
+    expect(addon.forward(net)).toBe(2);
+    addon.backward(net);
+    expect(addon.forward(net)).toBe(0);
+    expect(() => addon.finish(net, f(P + 4))).toThrow(
+      `finish: a gradient of ${P + 4} values, the model has ${P}`,
     );
-    expect(() => addon.evaluate(data, data, labels, f(P))).toThrow(/expected a network handle/);
-    // The right sizes compute.
-    expect(typeof addon.gradSum(net, data, labels, f(P), idx, 0, 2, f(P))).toBe("number");
+    addon.finish(net, f(P));
   });
 });

@@ -8,11 +8,11 @@ import { runCoordinator } from "../coordinator/coordinator.js";
 import type { CoordinatorOptions } from "../shared/command-options.js";
 import { sessionArgs, withRunPieces } from "./run-pieces.js";
 import { trainAndReport } from "./run-report.js";
-import { checkKernelAvailable } from "./train-command.js";
+import { applyKernelChoice } from "./train-command.js";
 
 /** Runs `coordinator`; returns the exit code. */
 export async function runCoordinatorCommand(o: CoordinatorOptions): Promise<number> {
-  checkKernelAvailable(o);
+  applyKernelChoice(o);
   const how = { role: "coordinator", runId: o.runId, cluster: true, traceName: "coordinator" } as const;
   return withRunPieces(o, how, (run) =>
     trainAndReport({

@@ -2,7 +2,7 @@
  * `gradfleet evaluate --model FILE`: test accuracy and mean cost of a saved model.
  */
 import { loadDataset } from "../core/data/index.js";
-import { FastKernel } from "../core/fast-kernel.js";
+import { makeKernel } from "../core/kernel.js";
 import { loadModel } from "../core/model-file.js";
 import { weightsSha256 } from "../core/run-config.js";
 import { type EvaluateOptions, UsageError } from "./options.js";
@@ -19,7 +19,7 @@ export async function runEvaluateCommand(o: EvaluateOptions): Promise<number> {
     );
   }
   // The kernel of training's epoch-end evaluations (core/trainer.ts): the score the run printed.
-  const ev = new FastKernel(model.spec).evaluate(model.params, data.test);
+  const ev = makeKernel("fast", model.spec).evaluate(model.params, data.test);
   const sha = weightsSha256(model.params);
   if (o.json) {
     process.stdout.write(

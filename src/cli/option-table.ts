@@ -6,7 +6,7 @@
  * report (cluster, output).
  */
 import { OPTIMIZERS } from "../core/optimizer.js";
-import { KERNELS } from "../core/run-config.js";
+import { KERNEL_CHOICES } from "../core/run-config.js";
 import { COSTS, checkParameterCount, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS } from "../core/spec.js";
 import { MODEL, type OptionDef, RUNNERS } from "./option-def.js";
 import { CLUSTER_AND_OUTPUT_OPTIONS } from "./option-table-cluster.js";
@@ -144,9 +144,11 @@ const RUN_OPTIONS: readonly OptionDef[] = [
     commands: RUNNERS,
     group: "Training",
     description:
-      "Compute kernel; part of the run spec, so every worker of a run uses the same. ref: TypeScript, float64; " +
-      "fast: WebAssembly SIMD; native: C addon, fastest where npm run build found a C compiler, with bits of its own",
-    values: KERNELS,
+      "Compute kernel. ref: TypeScript, float64; fast: float32, by the C addon where npm run build found a C " +
+      "compiler, else by WebAssembly SIMD, the same bits either way (each process picks its own: " +
+      "GRADFLEET_FAST_KERNEL=auto|native|wasm); native, wasm: fast by that implementation only, here and in " +
+      "train's workers. The run spec holds ref or fast, so every worker of a run computes the same bits",
+    values: KERNEL_CHOICES,
     default: "fast",
   },
   {

@@ -6,6 +6,7 @@
  * elsewhere, 3 diverged.
  */
 import type { DataBundle } from "../core/dataset.js";
+import { fastImplementation } from "../core/kernel.js";
 import type { RunConfig } from "../core/run-config.js";
 import type { RunObserver } from "../run/observer.js";
 import type { SessionOutcome } from "../run/session.js";
@@ -82,6 +83,9 @@ export async function trainAndReport(args: ReportArgs): Promise<number> {
     stopped: result.stopped,
     resumedFrom: outcome.resumedFrom,
     config,
+    // How this process computes `fast` (native or wasm, the same bits); each
+    // worker logs its own when it joins a session.
+    kernelImplementation: config.kernel === "fast" ? fastImplementation() : "ref",
     dataFingerprint: data.fingerprint,
     ...ended.extraSummary,
     ...(saved?.fallback ? { modelSavedTo: saved.path } : {}),

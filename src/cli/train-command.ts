@@ -7,9 +7,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { runCoordinator } from "../coordinator/coordinator.js";
+import { FAST_KERNEL_ENV, fastImplementation } from "../core/kernel.js";
 import { LocalExecutor } from "../core/local-executor.js";
 import { nativeKernelUnavailable } from "../core/native-kernel.js";
-import type { KernelName } from "../core/run-config.js";
+import type { KernelChoice } from "../core/run-config.js";
 import { runSession } from "../run/session.js";
 import { ensureRedis } from "../shared/local-redis.js";
 import { binPath } from "../shared/package-root.js";
@@ -23,7 +24,7 @@ import { PARENT_PID_ENV } from "./worker-command.js";
 /** Runs `train`; returns the exit code. */
 export async function runTrainCommand(o: TrainOptions): Promise<number> {
   const runId = o.runId ?? `local-${randomBytes(4).toString("hex")}`;
-  checkKernelAvailable(o);
+  applyKernelChoice(o);
   checkMetricsPorts(o);
   checkMinWorkers(o);
   // Local worker i writes its own trace here; they are merged into o.trace at the end.
@@ -81,15 +82,26 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
 }
 
 /**
- * `--kernel native` where the addon is not built (no C compiler when
- * `npm run build` ran) or does not load: say so before anything starts,
- * rather than failing in the trainer or in every worker.
+ * `--kernel native` or `wasm`: this process (and train's local workers,
+ * which inherit the variable) compute `fast` by that implementation only.
+ * Where the addon is not built (no C compiler when `npm run build` ran) or
+ * does not load, `native` says so before anything starts, rather than
+ * failing in the trainer or in every worker; so does a bad
+ * GRADFLEET_FAST_KERNEL.
  */
-export function checkKernelAvailable(o: { kernel: KernelName }): void {
-  if (o.kernel !== "native") return;
-  const why = nativeKernelUnavailable();
-  if (why) {
-    throw new UsageError(`--kernel native is not available on this machine: ${why}`, { flag: "--kernel" });
+export function applyKernelChoice(o: { kernel: KernelChoice }): void {
+  if (o.kernel === "native" || o.kernel === "wasm") process.env[FAST_KERNEL_ENV] = o.kernel;
+  if (o.kernel === "ref") return;
+  try {
+    fastImplementation();
+  } catch (e) {
+    const message = (e as Error).message;
+    if (o.kernel === "native") {
+      throw new UsageError(`--kernel native is not available on this machine: ${nativeKernelUnavailable()}`, {
+        flag: "--kernel",
+      });
+    }
+    throw new UsageError(message, { flag: "--kernel" });
   }
 }
 
@@ -144,8 +156,12 @@ function spawnLocalWorker(
   if (trace) args.push("--trace", trace);
   args.push("--metrics-port", String(o.metricsPort ? o.metricsPort + i : 0), "--metrics-host", o.metricsHost);
   args.push("--log-level", o.logLevel === "info" ? "warn" : o.logLevel, "--log-format", o.logFormat);
-  // The child reads flags only: clear GRADFLEET_* variables meant for the coordinator.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_")));
+  // The child reads flags only: clear GRADFLEET_* variables meant for the
+  // coordinator. The kernel's implementation is each process's own, and the
+  // workers of train --kernel native|wasm compute by the same one.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_") || k === FAST_KERNEL_ENV),
+  );
   // The worker stops when this process is gone, however it ends (see worker-command.ts).
   env[PARENT_PID_ENV] = String(process.pid);
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"], env });

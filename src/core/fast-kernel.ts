@@ -57,11 +57,12 @@
  */
 import type { Dataset } from "./dataset.js";
 import { FastInstance } from "./fast-instance.js";
-import { backward, exampleCost, forward, outputDelta } from "./fast-passes.js";
+import { backward, forward } from "./fast-passes.js";
 import { loadParams, storeGrad, Workspace } from "./fast-workspace.js";
 import type { Kernel } from "./kernel.js";
 import { checkGradSum, checkShapes } from "./kernel-checks.js";
 import { CHUNK, type Evaluation, type ShardTotals } from "./network.js";
+import { exampleCost, outputDelta, predicted } from "./output-rows.js";
 import { type Layout, layoutOf, type ModelSpec, validateSpec } from "./spec.js";
 
 /** Options of {@link FastKernel}. */
@@ -131,7 +132,7 @@ export class FastKernel implements Kernel {
         instance.gatherRows(data, idx, s, rows);
       }
       forward(ws, w, f32, rows);
-      cost += outputDelta(ws, f32, data.labels, idx, s, rows);
+      cost += outputDelta(ws.out, f32, data.labels, idx, s, rows);
       backward(ws, w, rows);
       if (chunked) {
         w.add_f64(ws.grad64, ws.grad, ws.padSize); // and zeroes the chunk's sums
@@ -151,8 +152,6 @@ export class FastKernel implements Kernel {
     const { wasm: w, f32, u8, i32 } = instance;
     loadParams(ws, w, f32, params);
     const px = data.pixels;
-    const { nOut, nOutP } = ws.pad[ws.nLayers - 1];
-    const out = ws.acts[ws.nLayers] >> 2;
     let correct = 0;
     let cost = 0;
     for (let s = 0; s < data.n; s += CHUNK) {
@@ -163,11 +162,8 @@ export class FastKernel implements Kernel {
       forward(ws, w, f32, rows);
       for (let r = 0; r < rows; r++) {
         const label = data.labels[s + r];
-        cost += exampleCost(ws, f32, r, label);
-        const o = out + r * nOutP;
-        let best = 0;
-        for (let j = 1; j < nOut; j++) if (f32[o + j] > f32[o + best]) best = j;
-        if (best === label) correct++;
+        cost += exampleCost(ws.out, f32, r, label);
+        if (predicted(ws.out, f32, r) === label) correct++;
       }
     }
     return { accuracy: data.n ? correct / data.n : 0, cost: data.n ? cost / data.n : 0, correct, n: data.n };

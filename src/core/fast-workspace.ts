@@ -12,6 +12,7 @@
  * transposed copy for back-propagation.
  */
 import { CHUNK } from "./network.js";
+import type { OutputRows } from "./output-rows.js";
 import type { Layout, ModelSpec } from "./spec.js";
 import { type KernelExports, WASM_PAGE } from "./wasm/module.js";
 
@@ -96,6 +97,8 @@ export class Workspace {
   readonly acts: number[];
   readonly deltas: number[];
   readonly zOut: number;
+  /** The output layer's rows, for output-rows.ts. */
+  readonly out: OutputRows;
   /** Bytes of the workspace (whole pages): where copied pixels start, and the room a pixel home must offer. */
   readonly end: number;
 
@@ -159,6 +162,14 @@ export class Workspace {
       this.deltas.push(arena.take(CHUNK * this.widthP[l] * 4));
     }
     this.zOut = arena.take(CHUNK * this.widthP[this.nLayers] * 4);
+    this.out = {
+      spec,
+      nOut: spec.layers[this.nLayers],
+      stride: this.widthP[this.nLayers],
+      z: this.zOut >> 2,
+      a: this.acts[this.nLayers] >> 2,
+      d: this.deltas[this.nLayers] >> 2,
+    };
     this.end = roundUp(arena.size, WASM_PAGE);
     if (this.end > 2 ** 31) {
       throw new Error(`layers: the fast kernel's workspace for ${spec.layers.join(",")} exceeds 2 GiB`);

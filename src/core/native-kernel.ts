@@ -22,7 +22,8 @@ import { fileURLToPath } from "node:url";
 import type { Dataset } from "./dataset.js";
 import type { Kernel } from "./kernel.js";
 import { checkGradSum, checkShapes } from "./kernel-checks.js";
-import type { Evaluation, ShardTotals } from "./network.js";
+import { CHUNK, type Evaluation, type ShardTotals } from "./network.js";
+import { exampleCost, type OutputRows, outputDelta, predicted, softmax } from "./output-rows.js";
 import { type Layout, layoutOf, type ModelSpec, validateSpec } from "./spec.js";
 
 /** An opaque native object (a network's buffers or a dataset's sparse lists). */
@@ -30,19 +31,36 @@ type Handle = { readonly __native: unique symbol };
 
 /** The addon's exports (see the N-API glue at the end of kernel.c). */
 interface Addon {
-  createNet(sizes: Int32Array, relu: number, softmax: number, crossEntropy: number): Handle;
+  /** Examples per block. */
+  readonly blockRows: number;
+  /** Blocks per float64 fold: blockRows * foldBlocks must be CHUNK. */
+  readonly foldBlocks: number;
+  /** Floats per vector: row strides are multiples of it. */
+  readonly vectorWidth: number;
+  /** The network's handle, and where in `out` its output rows start (the first whole vector). */
+  createNet(
+    sizes: Int32Array,
+    relu: number,
+    softmax: number,
+    crossEntropy: number,
+    out: Float32Array,
+  ): [Handle, number];
   createData(images: Uint8Array, n: number, pixels: number): Handle;
-  gradSum(
+  /** Starts a gradient sum over idx[from..to), or an evaluation of rows [from, to) when idx is null. */
+  begin(
     net: Handle,
     data: Handle,
-    labels: Uint8Array,
     params: Float32Array,
-    idx: Uint32Array,
+    idx: Uint32Array | null,
     from: number,
     to: number,
-    grad: Float32Array,
-  ): number;
-  evaluate(net: Handle, data: Handle, labels: Uint8Array, params: Float32Array): [number, number];
+  ): void;
+  /** Forwards the next block; returns its rows, 0 when none is left. */
+  forward(net: Handle): number;
+  /** Backward of the forwarded block, once its output deltas are written. */
+  backward(net: Handle): void;
+  /** Writes the gradient sum into grad. */
+  finish(net: Handle, grad: Float32Array): void;
 }
 
 /**
@@ -74,7 +92,14 @@ function load(): { addon?: Addon; why?: string } {
     return loaded;
   }
   try {
-    loaded = { addon: createRequire(import.meta.url)(file) as Addon };
+    const a = createRequire(import.meta.url)(file) as Addon;
+    // The float64 folds must fall where the WebAssembly kernel's do, or the bits differ.
+    loaded =
+      a.blockRows * a.foldBlocks === CHUNK
+        ? { addon: a }
+        : {
+            why: `${file} folds every ${a.blockRows * a.foldBlocks} examples, not every ${CHUNK}: rebuild it`,
+          };
   } catch (e) {
     loaded = { why: `${file} does not load: ${(e as Error).message.split("\n")[0]}` };
   }
@@ -123,18 +148,29 @@ export class NativeKernel implements Kernel {
   private readonly addon: Addon;
   /** The network's padded weights, gradient sums and workspace, in native memory. */
   private readonly net: Handle;
+  /** The output layer's rows of a block, shared with the addon (createNet's `out`). */
+  private readonly f32: Float32Array;
+  private readonly out: OutputRows;
 
   constructor(spec: ModelSpec) {
     validateSpec(spec);
     this.spec = spec;
     this.layout = layoutOf(spec.layers);
     this.addon = addon();
-    this.net = this.addon.createNet(
+    const { blockRows, vectorWidth } = this.addon;
+    const nOut = spec.layers[spec.layers.length - 1];
+    const stride = Math.ceil(nOut / vectorWidth) * vectorWidth;
+    const rows = blockRows * stride;
+    this.f32 = new Float32Array(3 * rows + vectorWidth);
+    const [net, at] = this.addon.createNet(
       Int32Array.from(spec.layers),
       spec.hidden === "relu" ? 1 : 0,
       spec.output === "softmax" ? 1 : 0,
       spec.cost === "cross-entropy" ? 1 : 0,
+      this.f32,
     );
+    this.net = net;
+    this.out = { spec, nOut, stride, z: at, a: at + rows, d: at + 2 * rows };
   }
 
   /**
@@ -151,17 +187,26 @@ export class NativeKernel implements Kernel {
     grad: Float32Array,
   ): ShardTotals {
     checkGradSum(this.layout, this.spec, params, data, idx, from, to, grad);
-    // The addon checks every index against data.n before it computes.
-    const cost = this.addon.gradSum(
-      this.net,
-      sparseOf(this.addon, data),
-      data.labels,
-      params,
-      idx,
-      from,
-      to,
-      grad,
-    );
+    const { addon: a, net, out, f32 } = this;
+    // begin checks every index against data.n before anything is computed.
+    a.begin(net, sparseOf(a, data), params, idx, from, to);
+    // The cost is summed per CHUNK examples, then the chunks' sums: the
+    // WebAssembly kernel's order (fast-kernel.ts), so the costs agree too.
+    let cost = 0;
+    let chunk = 0;
+    let blocks = 0;
+    for (let s = from, rows = a.forward(net); rows > 0; s += rows, rows = a.forward(net)) {
+      if (this.spec.output === "softmax") softmax(out, f32, rows);
+      chunk = outputDelta(out, f32, data.labels, idx, s, rows, chunk);
+      a.backward(net);
+      if (++blocks === a.foldBlocks) {
+        cost += chunk;
+        chunk = 0;
+        blocks = 0;
+      }
+    }
+    if (blocks) cost += chunk;
+    a.finish(net, grad);
     return { cost, count: to - from };
   }
 
@@ -173,7 +218,18 @@ export class NativeKernel implements Kernel {
   /** Accuracy and mean cost of `params` on a whole dataset. */
   evaluate(params: Float32Array, data: Dataset): Evaluation {
     checkShapes(this.layout, this.spec, params, data);
-    const [correct, cost] = this.addon.evaluate(this.net, sparseOf(this.addon, data), data.labels, params);
+    const { addon: a, net, out, f32 } = this;
+    a.begin(net, sparseOf(a, data), params, null, 0, data.n);
+    let correct = 0;
+    let cost = 0;
+    for (let s = 0, rows = a.forward(net); rows > 0; s += rows, rows = a.forward(net)) {
+      if (this.spec.output === "softmax") softmax(out, f32, rows);
+      for (let r = 0; r < rows; r++) {
+        const label = data.labels[s + r];
+        cost += exampleCost(out, f32, r, label);
+        if (predicted(out, f32, r) === label) correct++;
+      }
+    }
     return { accuracy: data.n ? correct / data.n : 0, cost: data.n ? cost / data.n : 0, correct, n: data.n };
   }
 }

@@ -6,9 +6,28 @@ import { createHash } from "node:crypto";
 import type { OptimizerConfig } from "./optimizer.js";
 import type { ModelSpec } from "./spec.js";
 
-/** The gradient kernels; every process of a run must use the same one. */
-export const KERNELS = ["ref", "fast", "native"] as const;
+/**
+ * The kernels' numerics, part of the run config: every process of a run
+ * computes with the same. `ref` is float64 TypeScript; `fast` is float32,
+ * computed by the native addon where it is built and by WebAssembly
+ * elsewhere, with the same bits either way (kernel.ts).
+ */
+export const KERNELS = ["ref", "fast"] as const;
 export type KernelName = (typeof KERNELS)[number];
+
+/**
+ * What `--kernel` accepts: the numerics, or `fast`'s numerics computed by one
+ * implementation only (`native`: the C addon, an error where it is not
+ * built; `wasm`: WebAssembly). The choice of implementation is each
+ * process's own; the run config records only the numerics.
+ */
+export const KERNEL_CHOICES = ["ref", "fast", "native", "wasm"] as const;
+export type KernelChoice = (typeof KERNEL_CHOICES)[number];
+
+/** The numerics a `--kernel` choice computes. */
+export function kernelNumerics(choice: KernelChoice): KernelName {
+  return choice === "ref" ? "ref" : "fast";
+}
 
 /** Everything that determines the trained weights. */
 export interface RunConfig {

@@ -8,8 +8,8 @@
  */
 import type { DataBundle } from "./dataset.js";
 import type { F32Heap } from "./f32-heap.js";
-import { FastKernel } from "./fast-kernel.js";
 import { initParams } from "./init.js";
+import { makeKernel } from "./kernel.js";
 import type { Evaluation } from "./network.js";
 import { applyUpdate, initOptimizerState } from "./optimizer.js";
 import { type ShardRange, shardRanges, stepsPerEpoch } from "./plan.js";
@@ -231,12 +231,13 @@ export async function runTraining(
   const state = opts.state ?? initialState(cfg);
   const n = data.train.n;
   const steps = stepsPerEpoch(n, cfg.batch);
-  // Epoch-end evaluations in WebAssembly, whatever the run's kernel: the
+  // Epoch-end evaluations by the fast kernel, whatever the run's kernel: the
   // float64 reference took 0.54 s for MNIST's 10,000 test images on
   // 784-128-64-10 (the fast kernel 0.04 s), more than an epoch of training.
   // They change no weights; `gradfleet evaluate` uses the same kernel, so a
-  // saved model scores what the run printed.
-  const evalNet = new FastKernel(cfg.spec);
+  // saved model scores what the run printed (either implementation: the
+  // same bits).
+  const evalNet = makeKernel("fast", cfg.spec);
   const sum = new Float64Array(state.params.length);
   // The update in WebAssembly (same bits) where the engine has it; it keeps
   // the parameters and moments in its memory from here on.

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { CHECKPOINT_FILE, loadCheckpoint } from "../core/checkpoint.js";
 import { loadDataset } from "../core/data/index.js";
 import type { DataBundle } from "../core/dataset.js";
-import { type RunConfig, runConfigHash } from "../core/run-config.js";
+import { kernelNumerics, type RunConfig, runConfigHash } from "../core/run-config.js";
 import type { TrainState } from "../core/trainer.js";
 import type { RunOptions } from "../shared/command-options.js";
 import { checkOutputPaths } from "./output-paths.js";
@@ -23,7 +23,7 @@ export function runConfigFrom(o: RunOptions): RunConfig {
     batch: o.batch,
     shards: o.shards,
     seed: o.seed,
-    kernel: o.kernel,
+    kernel: kernelNumerics(o.kernel),
   };
 }
 

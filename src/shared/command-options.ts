@@ -5,7 +5,7 @@
  * take them without importing the command line.
  */
 import type { OptimizerName } from "../core/optimizer.js";
-import type { KernelName } from "../core/run-config.js";
+import type { KernelChoice } from "../core/run-config.js";
 import type { CostName, HiddenActivation, OutputActivation } from "../core/spec.js";
 import type { Dispatch } from "./dispatch.js";
 
@@ -39,7 +39,7 @@ export interface RunOptions extends ModelOptions {
   batch: number;
   shards: number;
   seed: number;
-  kernel: KernelName;
+  kernel: KernelChoice;
   data?: string;
   trainLimit?: number;
   testLimit?: number;

@@ -8,8 +8,7 @@
 import type { Redis } from "ioredis";
 import { DataError } from "../core/data/index.js";
 import type { DataBundle } from "../core/dataset.js";
-import { makeKernel } from "../core/kernel.js";
-import { nativeKernelUnavailable } from "../core/native-kernel.js";
+import { fastImplementation, makeKernel } from "../core/kernel.js";
 import { epochPermutation } from "../core/prng.js";
 import type { RunKeys } from "../shared/keys.js";
 import type { Logger } from "../shared/log.js";
@@ -92,17 +91,29 @@ export class SessionLoader {
       if (e instanceof CannotServe) this.unservable = { session: spec.session, error: e, spec };
       throw e;
     }
-    this.log.info({ session: spec.session, config: spec.config }, "joined run session");
+    this.log.info(
+      {
+        session: spec.session,
+        config: spec.config,
+        kernelImplementation: spec.config.kernel === "fast" ? fastImplementation() : "ref",
+      },
+      "joined run session",
+    );
     return this.current;
   }
 
   /** The dataset and kernel of a parsed run spec; throws CannotServe for one this worker cannot serve. */
   private async loadSession(spec: RunSpec): Promise<SeatSession> {
-    // Before the dataset: a worker without the native addon cannot serve a
-    // `--kernel native` run whatever its data, and says why.
-    const noNative = spec.config.kernel === "native" ? nativeKernelUnavailable() : undefined;
-    if (noNative) {
-      throw new CannotServe("spec_mismatch", `--kernel native is not available on this worker: ${noNative}`);
+    // Before the dataset: a worker whose GRADFLEET_FAST_KERNEL cannot be
+    // met (native without the addon) cannot serve a run whatever its data,
+    // and says why. Without it, a worker computes `fast` by whichever
+    // implementation it has: the same bits.
+    if (spec.config.kernel === "fast") {
+      try {
+        fastImplementation();
+      } catch (e) {
+        throw new CannotServe("spec_mismatch", (e as Error).message);
+      }
     }
     let data: DataBundle;
     try {

@@ -48,7 +48,18 @@
 #include <string.h>
 #include <sys/mman.h>
 
+/* The vector width and register tiles follow the machine the addon is built
+ * for (-march=native): AVX-512 has 32 registers of 16 floats, AVX2 16 of 8.
+ * Tiles sized for AVX-512 spill on AVX2 (a Zen 3 ran the wide model at a
+ * third of the WebAssembly kernel's speed with them). Neither choice changes
+ * a bit: lanes are independent outputs, and sums run in the same order. */
+#if defined(__AVX512F__)
 #define VW 16          /* floats per vector */
+#define ACC 16         /* accumulators a tile aims at */
+#else
+#define VW 8
+#define ACC 8
+#endif
 #ifndef SB
 #define SB 64 /* examples per block (at most 256: csc keeps a byte per example) */
 #endif
@@ -57,10 +68,10 @@
 #endif
 #define MAXT 8         /* most vectors per register tile */
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-#define LD(p) (*(const v16 *)(p))
-#define ST(p, v) (*(v16 *)(p) = (v))
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+#define LD(p) (*(const vf *)(p))
+#define ST(p, v) (*(vf *)(p) = (v))
 #define INLINE static inline __attribute__((always_inline))
 #define UNROLL _Pragma("GCC unroll 16")
 
@@ -69,87 +80,36 @@ typedef int32_t vi16 __attribute__((vector_size(64)));
 /* ------------------------------------------------------------------ */
 
 /* Lanes of a where mask is set, else of b (mask lanes are all-ones or zero). */
-INLINE v16 vsel(vi16 mask, v16 a, v16 b) {
-  return (v16)(((vi16)a & mask) | ((vi16)b & ~mask));
+INLINE vf vsel(vi mask, vf a, vf b) {
+  return (vf)(((vi)a & mask) | ((vi)b & ~mask));
 }
 
 /* e^x in float32 lanes (Cephes expf polynomial, ~1 ulp), x clamped to
- * [-87, 88] so 2^n stays a normal float; NaN stays NaN. */
-INLINE v16 vexp(v16 x) {
-  const v16 lo = (v16){0} - 87.0f, hi = (v16){0} + 88.0f;
+ * [-87, 88.7]; NaN stays NaN. Operation for operation the WebAssembly
+ * kernel's (kernel.wat, sigmoid), so the two kernels' bits agree: above
+ * 88.7 - 0.35 the exponent n is 128 and 2^n comes out as +Infinity there too. */
+INLINE vf vexp(vf x) {
+  const vf lo = (vf){0} - 87.0f, hi = (vf){0} + 88.7f;
   x = vsel(x < lo, lo, x);
   x = vsel(x > hi, hi, x);
-  const v16 t = x * 1.44269504088896341f + 12582912.0f; /* round to nearest integer */
-  const v16 n = t - 12582912.0f;
-  v16 r = x - n * 0.693359375f;
+  const vf t = x * 1.44269504088896341f + 12582912.0f; /* round to nearest integer */
+  const vf n = t - 12582912.0f;
+  vf r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  v16 p = (v16){0} + 1.9875691500E-4f;
+  vf p = (vf){0} + 1.9875691500E-4f;
   p = p * r + 1.3981999507E-3f;
   p = p * r + 8.3334519073E-3f;
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
-  p = p * r * r + r + 1.0f;
-  const vi16 e = (__builtin_convertvector(n, vi16) + 127) << 23;
-  return p * (v16)e;
+  p = p * (r * r) + r + 1.0f;
+  const vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  return p * (vf)e;
 }
 
-INLINE v16 vsigmoid(v16 z) { return 1.0f / (1.0f + vexp((v16){0} - z)); }
+INLINE vf vsigmoid(vf z) { return 1.0f / (1.0f + vexp(-z)); }
 
-INLINE v16 vrelu(v16 z) { return vsel(z < 0.0f, (v16){0}, z); }
-
-/* e^x in float64 (for the cost): range reduction by ln 2, Taylor to r^13. */
-static double dexp(double x) {
-  if (x != x) return x;
-  if (x > 709.0) return 1.0 / 0.0;
-  if (x < -745.0) return 0.0;
-  const double t = x * 1.44269504088896338700 + 6755399441055744.0;
-  const double n = t - 6755399441055744.0;
-  const double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
-  double p = 1.0 / 6227020800.0;
-  static const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                                    1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
-                                    1.0 / 6.0, 0.5, 1.0, 1.0};
-  for (int k = 0; k < 13; k++) p = p * r + inv_fact[k];
-  /* p * 2^n, in two steps so 2^n never leaves the normal range. */
-  int ni = (int)n;
-  int n1 = ni / 2, n2 = ni - n1;
-  uint64_t b1 = (uint64_t)(n1 + 1023) << 52, b2 = (uint64_t)(n2 + 1023) << 52;
-  double s1, s2;
-  memcpy(&s1, &b1, 8);
-  memcpy(&s2, &b2, 8);
-  return p * s1 * s2;
-}
-
-/* ln x in float64: x = 2^e m with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m-1)/(m+1)). */
-static double dlog(double x) {
-  if (x != x || x < 0.0) return 0.0 / 0.0;
-  if (x == 0.0) return -1.0 / 0.0;
-  if (x == 1.0 / 0.0) return x;
-  int e = 0;
-  while (x < 0x1p-1000) { x *= 0x1p60; e -= 60; } /* subnormals */
-  uint64_t bits;
-  memcpy(&bits, &x, 8);
-  e += (int)((bits >> 52) & 0x7ff) - 1023;
-  bits = (bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL; /* m in [1, 2) */
-  double m;
-  memcpy(&m, &bits, 8);
-  if (m > 1.41421356237309504880) { m *= 0.5; e += 1; }
-  const double f = (m - 1.0) / (m + 1.0), s = f * f;
-  double p = 1.0 / 25.0;
-  for (int k = 11; k >= 0; k--) p = p * s + 1.0 / (2 * k + 1);
-  return e * 6.93147180369123816490e-01 + (e * 1.90821492927058770002e-10 + 2.0 * f * p);
-}
-
-/* ln(1 + y) for y >= 0, accurate for small y. */
-static double dlog1p(double y) {
-  const double u = 1.0 + y;
-  if (u == 1.0) return y;
-  return dlog(u) * (y / (u - 1.0));
-}
-
-/* ln(1 + e^x) without overflow (as softplus in output-layer.ts). */
-static double dsoftplus(double x) { return x > 0 ? x + dlog1p(dexp(-x)) : dlog1p(dexp(x)); }
+INLINE vf vrelu(vf z) { return vsel(z < 0.0f, (vf){0}, z); }
 
 /* ------------------------------------------------------------------ */
 /* Datasets as sparse lists                                             */
@@ -246,6 +206,17 @@ typedef struct {
   float **act;   /* act[l], l = 1..L: SB rows of layer l's activations */
   float **delta; /* dC/dz of layer l, SB rows */
   float *zout;          /* output pre-activations, SB rows */
+  /* zout, act[L] and delta[L] are the caller's: the output layer's rows, in
+   * a Float32Array of JavaScript's (createNet), where output-rows.ts
+   * computes softmax, the deltas and the cost. */
+  float *out_rows;
+  /* The computation under way (begin): its dataset and examples. idx NULL:
+   * rows in order (an evaluation). */
+  const Sparse *data;
+  const uint32_t *idx;
+  int64_t from, to;
+  int ns, na;  /* the forwarded block's rows and active pixels (0: none) */
+  int blocks;  /* blocks backward since the last fold */
   /* The block's nonzero pixels by pixel (csc_build): pixel p's entries are
    * bucket[p * SB + i] for i < cnt[p], each (example << 8 | byte), examples
    * ascending; active lists the pixels with entries, ascending. */
@@ -271,15 +242,18 @@ static void free_net(Net *k) {
       Layer *y = &k->layer[l];
       free(y->wt); free(y->w); free(y->b); free(y->gwt); free(y->gb); free(y->gwt64); free(y->gb64);
     }
-  for (int l = 0; l <= k->L; l++) {
+  for (int l = 0; l < k->L; l++) { /* act[L], delta[L]: out_rows */
     if (k->act) free(k->act[l]);
     if (k->delta) free(k->delta[l]);
   }
-  free(k->act); free(k->delta); free(k->layer); free(k->zout); free(k->cnt); free(k->active); free(k->bucket);
+  free(k->act); free(k->delta); free(k->layer); free(k->cnt); free(k->active); free(k->bucket);
   free(k);
 }
 
-static Net *make_net(const int32_t *sizes, int nsizes, int relu, int softmax, int cross_entropy) {
+/* Floats of the output rows a network of these sizes needs (createNet's `out`). */
+static size_t out_rows_size(const int32_t *sizes, int nsizes) { return (size_t)3 * SB * pad(sizes[nsizes - 1]); }
+
+static Net *make_net(const int32_t *sizes, int nsizes, int relu, int softmax, int cross_entropy, float *out_rows) {
   Net *k = calloc(1, sizeof *k);
   if (!k) return NULL;
   k->L = nsizes - 1;
@@ -299,15 +273,21 @@ static Net *make_net(const int32_t *sizes, int nsizes, int relu, int softmax, in
     y->gwt = zalloc(nw); y->gb = zalloc(y->nOutP);
     y->gwt64 = zalloc(2 * nw); y->gb64 = zalloc(2 * (size_t)y->nOutP);
     ok = y->wt && y->b && (!l || y->w) && y->gwt && y->gb && y->gwt64 && y->gb64;
-    k->act[l + 1] = zalloc((size_t)SB * y->nOutP);
-    k->delta[l + 1] = zalloc((size_t)SB * y->nOutP);
-    ok = ok && k->act[l + 1] && k->delta[l + 1];
+    if (l + 1 < k->L) {
+      k->act[l + 1] = zalloc((size_t)SB * y->nOutP);
+      k->delta[l + 1] = zalloc((size_t)SB * y->nOutP);
+      ok = ok && k->act[l + 1] && k->delta[l + 1];
+    }
   }
   const int px = sizes[0];
-  k->zout = zalloc((size_t)SB * pad(sizes[nsizes - 1]));
+  const size_t rows = (size_t)SB * pad(sizes[nsizes - 1]);
+  k->out_rows = out_rows;
+  k->zout = out_rows;
+  k->act[k->L] = out_rows + rows;
+  k->delta[k->L] = out_rows + 2 * rows;
   k->cnt = calloc((size_t)px, 4); k->active = calloc((size_t)px, 4);
   k->bucket = calloc((size_t)SB * px, 2);
-  ok = ok && k->zout && k->cnt && k->active && k->bucket;
+  ok = ok && k->cnt && k->active && k->bucket;
   if (!ok) { free_net(k); return NULL; }
   for (int v = 0; v < 256; v++) k->xtab[v] = (float)v / 255.0f;
   return k;
@@ -375,8 +355,13 @@ static void zero_grad(Net *k) {
     default: TILE(8); break; \
   }
 
-/* Rows per tile for a tile of T vectors: about 16 accumulators. */
-static int rows_for(int T) { return T >= 5 ? 2 : T >= 3 ? 4 : T == 2 ? 8 : 16; }
+/* Rows per tile for a tile of T vectors: the most (a power of two, at most
+ * 16) that keep R * T accumulators within ACC, at least 1. */
+static int rows_for(int T) {
+  int R = 16;
+  while (R > 1 && R * T > ACC) R /= 2;
+  return R;
+}
 
 /* ------------------------------------------------------------------ */
 /* Layer 0 (sparse input)                                               */
@@ -387,7 +372,7 @@ INLINE void sparse_forward_tile(const Net *k, const Sparse *d, int ns, int c, in
   const Layer *y = &k->layer[0];
   float *z = k->act[1];
   for (int s = 0; s < ns; s++) {
-    v16 acc[MAXT];
+    vf acc[MAXT];
     UNROLL for (int q = 0; q < T; q++) acc[q] = LD(y->b + c + VW * q);
     const int64_t e1 = d->start[k->rows[s] + 1];
     for (int64_t e = d->start[k->rows[s]]; e < e1; e++) {
@@ -411,7 +396,7 @@ INLINE void sparse_forward_csc_tile(const Net *k, int ns, int na, int c, int T) 
     UNROLL for (int q = 0; q < T; q++) ST(z + (size_t)s * y->nOutP + c + VW * q, LD(y->b + c + VW * q));
   for (int a = 0; a < na; a++) {
     const int p = k->active[a];
-    v16 w[MAXT];
+    vf w[MAXT];
     UNROLL for (int q = 0; q < T; q++) w[q] = LD(y->wt + (size_t)p * y->nOutP + c + VW * q);
     const uint16_t *b = k->bucket + (size_t)p * SB;
     for (int i = 0; i < k->cnt[p]; i++) {
@@ -465,8 +450,9 @@ static int csc_build(Net *restrict k, const Sparse *restrict d, int ns) {
   return na;
 }
 
-/* dW[p][c..] += (sum over the block's examples with pixel p, in block order,
- * of x d): the block's sum in registers, one read and write of dW per
+/* dW[p][c..] += x d for the block's examples with pixel p, in block order:
+ * the sum in registers, starting from dW (so the additions run in the
+ * order one example at a time would take), one read and write of dW per
  * pixel. P pixels go side by side (their chains are independent) while all
  * of them have entries left, then each finishes alone: the same order. */
 INLINE void sparse_backward_tile(Net *k, int na, int c, int T, int P) {
@@ -474,7 +460,7 @@ INLINE void sparse_backward_tile(Net *k, int na, int c, int T, int P) {
   const float *dl = k->delta[1];
   for (int a0 = 0; a0 < na; a0 += P) {
     const int np = na - a0 < P ? na - a0 : P;
-    v16 acc[4][MAXT];
+    vf acc[4][MAXT];
     const uint16_t *b[4];
     int len[4], common = SB;
     for (int u = 0; u < P; u++) {
@@ -482,7 +468,8 @@ INLINE void sparse_backward_tile(Net *k, int na, int c, int T, int P) {
       b[u] = k->bucket + (size_t)p * SB;
       len[u] = u < np ? k->cnt[p] : 0;
       if (len[u] < common) common = len[u];
-      UNROLL for (int q = 0; q < T; q++) acc[u][q] = (v16){0};
+      const float *g = y->gwt + (size_t)p * y->nOutP + c;
+      UNROLL for (int q = 0; q < T; q++) acc[u][q] = LD(g + VW * q);
     }
     for (int i = 0; i < common; i++)
       UNROLL for (int u = 0; u < P; u++) {
@@ -497,7 +484,7 @@ INLINE void sparse_backward_tile(Net *k, int na, int c, int T, int P) {
         UNROLL for (int q = 0; q < T; q++) acc[u][q] += x * LD(dr + VW * q);
       }
       float *g = y->gwt + (size_t)k->active[a0 + u] * y->nOutP + c;
-      UNROLL for (int q = 0; q < T; q++) ST(g + VW * q, LD(g + VW * q) + acc[u][q]);
+      UNROLL for (int q = 0; q < T; q++) ST(g + VW * q, acc[u][q]);
     }
   }
 }
@@ -520,10 +507,10 @@ static void sparse_backward(Net *k, int na) {
 INLINE void dense_forward_tile(const Layer *y, const float *a, float *z, int ns, int c, int T) {
   const int R = rows_for(T);
   for (int s0 = 0; s0 < ns; s0 += R) {
-    v16 acc[16][MAXT];
+    vf acc[16][MAXT];
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < T; q++) acc[r][q] = LD(y->b + c + VW * q);
     for (int i = 0; i < y->nIn; i++) {
-      v16 w[MAXT];
+      vf w[MAXT];
       UNROLL for (int q = 0; q < T; q++) w[q] = LD(y->wt + (size_t)i * y->nOutP + c + VW * q);
       UNROLL for (int r = 0; r < R; r++) {
         const float x = a[(size_t)(s0 + r) * y->nInP + i];
@@ -549,12 +536,12 @@ static void dense_forward(const Layer *y, const float *a, float *z, int ns) {
 INLINE void dense_backward_dw_tile(Layer *y, const float *a, const float *dl, int ns, int c, int T) {
   const int R = rows_for(T);
   for (int i0 = 0; i0 < y->nInP; i0 += R) {
-    v16 acc[16][MAXT];
+    vf acc[16][MAXT];
     float *g = y->gwt + (size_t)i0 * y->nOutP + c;
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < T; q++)
       acc[r][q] = LD(g + (size_t)r * y->nOutP + VW * q);
     for (int s = 0; s < ns; s++) {
-      v16 dv[MAXT];
+      vf dv[MAXT];
       UNROLL for (int q = 0; q < T; q++) dv[q] = LD(dl + (size_t)s * y->nOutP + c + VW * q);
       UNROLL for (int r = 0; r < R; r++) {
         const float x = a[(size_t)s * y->nInP + i0 + r];
@@ -571,10 +558,10 @@ INLINE void dense_backward_dx_tile(const Net *k, const Layer *y, const float *a,
                                    int ns, int c, int T) {
   const int R = rows_for(T);
   for (int s0 = 0; s0 < ns; s0 += R) {
-    v16 acc[16][MAXT];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < T; q++) acc[r][q] = (v16){0};
+    vf acc[16][MAXT];
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < T; q++) acc[r][q] = (vf){0};
     for (int j = 0; j < y->nOut; j++) {
-      v16 w[MAXT];
+      vf w[MAXT];
       UNROLL for (int q = 0; q < T; q++) w[q] = LD(y->w + (size_t)j * y->nInP + c + VW * q);
       UNROLL for (int r = 0; r < R; r++) {
         const float dj = dl[(size_t)(s0 + r) * y->nOutP + j];
@@ -583,16 +570,39 @@ INLINE void dense_backward_dx_tile(const Net *k, const Layer *y, const float *a,
     }
     UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < T; q++) {
       const size_t o = (size_t)(s0 + r) * y->nInP + c + VW * q;
-      const v16 av = LD(a + o);
-      const v16 dv = k->relu ? vsel(av > 0.0f, acc[r][q], (v16){0}) : acc[r][q] * av * (1.0f - av);
+      const vf av = LD(a + o);
+      const vf dv = k->relu ? vsel(av > 0.0f, acc[r][q], (vf){0}) : acc[r][q] * av * (1.0f - av);
       ST(dprev + o, dv);
+    }
+  }
+}
+
+/* Whether the real lanes of ns rows are all finite. */
+static int all_finite(const float *x, int ns, int n, int nP) {
+  for (int s = 0; s < ns; s++)
+    for (int j = 0; j < n; j++)
+      if (!__builtin_isfinite(x[(size_t)s * nP + j])) return 0;
+  return 1;
+}
+
+/* dW[i][..] += a[s][i] d[s][..] for s in block order, skipping a[s][i] = 0:
+ * for deltas that are not all finite (a diverging run), where 0 * Infinity
+ * would make NaN; as the reference and the WebAssembly kernel do. */
+static void dense_backward_dw_skip(Layer *y, const float *a, const float *dl, int ns) {
+  for (int s = 0; s < ns; s++) {
+    const float *ar = a + (size_t)s * y->nInP, *dr = dl + (size_t)s * y->nOutP;
+    for (int i = 0; i < y->nIn; i++) {
+      if (ar[i] == 0.0f) continue;
+      float *g = y->gwt + (size_t)i * y->nOutP;
+      for (int c = 0; c < y->nOutP; c += VW) ST(g + c, LD(g + c) + ar[i] * LD(dr + c));
     }
   }
 }
 
 static void dense_backward(const Net *k, Layer *y, const float *a, const float *dl, float *dprev, int ns) {
   const int nq = y->nOutP / VW;
-  for (int c = 0; c < nq; c += MAXT) {
+  if (!all_finite(dl, ns, y->nOut, y->nOutP)) dense_backward_dw_skip(y, a, dl, ns);
+  else for (int c = 0; c < nq; c += MAXT) {
     const int T = nq - c < MAXT ? nq - c : MAXT;
 #define TILE(t) dense_backward_dw_tile(y, a, dl, ns, c * VW, t)
     DISPATCH8(T, TILE)
@@ -610,7 +620,7 @@ static void dense_backward(const Net *k, Layer *y, const float *a, const float *
 /* db += d[s] for s in block order. */
 static void bias_backward(Layer *y, const float *dl, int ns) {
   for (int c = 0; c < y->nOutP; c += VW) {
-    v16 acc = LD(y->gb + c);
+    vf acc = LD(y->gb + c);
     for (int s = 0; s < ns; s++) acc += LD(dl + (size_t)s * y->nOutP + c);
     ST(y->gb + c, acc);
   }
@@ -629,63 +639,17 @@ static void hidden_activation(const Net *k, float *z, int ns, int n, int nP) {
   }
 }
 
-/* Output activations a of rows [0, ns) from z (kept in zout for the cost). */
+/* Output pre-activations of rows [0, ns), computed into a, to zout; for a
+ * sigmoid output, a = sigmoid(z). Softmax is left to output-rows.ts (in
+ * float64 with Math.exp, as the WebAssembly kernel's). */
 static void output_activation(const Net *k, float *a, int ns, int n, int nP) {
+  memcpy(k->zout, a, (size_t)ns * nP * 4);
+  if (k->softmax) return;
   for (int s = 0; s < ns; s++) {
     float *row = a + (size_t)s * nP;
-    float *zr = k->zout + (size_t)s * nP;
-    memcpy(zr, row, (size_t)nP * 4);
-    if (!k->softmax) {
-      for (int c = 0; c < nP; c += VW) ST(row + c, vsigmoid(LD(zr + c)));
-    } else {
-      float m = -1.0f / 0.0f;
-      for (int j = 0; j < n; j++) if (zr[j] > m) m = zr[j];
-      for (int c = 0; c < nP; c += VW) ST(row + c, vexp(LD(zr + c) - m));
-      float sum = 0.0f;
-      for (int j = 0; j < n; j++) sum += row[j];
-      for (int j = 0; j < n; j++) row[j] = row[j] / sum;
-    }
+    for (int c = 0; c < nP; c += VW) ST(row + c, vsigmoid(LD(row + c)));
     for (int j = n; j < nP; j++) row[j] = 0.0f;
   }
-}
-
-/* dC/dz of the output layer (as outputDeltas in output-layer.ts), float32. */
-static void output_delta(const Net *k, const float *a, float *dl, const uint8_t *labels, int ns, int n, int nP) {
-  for (int s = 0; s < ns; s++) {
-    const float *ar = a + (size_t)s * nP;
-    float *dr = dl + (size_t)s * nP;
-    const int label = labels[k->rows[s]];
-    if (k->cross_entropy) {
-      for (int j = 0; j < n; j++) dr[j] = ar[j] - (j == label ? 1.0f : 0.0f);
-    } else if (!k->softmax) {
-      for (int j = 0; j < n; j++) dr[j] = 2.0f * (ar[j] - (j == label ? 1.0f : 0.0f)) * ar[j] * (1.0f - ar[j]);
-    } else {
-      float dot = 0.0f;
-      for (int j = 0; j < n; j++) dot += ar[j] * 2.0f * (ar[j] - (j == label ? 1.0f : 0.0f));
-      for (int j = 0; j < n; j++) dr[j] = ar[j] * (2.0f * (ar[j] - (j == label ? 1.0f : 0.0f)) - dot);
-    }
-    for (int j = n; j < nP; j++) dr[j] = 0.0f;
-  }
-}
-
-/* Cost of one example in float64 (as exampleCost in output-layer.ts). */
-static double example_cost(const Net *k, const float *a, const float *z, int n, int label) {
-  double c = 0.0;
-  if (!k->cross_entropy) {
-    for (int j = 0; j < n; j++) {
-      const double e = (double)a[j] - (j == label ? 1.0 : 0.0);
-      c += e * e;
-    }
-  } else if (k->softmax) {
-    double m = -1.0 / 0.0;
-    for (int j = 0; j < n; j++) if (z[j] > m) m = z[j];
-    double s = 0.0;
-    for (int j = 0; j < n; j++) s += dexp((double)z[j] - m);
-    c = m + dlog(s) - (label < n ? (double)z[label] : 0.0 / 0.0);
-  } else {
-    for (int j = 0; j < n; j++) c += dsoftplus(j == label ? -(double)z[j] : (double)z[j]);
-  }
-  return c;
 }
 
 /* ------------------------------------------------------------------ */
@@ -701,26 +665,6 @@ static void forward_block(Net *k, const Sparse *d, int ns, int na) {
     if (l == k->L - 1) output_activation(k, k->act[l + 1], ns, y->nOut, y->nOutP);
     else hidden_activation(k, k->act[l + 1], ns, y->nOut, y->nOutP);
   }
-}
-
-/* Forward and backward of a block; returns its summed cost. */
-static double train_block(Net *k, const Sparse *d, const uint8_t *labels, int ns) {
-  const int L = k->L;
-  const Layer *out = &k->layer[L - 1];
-  const int na = csc_build(k, d, ns);
-  forward_block(k, d, ns, na);
-  output_delta(k, k->act[L], k->delta[L], labels, ns, out->nOut, out->nOutP);
-  double cost = 0.0;
-  for (int s = 0; s < ns; s++)
-    cost += example_cost(k, k->act[L] + (size_t)s * out->nOutP, k->zout + (size_t)s * out->nOutP, out->nOut,
-                         labels[k->rows[s]]);
-  for (int l = L - 1; l >= 0; l--) {
-    Layer *y = &k->layer[l];
-    bias_backward(y, k->delta[l + 1], ns);
-    if (l) dense_backward(k, y, k->act[l], k->delta[l + 1], k->delta[l], ns);
-    else sparse_backward(k, na);
-  }
-  return cost;
 }
 
 /* The examples of a shard are scattered over the dataset: ask for the
@@ -742,44 +686,59 @@ static void prefetch_rows(const Sparse *d, const uint32_t *idx, int64_t at, int6
   }
 }
 
-/* The gradient sum of examples idx[from..to) into grad; returns the summed cost. */
-static double grad_sum(Net *k, const Sparse *d, const float *params, const uint32_t *idx, int64_t from,
-                       int64_t to, const uint8_t *labels, float *grad) {
+/* A computation runs block by block, driven from JavaScript (native-kernel.ts):
+ * begin, then per block forward_next, the output layer in output-rows.ts,
+ * backward_block; then finish. The blocks follow each other from `from` in
+ * steps of SB, so every FOLD_BLOCKS blocks (CHUNK examples, as the
+ * WebAssembly kernel's chunks) fold into the float64 totals at the same
+ * examples as there. */
+
+/* Starts a gradient sum over idx[from..to), or an evaluation of rows
+ * [from, to) in order when idx is NULL. */
+static void begin(Net *k, const Sparse *d, const float *params, const uint32_t *idx, int64_t from, int64_t to) {
   load_params(k, params);
-  zero_grad(k);
-  double cost = 0.0;
-  int blocks = 0;
-  for (int64_t s0 = from; s0 < to; s0 += SB) {
-    const int ns = to - s0 < SB ? (int)(to - s0) : SB;
-    for (int s = 0; s < ns; s++) k->rows[s] = (int32_t)idx[s0 + s];
-    prefetch_rows(d, idx, s0, to);
-    cost += train_block(k, d, labels, ns);
-    if (++blocks == FOLD_BLOCKS) { fold_grad(k); blocks = 0; }
-  }
-  if (blocks) fold_grad(k);
-  store_grad(k, grad);
-  return cost;
+  if (idx) zero_grad(k);
+  k->data = d; k->idx = idx; k->from = from; k->to = to;
+  k->ns = 0; k->blocks = 0;
 }
 
-/* Correct predictions and summed cost over the whole dataset, in order. */
-static void evaluate(Net *k, const Sparse *d, const float *params, const uint8_t *labels, double *correct,
-                     double *cost) {
-  load_params(k, params);
-  const Layer *out = &k->layer[k->L - 1];
-  *correct = 0; *cost = 0;
-  for (int64_t s0 = 0; s0 < d->n; s0 += SB) {
-    const int ns = d->n - s0 < SB ? (int)(d->n - s0) : SB;
-    for (int s = 0; s < ns; s++) k->rows[s] = (int32_t)(s0 + s);
-    forward_block(k, d, ns, -1);
-    for (int s = 0; s < ns; s++) {
-      const float *a = k->act[k->L] + (size_t)s * out->nOutP;
-      const int label = labels[s0 + s];
-      *cost += example_cost(k, a, k->zout + (size_t)s * out->nOutP, out->nOut, label);
-      int best = 0;
-      for (int j = 1; j < out->nOut; j++) if (a[j] > a[best]) best = j;
-      *correct += best == label;
-    }
+/* Forward of the next block; returns its rows (0 when none is left). An
+ * evaluation needs no csc lists: its forward goes example by example. */
+static int forward_next(Net *k) {
+  const int64_t s0 = k->from;
+  if (s0 >= k->to) return 0;
+  const int ns = k->to - s0 < SB ? (int)(k->to - s0) : SB;
+  for (int s = 0; s < ns; s++) k->rows[s] = (int32_t)(k->idx ? k->idx[s0 + s] : s0 + s);
+  if (k->idx) {
+    prefetch_rows(k->data, k->idx, s0, k->to);
+    k->na = csc_build(k, k->data, ns);
+  } else {
+    k->na = -1;
   }
+  forward_block(k, k->data, ns, k->na);
+  k->from = s0 + ns;
+  k->ns = ns;
+  return ns;
+}
+
+/* Backward of the forwarded block, from the deltas output-rows.ts wrote. */
+static void backward_block(Net *k) {
+  const int ns = k->ns;
+  for (int l = k->L - 1; l >= 0; l--) {
+    Layer *y = &k->layer[l];
+    bias_backward(y, k->delta[l + 1], ns);
+    if (l) dense_backward(k, y, k->act[l], k->delta[l + 1], k->delta[l], ns);
+    else sparse_backward(k, k->na);
+  }
+  k->ns = 0;
+  if (++k->blocks == FOLD_BLOCKS) { fold_grad(k); k->blocks = 0; }
+}
+
+/* Ends a gradient sum: the last fold, and the totals into grad. */
+static void finish(Net *k, float *grad) {
+  if (k->blocks) fold_grad(k);
+  store_grad(k, grad);
+  k->data = NULL; k->idx = NULL; k->blocks = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -827,23 +786,36 @@ static size_t net_params(const Net *k) {
   return n;
 }
 
-/* createNet(sizes: Int32Array, relu, softmax, crossEntropy) -> handle */
+/* createNet(sizes: Int32Array, relu, softmax, crossEntropy, out: Float32Array)
+ * -> [handle, shift]. out (3 * SB * the output width padded to VW floats,
+ * plus VW) holds the output layer's pre-activations, activations and deltas
+ * from out[shift] on, the first whole vector (a JavaScript array is aligned
+ * to fewer bytes than a vector); the caller keeps it as long as the handle. */
 static napi_value js_create_net(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  void *sizes; size_t n;
-  if (argc < 4 || !typed(env, argv[0], napi_int32_array, &sizes, &n)) FAIL("createNet: expected (Int32Array, relu, softmax, crossEntropy)");
+  void *sizes, *out; size_t n, nout;
+  if (argc < 5 || !typed(env, argv[0], napi_int32_array, &sizes, &n) || !typed(env, argv[4], napi_float32_array, &out, &nout))
+    FAIL("createNet: expected (Int32Array, relu, softmax, crossEntropy, Float32Array)");
   if (n < 2 || n > 1000000) FAIL("createNet: %zu layer sizes; need at least 2", n);
   int32_t flags[3];
   for (int f = 0; f < 3; f++) CHECK(napi_get_value_int32(env, argv[1 + f], &flags[f]));
   for (size_t l = 0; l < n; l++) if (((int32_t *)sizes)[l] < 1) FAIL("createNet: layer size %d", ((int32_t *)sizes)[l]);
-  Net *k = make_net(sizes, (int)n, flags[0], flags[1], flags[2]);
+  const size_t need = out_rows_size(sizes, (int)n) + VW;
+  if (nout != need) FAIL("createNet: output rows of %zu floats, need %zu", nout, need);
+  if ((uintptr_t)out % 4) FAIL("createNet: output rows not aligned to 4 bytes");
+  const uint32_t shift = (uint32_t)((-(uintptr_t)out & (VW * 4 - 1)) / 4);
+  Net *k = make_net(sizes, (int)n, flags[0], flags[1], flags[2], (float *)out + shift);
   if (!k) FAIL("native kernel: out of memory for the network's buffers");
-  napi_value h;
+  napi_value h, r, v;
   CHECK(napi_create_external(env, k, finalize_net, NULL, &h));
   CHECK(napi_type_tag_object(env, h, &NET_TAG));
-  return h;
+  CHECK(napi_create_array_with_length(env, 2, &r));
+  CHECK(napi_set_element(env, r, 0, h));
+  CHECK(napi_create_uint32(env, shift, &v));
+  CHECK(napi_set_element(env, r, 1, v));
+  return r;
 }
 
 /* createData(images: Uint8Array, n, pixels) -> handle of its sparse lists */
@@ -865,72 +837,95 @@ static napi_value js_create_data(napi_env env, napi_callback_info info) {
   return h;
 }
 
-/* gradSum(net, data, labels, params, idx, from, to, grad) -> summed cost */
-static napi_value js_grad_sum(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
+/* begin(net, data, params, idx: Uint32Array | null, from, to): starts a
+ * gradient sum over idx[from..to), or with idx null an evaluation of the
+ * dataset's rows [from, to). Checks every index before anything is read. */
+static napi_value js_begin(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 8) FAIL("gradSum: expected 8 arguments");
+  if (argc < 6) FAIL("begin: expected 6 arguments");
   Net *k = tagged(env, argv[0], &NET_TAG, "network");
   if (!k) return NULL;
   Sparse *d = tagged(env, argv[1], &DATA_TAG, "dataset");
   if (!d) return NULL;
-  void *labels, *params, *idx, *grad; size_t nl, np, ni, ng;
-  if (!typed(env, argv[2], napi_uint8_array, &labels, &nl) || !typed(env, argv[3], napi_float32_array, &params, &np) ||
-      !typed(env, argv[4], napi_uint32_array, &idx, &ni) || !typed(env, argv[7], napi_float32_array, &grad, &ng))
-    FAIL("gradSum: expected (net, data, Uint8Array, Float32Array, Uint32Array, from, to, Float32Array)");
-  if (np != net_params(k) || ng != net_params(k))
-    FAIL("gradSum: %zu parameters and a gradient of %zu values, the model has %zu", np, ng, net_params(k));
+  void *params, *idx = NULL; size_t np, ni = 0;
+  napi_valuetype t;
+  CHECK(napi_typeof(env, argv[3], &t));
+  if (!typed(env, argv[2], napi_float32_array, &params, &np) || (t != napi_null && !typed(env, argv[3], napi_uint32_array, &idx, &ni)))
+    FAIL("begin: expected (net, data, Float32Array, Uint32Array or null, from, to)");
+  if (np != net_params(k)) FAIL("begin: %zu parameters, the model has %zu", np, net_params(k));
   int64_t from, to;
-  CHECK(napi_get_value_int64(env, argv[5], &from));
-  CHECK(napi_get_value_int64(env, argv[6], &to));
-  if (from < 0 || from > to || (size_t)to > ni) FAIL("shard range [%lld, %lld) is not inside the %zu indices", (long long)from, (long long)to, ni);
-  if ((int64_t)nl < d->n) FAIL("gradSum: %zu labels for %lld examples", nl, (long long)d->n);
-  for (int64_t p = from; p < to; p++) {
+  CHECK(napi_get_value_int64(env, argv[4], &from));
+  CHECK(napi_get_value_int64(env, argv[5], &to));
+  const int64_t end = idx ? (int64_t)ni : d->n;
+  if (from < 0 || from > to || to > end) FAIL("range [%lld, %lld) is not inside the %lld %s", (long long)from, (long long)to, (long long)end, idx ? "indices" : "examples");
+  for (int64_t p = from; idx && p < to; p++) {
     const uint32_t i = ((const uint32_t *)idx)[p];
     if ((int64_t)i >= d->n)
       FAIL("example index %u at shard position %lld is outside the dataset's %lld examples", i, (long long)(p - from), (long long)d->n);
   }
-  const double cost = grad_sum(k, d, params, idx, from, to, labels, grad);
-  napi_value r;
-  CHECK(napi_create_double(env, cost, &r));
+  begin(k, d, params, idx, from, to);
+  return NULL;
+}
+
+/* forward(net) -> rows of the next block, forwarded (0 when none is left). */
+static napi_value js_forward(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], r;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Net *k = argc < 1 ? NULL : tagged(env, argv[0], &NET_TAG, "network");
+  if (!k) return NULL;
+  if (!k->data) FAIL("forward: no computation begun");
+  CHECK(napi_create_int32(env, forward_next(k), &r));
   return r;
 }
 
-/* evaluate(net, data, labels, params) -> [correct, summed cost] */
-static napi_value js_evaluate(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+/* backward(net): backward of the block forward returned, its output deltas written. */
+static napi_value js_backward(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) FAIL("evaluate: expected 4 arguments");
-  Net *k = tagged(env, argv[0], &NET_TAG, "network");
+  Net *k = argc < 1 ? NULL : tagged(env, argv[0], &NET_TAG, "network");
   if (!k) return NULL;
-  Sparse *d = tagged(env, argv[1], &DATA_TAG, "dataset");
-  if (!d) return NULL;
-  void *labels, *params; size_t nl, np;
-  if (!typed(env, argv[2], napi_uint8_array, &labels, &nl) || !typed(env, argv[3], napi_float32_array, &params, &np))
-    FAIL("evaluate: expected (net, data, Uint8Array, Float32Array)");
-  if (np != net_params(k)) FAIL("evaluate: %zu parameters, the model has %zu", np, net_params(k));
-  if ((int64_t)nl < d->n) FAIL("evaluate: %zu labels for %lld examples", nl, (long long)d->n);
-  double correct, cost;
-  evaluate(k, d, params, labels, &correct, &cost);
-  napi_value r, v0, v1;
-  CHECK(napi_create_array_with_length(env, 2, &r));
-  CHECK(napi_create_double(env, correct, &v0));
-  CHECK(napi_create_double(env, cost, &v1));
-  CHECK(napi_set_element(env, r, 0, v0));
-  CHECK(napi_set_element(env, r, 1, v1));
-  return r;
+  if (!k->data || !k->idx || !k->ns) FAIL("backward: no gradient sum's block forwarded");
+  backward_block(k);
+  return NULL;
+}
+
+/* finish(net, grad): writes the gradient sum into grad. */
+static napi_value js_finish(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Net *k = argc < 2 ? NULL : tagged(env, argv[0], &NET_TAG, "network");
+  if (!k) return NULL;
+  void *grad; size_t ng;
+  if (!typed(env, argv[1], napi_float32_array, &grad, &ng)) FAIL("finish: expected (net, Float32Array)");
+  if (ng != net_params(k)) FAIL("finish: a gradient of %zu values, the model has %zu", ng, net_params(k));
+  if (!k->data || !k->idx || k->ns || k->from < k->to) FAIL("finish: the gradient sum is not through all its blocks");
+  finish(k, grad);
+  return NULL;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
     {"createNet", NULL, js_create_net, NULL, NULL, NULL, napi_default, NULL},
     {"createData", NULL, js_create_data, NULL, NULL, NULL, napi_default, NULL},
-    {"gradSum", NULL, js_grad_sum, NULL, NULL, NULL, napi_default, NULL},
-    {"evaluate", NULL, js_evaluate, NULL, NULL, NULL, napi_default, NULL},
+    {"begin", NULL, js_begin, NULL, NULL, NULL, napi_default, NULL},
+    {"forward", NULL, js_forward, NULL, NULL, NULL, napi_default, NULL},
+    {"backward", NULL, js_backward, NULL, NULL, NULL, napi_default, NULL},
+    {"finish", NULL, js_finish, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  /* The shape of the blocks (native-kernel.ts sizes the output rows and
+   * checks that FOLD_BLOCKS blocks make the WebAssembly kernel's CHUNK). */
+  const struct { const char *name; int32_t value; } consts[] = {{"blockRows", SB}, {"foldBlocks", FOLD_BLOCKS}, {"vectorWidth", VW}};
+  for (size_t c = 0; c < sizeof consts / sizeof consts[0]; c++) {
+    napi_value v;
+    napi_create_int32(env, consts[c].value, &v);
+    napi_set_named_property(env, exports, consts[c].name, v);
+  }
   return exports;
 }
 
