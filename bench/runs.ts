@@ -9,7 +9,9 @@
  * without the user's GRADFLEET_* and REDIS_URL variables, so what a section
  * measures depends on its own flags only.
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
+import { FAST_KERNEL_ENV } from "../src/core/kernel.js";
 import { freePort, startPrivateRedis } from "../src/shared/local-redis.js";
 import { binPath } from "../src/shared/package-root.js";
 import { childPids, procArgs, procComm } from "./proc.js";
@@ -87,10 +89,17 @@ export function stepsPerEpoch(m: Model): number {
   return Math.ceil(trainExamples(m) / m.batch);
 }
 
-/** This process's environment without gradfleet's own variables (flags only count), plus `extra`. */
+/**
+ * This process's environment without gradfleet's own variables (flags only
+ * count), plus `extra`. GRADFLEET_FAST_KERNEL stays: it picks how every
+ * process computes the fast kernel (the same bits), so
+ * `GRADFLEET_FAST_KERNEL=wasm npm run bench` measures WebAssembly.
+ */
 export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env = Object.fromEntries(
-    Object.entries(process.env).filter(([k]) => !k.startsWith("GRADFLEET_") && k !== "REDIS_URL"),
+    Object.entries(process.env).filter(
+      ([k]) => (!k.startsWith("GRADFLEET_") || k === FAST_KERNEL_ENV) && k !== "REDIS_URL",
+    ),
   );
   return { ...env, ...extra };
 }

@@ -306,6 +306,7 @@ describe.skipIf(nativeKernelUnavailable())("the addon's own checks (below Native
     // The right sizes compute, in order: begin, forward, backward, finish.
     addon.begin(net, data, f(P), idx, 0, 2);
     expect(() => addon.backward(net)).toThrow(/no gradient sum's block forwarded/);
+    expect(() => addon.runQuadratic(net, new Uint8Array(1))).toThrow("runQuadratic: 1 labels for 2 examples");
     expect(() => addon.finish(net, f(P))).toThrow(/not through all its blocks/);
     expect(addon.forward(net)).toBe(2);
     addon.backward(net);
@@ -314,5 +315,10 @@ describe.skipIf(nativeKernelUnavailable())("the addon's own checks (below Native
       `finish: a gradient of ${P + 4} values, the model has ${P}`,
     );
     addon.finish(net, f(P));
+    const [softmaxNet] = addon.createNet(Int32Array.from([4, 3, 2]), 0, 1, 0, f(outRows));
+    addon.begin(softmaxNet, data, f(P), idx, 0, 2);
+    expect(() => addon.runQuadratic(softmaxNet, new Uint8Array(2))).toThrow(
+      /not sigmoid with the quadratic cost/,
+    );
   });
 });

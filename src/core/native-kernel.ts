@@ -59,6 +59,8 @@ interface Addon {
   forward(net: Handle): number;
   /** Backward of the forwarded block, once its output deltas are written. */
   backward(net: Handle): void;
+  /** Every block of the gradient sum begun, for a sigmoid output with the quadratic cost; the summed cost. */
+  runQuadratic(net: Handle, labels: Uint8Array): number;
   /** Writes the gradient sum into grad. */
   finish(net: Handle, grad: Float32Array): void;
 }
@@ -190,6 +192,13 @@ export class NativeKernel implements Kernel {
     const { addon: a, net, out, f32 } = this;
     // begin checks every index against data.n before anything is computed.
     a.begin(net, sparseOf(a, data), params, idx, from, to);
+    if (this.spec.output === "sigmoid" && this.spec.cost === "quadratic") {
+      // The seed model's output layer needs no exp or log: the addon
+      // computes its deltas and cost itself, in outputDelta's float64 order.
+      const cost = a.runQuadratic(net, data.labels);
+      a.finish(net, grad);
+      return { cost, count: to - from };
+    }
     // The cost is summed per CHUNK examples, then the chunks' sums: the
     // WebAssembly kernel's order (fast-kernel.ts), so the costs agree too.
     let cost = 0;

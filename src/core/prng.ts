@@ -79,7 +79,10 @@ export class Rng {
     let s3 = this.s3 | 0;
     for (let i = a.length - 1; i > 0; i--) {
       const n = i + 1;
-      const limit = n * Math.floor(4294967296 / n);
+      // nextInt's limit, n·floor(2^32 / n), is above 2^32 - n: every r below
+      // that is accepted without the division that makes the limit (the
+      // same draws; the division is half the loop's time).
+      const sure = 4294967296 - n;
       let j = -1;
       while (j < 0) {
         const x = Math.imul(s1, 5);
@@ -91,7 +94,7 @@ export class Rng {
         s0 ^= s3;
         s2 ^= t;
         s3 = (s3 << 11) | (s3 >>> 21);
-        if (r < limit) j = r - n * Math.floor(r / n);
+        if (r < sure || r < n * Math.floor(4294967296 / n)) j = r - n * Math.floor(r / n);
       }
       const tmp = a[i];
       a[i] = a[j];

@@ -54,13 +54,14 @@ export class SeatMemory {
    */
   readWeights(version: number, into: Float32Array): boolean {
     const slot = weightsSlot(version);
-    const path = weightsFile(this.dir, version);
-    this.weightsFds[slot] ??= openSync(path, "r");
+    // The file's path only to open it or to name it (a path.join per step
+    // showed in a worker's profile).
+    this.weightsFds[slot] ??= openSync(weightsFile(this.dir, version), "r");
     const bytes = new Uint8Array(into.buffer, into.byteOffset, into.byteLength);
     const got = readvSync(this.weightsFds[slot], [this.stamp, bytes], 0);
     if (got !== WEIGHTS_STAMP_BYTES + bytes.length) {
       throw new Error(
-        `weights file ${path} has ${got} bytes, expected ${WEIGHTS_STAMP_BYTES + bytes.length}`,
+        `weights file ${weightsFile(this.dir, version)} has ${got} bytes, expected ${WEIGHTS_STAMP_BYTES + bytes.length}`,
       );
     }
     return this.stamp.readUInt32LE(0) === version;

@@ -734,6 +734,43 @@ static void backward_block(Net *k) {
   if (++k->blocks == FOLD_BLOCKS) { fold_grad(k); k->blocks = 0; }
 }
 
+/* The sigmoid output's deltas under the quadratic cost, dC/dz = 2 (a - y)
+ * a (1 - a), and the rows' costs added to `total` one by one: the
+ * arithmetic of outputDelta in output-rows.ts, in float64 operation for
+ * operation (no exp or log is needed, so C gives its bits). The seed
+ * model's output layer, kept in C so its shards need no call back into
+ * JavaScript per block (outputDelta was 5 % of a worker's CPU in a profile). */
+static double quadratic_delta(Net *k, const uint8_t *labels, int ns, double total) {
+  const Layer *out = &k->layer[k->L - 1];
+  for (int s = 0; s < ns; s++) {
+    const float *a = k->act[k->L] + (size_t)s * out->nOutP;
+    float *d = k->delta[k->L] + (size_t)s * out->nOutP;
+    const int label = labels[k->rows[s]];
+    for (int j = 0; j < out->nOut; j++) {
+      const double aj = a[j];
+      const double e = aj - (j == label ? 1.0 : 0.0);
+      total += e * e;
+      d[j] = (float)(2.0 * e * aj * (1.0 - aj));
+    }
+  }
+  return total;
+}
+
+/* All blocks of a gradient sum with a sigmoid output and the quadratic
+ * cost; returns the summed cost, added per fold group (CHUNK examples) and
+ * then the groups' sums, as native-kernel.ts adds the others. */
+static double run_quadratic(Net *k, const uint8_t *labels) {
+  double cost = 0.0, chunk = 0.0;
+  int blocks = 0;
+  for (int ns; (ns = forward_next(k)) > 0;) {
+    chunk = quadratic_delta(k, labels, ns, chunk);
+    backward_block(k);
+    if (++blocks == FOLD_BLOCKS) { cost += chunk; chunk = 0.0; blocks = 0; }
+  }
+  if (blocks) cost += chunk;
+  return cost;
+}
+
 /* Ends a gradient sum: the last fold, and the totals into grad. */
 static void finish(Net *k, float *grad) {
   if (k->blocks) fold_grad(k);
@@ -893,6 +930,23 @@ static napi_value js_backward(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* runQuadratic(net, labels) -> summed cost: every block of the gradient sum
+ * begun, for a sigmoid output and the quadratic cost. */
+static napi_value js_run_quadratic(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], r;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Net *k = argc < 2 ? NULL : tagged(env, argv[0], &NET_TAG, "network");
+  if (!k) return NULL;
+  void *labels; size_t nl;
+  if (!typed(env, argv[1], napi_uint8_array, &labels, &nl)) FAIL("runQuadratic: expected (net, Uint8Array)");
+  if (k->softmax || k->cross_entropy) FAIL("runQuadratic: the network's output is not sigmoid with the quadratic cost");
+  if (!k->data || !k->idx || k->ns) FAIL("runQuadratic: no gradient sum begun");
+  if ((int64_t)nl < k->data->n) FAIL("runQuadratic: %zu labels for %lld examples", nl, (long long)k->data->n);
+  CHECK(napi_create_double(env, run_quadratic(k, labels), &r));
+  return r;
+}
+
 /* finish(net, grad): writes the gradient sum into grad. */
 static napi_value js_finish(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -915,6 +969,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"begin", NULL, js_begin, NULL, NULL, NULL, napi_default, NULL},
     {"forward", NULL, js_forward, NULL, NULL, NULL, napi_default, NULL},
     {"backward", NULL, js_backward, NULL, NULL, NULL, napi_default, NULL},
+    {"runQuadratic", NULL, js_run_quadratic, NULL, NULL, NULL, napi_default, NULL},
     {"finish", NULL, js_finish, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
