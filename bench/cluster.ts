@@ -50,7 +50,15 @@ import { spawn } from "node:child_process";
 import { startPrivateRedis } from "../src/shared/local-redis.js";
 import { binPath } from "../src/shared/package-root.js";
 import { childPids, cpuMs, procComm, vmHwm } from "./proc.js";
-import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
+import {
+  type BenchOptions,
+  fastKernelLine,
+  fmt,
+  machineLine,
+  median,
+  type Reporter,
+  type Section,
+} from "./report.js";
 import { MNIST_TRAIN, modelFlags, steadyRate } from "./runs.js";
 
 const LAYERS = "784,16,16,10";
@@ -236,7 +244,7 @@ export const clusterSection: Section = {
     }
     const what = opts.quick ? " (--quick: not a measurement)" : "";
     out.table(
-      `cluster: train --workers N, ${LAYERS} sigmoid + quadratic, SGD, fast kernel, private redis-server${what}`,
+      `cluster: train --workers N, ${LAYERS} sigmoid + quadratic, SGD, ${fastKernelLine()}, private redis-server${what}`,
       [
         ...(builds.length > 1 ? ["build"] : []),
         "batch",

@@ -176,7 +176,8 @@ export const coreSection: Section = {
       HEADERS,
       results.map((c) => tableRow(c, "wall")),
       [
-        "ref/fast: runTraining + LocalExecutor (one shard): gather, forward, backward, the shard tree's sum, SGD update (WebAssembly).",
+        "ref/fast/native: runTraining + LocalExecutor (one shard): gather, forward, backward, the shard tree's sum, SGD update (WebAssembly). " +
+          "fast is the fast kernel by WebAssembly, native the same kernel (the same bits) by the C addon, which --kernel fast runs where it is built.",
         tfNote,
         torchNote,
         "GFLOP/s counts dense-equivalent FLOPs per sample: 2·Σ nIn·nOut (forward) + 4·Σ nIn·nOut (backward) " +

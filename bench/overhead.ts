@@ -34,7 +34,14 @@
  * workers' total compute over the steps and the worker count.
  */
 import { cpuMs, hasProc } from "./proc.js";
-import { type BenchOptions, fmt, machineLine, type Reporter, type Section } from "./report.js";
+import {
+  type BenchOptions,
+  fastKernelLine,
+  fmt,
+  machineLine,
+  type Reporter,
+  type Section,
+} from "./report.js";
 import {
   type BenchWorker,
   coordinatorArgs,
@@ -259,7 +266,7 @@ function report(
   const epochs = opts.quick ? 2 : 10;
   out.table(
     `overhead: CPU ms per step of each process, coordinator + separately started workers, ${LAYERS} ` +
-      `sigmoid + quadratic, SGD, fast kernel, all of MNIST, ${epochs} epochs${what}`,
+      `sigmoid + quadratic, SGD, ${fastKernelLine()}, all of MNIST, ${epochs} epochs${what}`,
     ["batch", "shards", "workers", "process", "CPU ms/step", "kernel ms/step", "outside kernel"],
     cpuRows,
     [

@@ -4,7 +4,9 @@
  * object per line with `--json`. Progress goes to stderr, so stdout holds
  * only the results.
  */
+
 import { cpus, loadavg } from "node:os";
+import { fastImplementation } from "../src/core/kernel.js";
 
 /** One measured number. Extra fields say what was measured (impl, layers, batch...). */
 export interface Figure {
@@ -67,6 +69,11 @@ export function machineLine(): string {
     .map((l) => l.toFixed(2))
     .join(" ");
   return `${cpu[0]?.model ?? "unknown CPU"} (${cpu.length} logical CPUs), Node ${process.versions.node}, load average ${load}`;
+}
+
+/** How this machine's processes compute the default fast kernel (GRADFLEET_FAST_KERNEL, else the addon where built). */
+export function fastKernelLine(): string {
+  return fastImplementation() === "native" ? "fast kernel (by the C addon)" : "fast kernel (by WebAssembly)";
 }
 
 /** Median of a non-empty list. */

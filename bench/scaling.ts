@@ -32,7 +32,14 @@
 import { cpus } from "node:os";
 import { CoreSlices, findCpuHierarchy, PERIOD_US } from "./cgroup.js";
 import { cpuMs } from "./proc.js";
-import { type BenchOptions, fmt, machineLine, type Reporter, type Section } from "./report.js";
+import {
+  type BenchOptions,
+  fastKernelLine,
+  fmt,
+  machineLine,
+  type Reporter,
+  type Section,
+} from "./report.js";
 import {
   type BenchRedis,
   coordinatorArgs,
@@ -248,7 +255,7 @@ function report(
   const quota = Math.round(r.slice * PERIOD_US);
   const maxHosts = Math.max(...r.rows.map((x) => x.workers));
   out.table(
-    `scaling: emulated hosts, ${r.slice} core each, ${LAYERS} sigmoid + quadratic, SGD, batch ${r.batch}, ` +
+    `scaling: emulated hosts, ${r.slice} core each, ${LAYERS} sigmoid + quadratic, SGD, ${fastKernelLine()}, batch ${r.batch}, ` +
       `${SHARDS} shards${r.quick ? " (--quick: not a measurement)" : ""}`,
     [
       "workers / ranks",

@@ -25,7 +25,15 @@ import { makeKernel } from "../src/core/kernel.js";
 import { epochPermutation } from "../src/core/prng.js";
 import type { ModelSpec } from "../src/core/spec.js";
 import { startPrivateRedis } from "../src/shared/local-redis.js";
-import { type BenchOptions, fmt, machineLine, median, type Reporter, type Section } from "./report.js";
+import {
+  type BenchOptions,
+  fastKernelLine,
+  fmt,
+  machineLine,
+  median,
+  type Reporter,
+  type Section,
+} from "./report.js";
 
 const PEER = fileURLToPath(new URL("./transport-peer.js", import.meta.url));
 const PREFIX = "gf-bench-transport";
@@ -92,7 +100,7 @@ export const transportSection: Section = {
         rows.map(([what, xs]) => [what, fmt(median([...xs])), fmt(p([...xs], 0.95))]),
         [
           `Floor of a step's coordination overhead (weights out by pub/sub, a result back by list): ${fmt(floor)} ms.`,
-          `One worker's compute of a 1024 batch (784-16-16-10, fast kernel, 4 shards of 256): ${fmt(c)} ms; ` +
+          `One worker's compute of a 1024 batch (784-16-16-10, ${fastKernelLine()}, 4 shards of 256): ${fmt(c)} ms; ` +
             `so 2 workers could be at most ${fmt(bound)}x one worker at batch 1024 on this machine, with no other cost.`,
           `Machine: ${machineLine()}.`,
         ],
