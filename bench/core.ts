@@ -263,15 +263,22 @@ async function trainerRates(
     seed: 1,
     kernel: kernel === "ref" ? "ref" : "fast",
   });
+  // Restored after: the later sections' processes inherit this process's choice.
+  const before = process.env[FAST_KERNEL_ENV];
   process.env[FAST_KERNEL_ENV] = kernel === "native" ? "native" : "wasm";
-  // A calibration epoch warms up and gives the rate; then one discarded epoch and `reps` measured ones.
-  const maxSteps = Math.floor(full.train.n / batch);
-  const calSteps = clamp(Math.ceil(plan.calSamples / batch), 2, maxSteps);
-  const [cal] = (await epochSeconds(config(1), subset(full, calSteps * batch))).wall;
-  const steps = clamp(Math.round((plan.repSeconds * calSteps) / cal), 2, maxSteps);
-  const times = await epochSeconds(config(1 + plan.reps), subset(full, steps * batch));
-  const rate = (t: number) => (steps * batch) / t;
-  return { wall: times.wall.slice(1).map(rate), cpu: times.cpu.slice(1).map(rate) };
+  try {
+    // A calibration epoch warms up and gives the rate; then one discarded epoch and `reps` measured ones.
+    const maxSteps = Math.floor(full.train.n / batch);
+    const calSteps = clamp(Math.ceil(plan.calSamples / batch), 2, maxSteps);
+    const [cal] = (await epochSeconds(config(1), subset(full, calSteps * batch))).wall;
+    const steps = clamp(Math.round((plan.repSeconds * calSteps) / cal), 2, maxSteps);
+    const times = await epochSeconds(config(1 + plan.reps), subset(full, steps * batch));
+    const rate = (t: number) => (steps * batch) / t;
+    return { wall: times.wall.slice(1).map(rate), cpu: times.cpu.slice(1).map(rate) };
+  } finally {
+    if (before === undefined) delete process.env[FAST_KERNEL_ENV];
+    else process.env[FAST_KERNEL_ENV] = before;
+  }
 }
 
 /** The first n training examples (whole batches only) and a token test set (evaluation is not timed). */

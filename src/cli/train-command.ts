@@ -91,7 +91,7 @@ export async function runTrainCommand(o: TrainOptions): Promise<number> {
  */
 export function applyKernelChoice(o: { kernel: KernelChoice }): void {
   if (o.kernel === "native" || o.kernel === "wasm") process.env[FAST_KERNEL_ENV] = o.kernel;
-  if (o.kernel === "ref") return;
+  // Checked for `ref` runs too: their epoch-end evaluations use the fast kernel.
   try {
     fastImplementation();
   } catch (e) {

@@ -1,16 +1,19 @@
 /**
- * The native kernel (`--kernel native`): the same contract as the reference
- * kernel (network.ts) — the float32 SUM of a shard's per-example gradients,
+ * The native kernel, the fast kernel's C implementation (what `--kernel
+ * fast` runs where it is built; `--kernel native` requires it): the same
+ * contract as the reference kernel (network.ts) — the float32 SUM of a
+ * shard's per-example gradients,
  * the summed cost and the count — computed by a C addon
  * (native/kernel.c, built by scripts/build-native.mjs into
  * dist/native/gradfleet-kernel.node) in float32 with GCC vector extensions.
  *
  * It is the fastest kernel where it is built, but it is built per machine
  * (with the compiler's -march=native) and only where a C compiler exists:
- * {@link nativeKernelUnavailable} says why it is not there. Its bits are its
- * own (they differ from `fast` and `ref` within float32 rounding), and are
- * the same on every call and in every process: every sum runs in a fixed
- * order, without fused multiply-adds, with its own exp and log.
+ * {@link nativeKernelUnavailable} says why it is not there. Its bits are the
+ * WebAssembly kernel's (fast-kernel.ts), on every call and in every process:
+ * every sum runs in the same order, without fused multiply-adds, and
+ * softmax, the output deltas and the cost are output-rows.ts's, called here
+ * between the addon's blocks.
  *
  * Each dataset is turned into lists of its nonzero pixels once (in native
  * memory, freed when the dataset's `images` array is garbage); datasets are

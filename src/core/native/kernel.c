@@ -1,5 +1,7 @@
 /*
- * gradfleet's native gradient kernel (`--kernel native`): an N-API addon in C.
+ * gradfleet's native gradient kernel: an N-API addon in C, the fast kernel's
+ * second implementation (kernel.ts picks it where it is built), with the
+ * WebAssembly kernel's bits (kernel.wat, fast-passes.ts).
  *
  * The same contract as the reference kernel (network.ts): the SUM over a
  * shard's examples of the per-example gradient, in the parameters' layout,
@@ -14,8 +16,8 @@
  *   shard's examples are scattered over the dataset, so the lists of the
  *   next blocks are prefetched while a block computes (prefetch_rows).
  * - Examples go through in blocks of SB. The later layers are small GEMMs
- *   register-blocked over (rows x 16-float vectors); every layer width is
- *   padded to a multiple of 16 with zero weights, so any width runs on whole
+ *   register-blocked over (rows x VW-float vectors: 16 with AVX-512, else
+ *   8); every layer width is padded to a multiple of VW with zero weights, so any width runs on whole
  *   vectors (GCC vector extensions, no intrinsics: -march=native picks the
  *   instructions).
  * - The block's nonzero pixels are also bucketed by pixel (csc_build): the
@@ -25,20 +27,24 @@
  *
  * Layers: one forward/backward pair each (sparse_forward/sparse_backward for
  * the first, dense_forward/dense_backward for the others), as llm.c has
- * them; train_block runs a block through all of them, grad_sum a shard.
+ * them; forward_next and backward_block run a block through all of them,
+ * driven block by block from native-kernel.ts (see begin).
  *
- * Determinism (the project's core invariant): every sum runs in an order
- * written here, the same on every call: forward sums over inputs in
- * ascending order after the bias, gradient sums over a block's examples in
- * shard order, blocks folded into float64 every FOLD_BLOCKS blocks in shard
- * order. Vector lanes are independent outputs, never summed across, so the
- * vector width does not change a bit. The build uses -ffp-contract=off (no
- * fused multiply-add) and no -ffast-math, no threads, and exp/log are our
- * own from + - * / and bit operations (libm's may differ between CPUs).
+ * Determinism (the project's core invariant), and the WebAssembly kernel's
+ * bits: every sum runs in the order kernel.wat takes: forward sums over
+ * inputs in ascending order after the bias, gradient sums over the shard's
+ * examples in shard order starting from the running sum, float32 sums folded
+ * into float64 every FOLD_BLOCKS blocks (CHUNK examples). Vector lanes are
+ * independent outputs, never summed across, so the vector width does not
+ * change a bit. The build uses -ffp-contract=off (no fused multiply-add) and
+ * no -ffast-math, no threads; the sigmoid's exp is kernel.wat's operation
+ * for operation (libm's may differ between CPUs).
  *
  * Numerics: activations, deltas and per-block gradient sums are float32;
- * the shard total is float64, rounded to float32 once. The cost is summed
- * in float64 from the float32 outputs.
+ * the shard total is float64, rounded to float32 once. Softmax, the output
+ * deltas and the cost are output-rows.ts's (float64, Math.exp), computed
+ * between blocks, except the sigmoid output with the quadratic cost
+ * (quadratic_delta: the same float64 operations, no exp or log).
  */
 #define NAPI_VERSION 8 /* napi_type_tag_object: Node >= 14.17 */
 #include <node_api.h>
